@@ -1,0 +1,3 @@
+from geoae.cli import main
+
+raise SystemExit(main())

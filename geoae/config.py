@@ -1,0 +1,336 @@
+"""Run configuration: YAML/JSON files validated into frozen-shape dataclasses.
+
+Validation happens before any work starts: unknown keys, wrong types and
+impossible values raise ``ConfigError`` naming the dotted key
+(``model.noise[1].level``). The resolved config (defaults filled in) is written
+beside every output and stored inside every model artifact, so a run can always
+be reproduced from what it left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoae.errors import POLICIES, ConfigError
+
+NOISE_KINDS = ("masking", "gaussian", "salt_pepper", "dropout", "none")
+ACTIVATIONS = ("sigmoid", "relu", "tanh", "gelu")
+FEATURE_KINDS = ("tfidf", "transformer")
+OUTSIDE_US_POLICIES = ("drop", "keep", "fail")
+SPLIT_RULES = ("column", "geotext_folds", "random")
+COORD_LOSSES = ("haversine", "mse")
+
+
+@dataclass
+class DataConfig:
+    """Where the tweets come from and how users are split.
+
+    ``split`` decides the train/dev/test assignment: ``column`` keeps the split
+    the reader assigned (Rahimi's per-split files, a ``split`` column),
+    ``geotext_folds`` applies the official GeoText fold rule, ``random`` draws
+    one with ``seed``. ``dev_fraction`` carves a validation set out of train when
+    the data has none (the in-house GeoText protocol trains on official dev users).
+    """
+
+    inputs: list[str] = field(default_factory=list)
+    format: str = "auto"
+    split: str = "column"
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    dev_splits: list[str] = field(default_factory=lambda: ["dev"])
+    test_splits: list[str] = field(default_factory=lambda: ["test"])
+    dev_fraction: float = 0.0
+    test_fraction: float = 0.0
+    on_bad_record: str = "skip"
+    outside_us: str = "drop"
+    min_tweets: int = 1
+    seed: int = 0
+
+
+@dataclass
+class FeatureConfig:
+    """How a user document becomes a vector (fitted on train users only)."""
+
+    kind: str = "tfidf"
+    max_features: int = 10000
+    min_df: int = 2
+    max_df: float = 1.0
+    sublinear_tf: bool = True
+    binary: bool = False
+    ngram_max: int = 1
+    transformer_model: str = ""
+    transformer_max_length: int = 128
+    transformer_batch_size: int = 32
+
+
+@dataclass
+class NoiseConfig:
+    kind: str = "masking"
+    level: float = 0.3
+
+
+@dataclass
+class ModelConfig:
+    """The SDAE: ``hidden`` lists the encoder widths; the last one is ``H3``."""
+
+    hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    activation: str = "sigmoid"
+    noise: list[NoiseConfig] = field(
+        default_factory=lambda: [NoiseConfig("masking", 0.3), NoiseConfig("gaussian", 0.1), NoiseConfig("gaussian", 0.1)]
+    )
+    tied_weights: bool = True
+    sparsity_l1: float = 0.0
+    head_dropout: float = 0.2
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LossWeights:
+    state: float = 1.0
+    coord: float = 1.0
+    recon: float = 0.1
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    coord_loss: str = "haversine"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    select_metric: str = "combined"
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section {_type_name(tp)}, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin in (list, typing.List):
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errs = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errs.append(str(e))
+        raise ConfigError(errs[0] if errs else f"{key}: bad value {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f"; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _check_choice(key: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    """Reject impossible values, naming the key. Returns ``cfg`` for chaining."""
+    d, f, m, p, ft, t = cfg.data, cfg.features, cfg.model, cfg.pretrain, cfg.finetune, cfg.train
+    _check_choice("data.split", d.split, SPLIT_RULES)
+    _check_choice("data.on_bad_record", d.on_bad_record, POLICIES)
+    _check_choice("data.outside_us", d.outside_us, OUTSIDE_US_POLICIES)
+    for key, frac in (("data.dev_fraction", d.dev_fraction), ("data.test_fraction", d.test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1); got {frac}")
+    if d.dev_fraction + d.test_fraction >= 1.0:
+        raise ConfigError("data.dev_fraction + data.test_fraction must be < 1")
+    if d.min_tweets < 1:
+        raise ConfigError(f"data.min_tweets: must be >= 1; got {d.min_tweets}")
+    _check_choice("features.kind", f.kind, FEATURE_KINDS)
+    if f.max_features < 1:
+        raise ConfigError(f"features.max_features: must be >= 1; got {f.max_features}")
+    if f.min_df < 1:
+        raise ConfigError(f"features.min_df: must be >= 1; got {f.min_df}")
+    if not 0.0 < f.max_df <= 1.0:
+        raise ConfigError(f"features.max_df: must be in (0, 1]; got {f.max_df}")
+    if f.ngram_max < 1:
+        raise ConfigError(f"features.ngram_max: must be >= 1; got {f.ngram_max}")
+    if f.kind == "transformer" and not f.transformer_model:
+        raise ConfigError("features.transformer_model: a local model directory is required when features.kind is transformer")
+    if not m.hidden:
+        raise ConfigError("model.hidden: the layer list is empty; give at least one width, e.g. [1024, 512, 256]")
+    for i, h in enumerate(m.hidden):
+        if h < 1:
+            raise ConfigError(f"model.hidden[{i}]: a layer width must be >= 1; got {h}")
+    if len(m.noise) != len(m.hidden):
+        raise ConfigError(
+            f"model.noise: needs one entry per hidden layer ({len(m.hidden)}), got {len(m.noise)}"
+        )
+    for i, n in enumerate(m.noise):
+        _check_choice(f"model.noise[{i}].kind", n.kind, NOISE_KINDS)
+        if n.level < 0:
+            raise ConfigError(f"model.noise[{i}].level: must be >= 0; got {n.level}")
+        if n.kind in ("masking", "salt_pepper", "dropout") and n.level >= 1:
+            raise ConfigError(f"model.noise[{i}].level: a {n.kind} rate must be < 1; got {n.level}")
+    _check_choice("model.activation", m.activation, ACTIVATIONS)
+    if m.sparsity_l1 < 0:
+        raise ConfigError(f"model.sparsity_l1: must be >= 0; got {m.sparsity_l1}")
+    if not 0 <= m.head_dropout < 1:
+        raise ConfigError(f"model.head_dropout: must be in [0, 1); got {m.head_dropout}")
+    for sect, c in (("pretrain", p), ("finetune", ft)):
+        if c.epochs < 0:
+            raise ConfigError(f"{sect}.epochs: must be >= 0; got {c.epochs}")
+        if c.batch_size < 1:
+            raise ConfigError(f"{sect}.batch_size: must be >= 1; got {c.batch_size}")
+        if c.lr <= 0:
+            raise ConfigError(f"{sect}.lr: must be > 0; got {c.lr}")
+        if c.weight_decay < 0:
+            raise ConfigError(f"{sect}.weight_decay: must be >= 0; got {c.weight_decay}")
+    if ft.patience < 1:
+        raise ConfigError(f"finetune.patience: must be >= 1; got {ft.patience}")
+    _check_choice("finetune.coord_loss", ft.coord_loss, COORD_LOSSES)
+    _check_choice("finetune.select_metric", ft.select_metric, ("combined", "state_acc", "median_km", "mean_km", "loss"))
+    w = ft.loss_weights
+    for name in ("state", "coord", "recon"):
+        if getattr(w, name) < 0:
+            raise ConfigError(f"finetune.loss_weights.{name}: must be >= 0; got {getattr(w, name)}")
+    if w.state == 0 and w.coord == 0:
+        raise ConfigError("finetune.loss_weights: state and coord cannot both be 0 (nothing to predict)")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N; got {t.device!r}")
+    if t.threads < 0:
+        raise ConfigError(f"train.threads: must be >= 0; got {t.threads}")
+    if t.checkpoint_every < 1:
+        raise ConfigError(f"train.checkpoint_every: must be >= 1; got {t.checkpoint_every}")
+    return cfg
+
+
+def config_from_dict(raw: dict | None) -> Config:
+    """Build and validate a ``Config`` from a plain mapping (missing keys take defaults)."""
+    return validate(_build(Config, raw or {}))
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Apply a ``section.key=value`` override (value parsed as YAML) to a raw mapping."""
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML/JSON config, apply ``key=value`` overrides, validate.
+
+    Raises ``ConfigError`` for an unreadable file, a syntax error, an unknown
+    key, a wrong type or an impossible value.
+    """
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML/JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected section.key=value")
+        k, v = ov.split("=", 1)
+        try:
+            parsed = yaml.safe_load(v)
+        except yaml.YAMLError:
+            parsed = v
+        set_dotted(raw, k.strip(), parsed)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{e}") from None

@@ -1,0 +1,86 @@
+"""Errors and bad-record accounting shared by every stage.
+
+Every problem a user can cause (a malformed line, a bad config key, a tampered
+model file) surfaces as a ``GeoaeError`` subclass whose message says *where*
+(file, line, key), *what* is wrong and *what to do*. The CLI prints that
+message and exits with status 2 instead of showing a traceback.
+
+Records that are bad but skippable go through ``RecordLog``: under the
+``skip`` policy they are counted by reason (with a few examples kept for the
+manifest); under ``fail`` the first one raises ``DataError``. Nothing is ever
+dropped without being counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+POLICIES = ("skip", "fail")
+
+
+class GeoaeError(Exception):
+    """Base class for errors caused by user input; the CLI prints them cleanly."""
+
+
+class ConfigError(GeoaeError):
+    """A config file or option is invalid (unknown key, wrong type, impossible value)."""
+
+
+class DataError(GeoaeError):
+    """Input data cannot be read or violates the expected format."""
+
+
+class ArtifactError(GeoaeError):
+    """A model directory is missing, truncated, tampered with or of another version."""
+
+
+@dataclass
+class RecordLog:
+    """Counts skipped records by reason, or raises on the first one under ``fail``.
+
+    ``source`` names what is being read (usually a file path) and is used in
+    messages; ``max_examples`` bounds how many examples per reason are kept so
+    the manifest stays small however dirty the input is.
+    """
+
+    policy: str = "skip"
+    source: str = ""
+    max_examples: int = 5
+    counts: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"on_bad_record must be one of {POLICIES}, got {self.policy!r}")
+
+    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None) -> None:
+        """Record one bad record; raise ``DataError`` under the ``fail`` policy."""
+        where = source or self.source
+        loc = f"{where}:{line}" if line is not None else where
+        if self.policy == "fail":
+            hint = "fix the record, or rerun with --on-bad-record skip to count and skip such records"
+            raise DataError(f"{loc}: {reason}{': ' + detail if detail else ''} ({hint})")
+        self.counts[reason] += 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < self.max_examples:
+            ex.append(f"{loc}{': ' + detail[:200] if detail else ''}")
+
+    def merge(self, other: "RecordLog") -> "RecordLog":
+        self.counts.update(other.counts)
+        for k, v in other.examples.items():
+            mine = self.examples.setdefault(k, [])
+            mine.extend(v[: max(0, self.max_examples - len(mine))])
+        return self
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def to_dict(self) -> dict:
+        return {
+            "policy": self.policy,
+            "skipped_total": self.total,
+            "skipped_by_reason": dict(sorted(self.counts.items())),
+            "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+        }
