@@ -1,0 +1,575 @@
+"""Metrics for user geolocation and the ``geoae evaluate`` subcommand.
+
+Conventions (they decide the numbers, so they are written down here and in
+every report):
+
+* **State metrics** (state / region / top-3 accuracy) are computed over users
+  whose true state is known (a non-empty code). A user for whom the model gave
+  no state (abstained, empty text) counts as a miss. A model that never
+  predicts a state (the ``median_point`` baseline) gets ``None`` for them.
+* **Top-3 accuracy** needs class probabilities; ``classes`` names the column
+  of each probability. A user whose true state is not among ``classes`` (the
+  state never occurred in training) counts as a miss.
+* **Distance metrics** (mean / median / percentile error in km, Acc@161) are
+  computed over users with valid true coordinates *and* a predicted point; how
+  many users had no predicted point is reported (``n_no_point``) so that an
+  abstaining model cannot silently look better. Acc@161 is the share of those
+  users with error < 161 km (100 miles).
+* Two point predictions exist: the regression head (``lat, lon``) and the
+  state-median point (``state_lat, state_lon``: the median training coordinate
+  of the predicted state). Both are reported; ``headline`` picks the one whose
+  numbers are copied to the top-level ``mean_km`` / ``median_km`` / ... keys.
+
+Accuracies are fractions in [0, 1]; every value is a plain Python float/int
+or ``None`` so the dict is JSON-able as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from geoae.errors import ArtifactError, DataError, GeoaeError
+
+log = logging.getLogger(__name__)
+
+ACC_KM = 161.0
+PERCENTILES = (10, 25, 50, 75, 90)
+POINTS = {
+    # point kind -> (lat column, lon column, human description)
+    "regression": ("lat", "lon", "regression head (lat, lon predicted directly)"),
+    "state_median": ("state_lat", "state_lon", "state-median point (median training coordinate of the predicted state)"),
+}
+POINT_CHOICES = ("regression", "state_median", "both")
+DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split", "state", "region")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    from geoae.geo import haversine_km
+
+    return np.asarray(haversine_km(lat1, lon1, lat2, lon2), dtype=np.float64)
+
+
+def _codes(values: Any, n: int | None = None) -> np.ndarray:
+    """State codes as an object array of ``str``, missing ones as ``""``."""
+    if values is None:
+        return np.full(n or 0, "", dtype=object)
+    arr = np.asarray(values, dtype=object).ravel()
+    out = np.empty(arr.shape[0], dtype=object)
+    for i, v in enumerate(arr):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
+            out[i] = ""
+        else:
+            out[i] = str(v).strip()
+    return out
+
+
+def _regions(codes: np.ndarray) -> np.ndarray:
+    """Census region of each code via ``geoae.labels.region_of``; ``""`` when unknown."""
+    from geoae.labels import region_of
+
+    codes = list(codes)
+    try:
+        res = region_of(codes)
+        if isinstance(res, str) or len(res) != len(codes):
+            raise TypeError
+        res = list(res)
+    except Exception:  # scalar-only implementation, or an unknown code raising
+        res = []
+        for c in codes:
+            try:
+                res.append(region_of(c) if c else "")
+            except Exception:
+                res.append("")
+    return _codes(res)
+
+
+def _float_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
+def _floats(values: Any, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    return pd.to_numeric(pd.Series(np.asarray(values, dtype=object).ravel()), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _valid_coords(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+
+
+def error_km(true_lat, true_lon, pred_lat, pred_lon) -> np.ndarray:
+    """Great-circle error per user in km; ``nan`` where either point is missing or invalid."""
+    tl, tn = np.asarray(true_lat, dtype=np.float64), np.asarray(true_lon, dtype=np.float64)
+    pl, pn = np.asarray(pred_lat, dtype=np.float64), np.asarray(pred_lon, dtype=np.float64)
+    out = np.full(tl.shape[0], np.nan)
+    ok = _valid_coords(tl, tn) & _valid_coords(pl, pn)
+    if ok.any():
+        out[ok] = _haversine_km(tl[ok], tn[ok], pl[ok], pn[ok])
+    return out
+
+
+def topk_hits(true_state, proba: np.ndarray, classes: Sequence[str], k: int = 3) -> np.ndarray:
+    """Boolean per user: true state among the ``k`` most probable classes."""
+    true = _codes(true_state)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[0] != true.shape[0] or proba.shape[1] != len(classes):
+        raise ValueError(
+            f"state_proba has shape {proba.shape}, expected ({true.shape[0]}, {len(classes)}) (users x classes)"
+        )
+    k = min(k, proba.shape[1])
+    if k == 0:
+        return np.zeros(true.shape[0], dtype=bool)
+    p = np.where(np.isfinite(proba), proba, -np.inf)
+    top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+    cls = np.asarray([str(c) for c in classes], dtype=object)
+    return np.array([t in set(cls[row]) for t, row in zip(true, top)], dtype=bool)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def compute_metrics(
+    true_lat,
+    true_lon,
+    true_state,
+    pred_state,
+    pred_lat,
+    pred_lon,
+    *,
+    state_proba: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict:
+    """State, region, top-3 and distance metrics for one set of predictions (see module doc).
+
+    Returns a dict of plain floats/ints (``None`` when a metric is undefined,
+    e.g. no user has a known state, or no proba was given for top-3).
+    """
+    tlat = _floats(true_lat, len(np.asarray(true_lat).ravel()))
+    n = tlat.shape[0]
+    tlon = _floats(true_lon, n)
+    plat, plon = _floats(pred_lat, n), _floats(pred_lon, n)
+    tstate = _codes(true_state, n)
+    pstate = _codes(pred_state, n)
+    for name, arr in (("true_lon", tlon), ("true_state", tstate), ("pred_state", pstate), ("pred_lat", plat), ("pred_lon", plon)):
+        if arr.shape[0] != n:
+            raise ValueError(f"{name} has {arr.shape[0]} values, true_lat has {n}")
+
+    m: dict[str, Any] = {"n_users": int(n)}
+    known = tstate != ""
+    predicts_state = bool((pstate != "").any())
+    m["n_state"] = int(known.sum())
+    m["n_no_state_prediction"] = int((known & (pstate == "")).sum())
+    if known.any() and predicts_state:
+        m["state_acc"] = float(np.mean(tstate[known] == pstate[known]))
+        treg, preg = _regions(tstate[known]), _regions(pstate[known])
+        m["region_acc"] = float(np.mean((treg == preg) & (treg != "")))
+    else:
+        m["state_acc"] = None
+        m["region_acc"] = None
+    if state_proba is not None and classes is not None and known.any():
+        hits = topk_hits(tstate, state_proba, classes, k=3)
+        m["top3_state_acc"] = float(np.mean(hits[known]))
+    else:
+        m["top3_state_acc"] = None
+
+    err = error_km(tlat, tlon, plat, plon)
+    has_truth = _valid_coords(tlat, tlon)
+    ok = np.isfinite(err)
+    m["n_distance"] = int(ok.sum())
+    m["n_no_point"] = int((has_truth & ~ok).sum())
+    e = err[ok]
+    if e.size:
+        m["mean_km"] = float(e.mean())
+        m["median_km"] = float(np.median(e))
+        m["acc_at_161"] = float(np.mean(e < ACC_KM))
+        for q, v in zip(PERCENTILES, np.percentile(e, PERCENTILES)):
+            m[f"p{q}_km"] = float(v)
+    else:
+        m["mean_km"] = m["median_km"] = m["acc_at_161"] = None
+        for q in PERCENTILES:
+            m[f"p{q}_km"] = None
+    return m
+
+
+def per_state_table(true_state, pred_state, errors_km=None) -> pd.DataFrame:
+    """One row per true state: ``state, n, accuracy, median_km, mean_km, most_common_wrong, most_common_wrong_n``.
+
+    Sorted by ``n`` descending (then state). ``errors_km`` is per user (nan where
+    unknown) and only feeds the km columns. Users without a true state are left out.
+    """
+    t = _codes(true_state)
+    p = _codes(pred_state, t.shape[0])
+    e = np.full(t.shape[0], np.nan) if errors_km is None else np.asarray(errors_km, dtype=np.float64)
+    rows = []
+    for s in sorted(set(t[t != ""])):
+        sel = t == s
+        ps, es = p[sel], e[sel]
+        es = es[np.isfinite(es)]
+        wrong = Counter(x if x else "(none)" for x in ps[ps != s])
+        mc = sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[0] if wrong else ("", 0)
+        rows.append(
+            {
+                "state": s,
+                "n": int(sel.sum()),
+                "accuracy": float(np.mean(ps == s)),
+                "median_km": float(np.median(es)) if es.size else np.nan,
+                "mean_km": float(es.mean()) if es.size else np.nan,
+                "most_common_wrong": mc[0],
+                "most_common_wrong_n": int(mc[1]),
+            }
+        )
+    cols = ["state", "n", "accuracy", "median_km", "mean_km", "most_common_wrong", "most_common_wrong_n"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["n", "state"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def confused_pairs(true, pred, top: int = 15) -> pd.DataFrame:
+    """Most frequent ``(true_state, pred_state)`` pairs with true != pred.
+
+    Columns: ``true_state, pred_state, count, share_of_true`` (count divided by
+    the number of users of that true state). Users with no true state are left
+    out; a missing prediction shows as ``(none)``.
+    """
+    t = _codes(true)
+    p = _codes(pred, t.shape[0])
+    known = t != ""
+    support = Counter(t[known])
+    pairs = Counter((a, b if b else "(none)") for a, b in zip(t[known], p[known]) if a != b)
+    rows = [
+        {"true_state": a, "pred_state": b, "count": int(c), "share_of_true": c / support[a]}
+        for (a, b), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, int(top))]
+    ]
+    return pd.DataFrame(rows, columns=["true_state", "pred_state", "count", "share_of_true"])
+
+
+def accuracy_vs_coverage(correct, confidence, errors_km=None, coverages: Sequence[float] | None = None) -> pd.DataFrame:
+    """Accuracy and median error when abstaining on the least confident users.
+
+    Users are sorted by ``confidence`` descending (stable; nan confidence counts
+    as lowest); for each coverage c (default 5%, 10%, ..., 100%) the top
+    ``ceil(c * n)`` are retained. Columns: ``coverage, n, min_confidence,
+    state_acc, median_km`` (median over retained users with a finite error).
+    """
+    correct = np.asarray(correct, dtype=bool).ravel()
+    n = correct.shape[0]
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    if conf.shape[0] != n:
+        raise ValueError(f"confidence has {conf.shape[0]} values, correct has {n}")
+    err = np.full(n, np.nan) if errors_km is None else np.asarray(errors_km, dtype=np.float64).ravel()
+    if coverages is None:
+        coverages = np.round(np.arange(1, 21) * 0.05, 2)
+    key = np.where(np.isfinite(conf), conf, -np.inf)
+    order = np.argsort(-key, kind="stable")
+    rows = []
+    for c in coverages:
+        k = int(np.ceil(float(c) * n - 1e-9)) if n else 0
+        k = min(max(k, 1 if n else 0), n)
+        idx = order[:k]
+        e = err[idx]
+        e = e[np.isfinite(e)]
+        rows.append(
+            {
+                "coverage": float(c),
+                "n": k,
+                "min_confidence": float(key[idx[-1]]) if k else np.nan,
+                "state_acc": float(correct[idx].mean()) if k else np.nan,
+                "median_km": float(np.median(e)) if e.size else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["coverage", "n", "min_confidence", "state_acc", "median_km"])
+
+
+def _align(truth_df: pd.DataFrame, pred_df: pd.DataFrame, proba: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Predictions reordered to the truth's users (left join on ``user_id``)."""
+    for col in ("user_id",):
+        if col not in truth_df.columns or col not in pred_df.columns:
+            raise DataError(f"both truth and predictions need a {col!r} column")
+    if pred_df["user_id"].duplicated().any():
+        dup = pred_df.loc[pred_df["user_id"].duplicated(), "user_id"].iloc[0]
+        raise DataError(f"predictions contain user_id {dup!r} more than once")
+    pos = pd.Series(np.arange(len(pred_df)), index=pred_df["user_id"].astype(str).to_numpy())
+    where = pos.reindex(truth_df["user_id"].astype(str).to_numpy())
+    missing = int(where.isna().sum())
+    if missing:
+        log.warning("%d of %d evaluation users have no prediction; they count as misses / no point", missing, len(truth_df))
+    idx = where.to_numpy()
+    have = np.isfinite(idx)
+    aligned = pd.DataFrame(index=range(len(truth_df)))
+    for col in pred_df.columns:
+        vals = pred_df[col].to_numpy()
+        out = np.empty(len(truth_df), dtype=object if vals.dtype.kind in "OUSb" else np.float64)
+        out[:] = None if out.dtype == object else np.nan
+        out[have] = vals[idx[have].astype(np.int64)]
+        aligned[col] = out
+    aligned["user_id"] = truth_df["user_id"].to_numpy()
+    if "status" in aligned:
+        aligned["status"] = aligned["status"].where(have, "no_prediction")
+    else:
+        aligned["status"] = np.where(have, "ok", "no_prediction")
+    aproba = None
+    if proba is not None:
+        proba = np.asarray(proba, dtype=np.float64)
+        if proba.shape[0] != len(pred_df):
+            raise DataError(f"proba has {proba.shape[0]} rows but predictions have {len(pred_df)}")
+        aproba = np.zeros((len(truth_df), proba.shape[1]))
+        aproba[have] = proba[idx[have].astype(np.int64)]
+    return aligned, aproba
+
+
+def evaluate_predictions(
+    truth_df: pd.DataFrame,
+    pred_df: pd.DataFrame,
+    proba: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+    point: str = "both",
+    headline: str = "regression",
+) -> dict:
+    """Evaluate one model's predictions against the truth.
+
+    ``truth_df`` needs ``user_id, lat, lon, state``; ``pred_df`` has the
+    predictor's columns (``user_id, state, lat, lon, state_lat, state_lon,
+    confidence``, ...); ``proba`` rows follow ``pred_df`` rows. ``point`` picks
+    the point prediction(s) to score; ``headline`` the one copied to the
+    top-level distance keys (it must be among those scored).
+
+    Returns ``{"metrics": dict, "per_state": DataFrame, "confused_pairs":
+    DataFrame, "coverage": DataFrame, "predictions": DataFrame}`` where
+    ``metrics["points"][kind]`` holds the distance metrics of each scored point
+    and ``predictions`` is truth + aligned predictions + ``error_km_<kind>``.
+    """
+    if point not in POINT_CHOICES:
+        raise GeoaeError(f"point must be one of {POINT_CHOICES}, got {point!r}")
+    kinds = list(POINTS) if point == "both" else [point]
+    if headline not in kinds:
+        headline = kinds[0]
+    for col in ("user_id", "lat", "lon", "state"):
+        if col not in truth_df.columns:
+            raise DataError(f"truth is missing column {col!r} (have {list(truth_df.columns)})")
+    pred, aproba = _align(truth_df.reset_index(drop=True), pred_df.reset_index(drop=True), proba)
+    truth = truth_df.reset_index(drop=True)
+    n = len(truth)
+    pstate = pred["state"] if "state" in pred else None
+
+    points: dict[str, dict] = {}
+    errors: dict[str, np.ndarray] = {}
+    base: dict | None = None
+    for kind in kinds:
+        latc, lonc, desc = POINTS[kind]
+        if latc not in pred or lonc not in pred:
+            log.warning("predictions have no %s/%s columns: %s not scored", latc, lonc, kind)
+            plat = plon = np.full(n, np.nan)
+        else:
+            plat, plon = pred[latc].to_numpy(dtype=np.float64), pred[lonc].to_numpy(dtype=np.float64)
+        m = compute_metrics(
+            truth["lat"], truth["lon"], truth["state"], pstate, plat, plon,
+            state_proba=aproba if classes is not None else None, classes=classes,
+        )
+        errors[kind] = error_km(truth["lat"].to_numpy(np.float64), truth["lon"].to_numpy(np.float64), plat, plon)
+        if base is None:
+            base = {k: m[k] for k in ("n_users", "n_state", "n_no_state_prediction", "state_acc", "region_acc", "top3_state_acc")}
+        points[kind] = {"description": desc, **{k: v for k, v in m.items() if k not in base}}
+
+    metrics = dict(base or {})
+    metrics["headline_point"] = headline
+    metrics.update({k: v for k, v in points[headline].items() if k != "description"})
+    metrics["points"] = points
+
+    tstate = _codes(truth["state"])
+    pst = _codes(pstate, n)
+    head_err = errors[headline]
+    if "confidence" in pred:
+        conf = pd.to_numeric(pred["confidence"], errors="coerce").to_numpy(np.float64)
+    elif "state_prob" in pred:
+        conf = pd.to_numeric(pred["state_prob"], errors="coerce").to_numpy(np.float64)
+    else:
+        conf = np.full(n, np.nan)
+    known = tstate != ""
+    coverage = accuracy_vs_coverage((tstate == pst)[known], conf[known], head_err[known]) if known.any() else accuracy_vs_coverage([], [], [])
+
+    out_pred = pd.DataFrame(
+        {
+            "user_id": truth["user_id"].to_numpy(),
+            "true_state": tstate,
+            "true_lat": truth["lat"].to_numpy(np.float64),
+            "true_lon": truth["lon"].to_numpy(np.float64),
+        }
+    )
+    for col in pred.columns:
+        if col != "user_id":
+            out_pred[col] = pred[col].to_numpy()
+    for kind, e in errors.items():
+        out_pred[f"error_km_{kind}"] = e
+    has_state = bool((pst != "").any())
+    return {
+        "metrics": metrics,
+        "per_state": per_state_table(tstate, pst, head_err) if has_state else per_state_table([], []),
+        "confused_pairs": confused_pairs(tstate, pst) if has_state else confused_pairs([], []),
+        "coverage": coverage if has_state else accuracy_vs_coverage([], [], []),
+        "predictions": out_pred,
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def load_documents(data_dir: str | Path) -> tuple[pd.DataFrame, Path]:
+    """Read ``documents.parquet`` from a prepared directory, checking its columns."""
+    data_dir = Path(data_dir)
+    path = data_dir / "documents.parquet" if data_dir.is_dir() else data_dir
+    if not path.exists():
+        raise DataError(f"{path}: not found (run `geoae prepare` first, and pass its output directory as --data)")
+    try:
+        docs = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many kinds
+        raise DataError(f"{path}: cannot read parquet ({e}); rerun `geoae prepare`") from e
+    missing = [c for c in ("user_id", "text", "lat", "lon", "split", "state") if c not in docs.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing} (have {list(docs.columns)}); rerun `geoae prepare`")
+    docs["user_id"] = docs["user_id"].astype(str)
+    docs["state"] = _codes(docs["state"])
+    return docs, path
+
+
+def _model_provenance(model_dir: Path) -> tuple[dict | None, list[dict]]:
+    from geoae.manifest import file_record
+
+    cfg = None
+    cfg_path = model_dir / "config.json"
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            cfg = None
+    files = [file_record(p) for p in sorted(model_dir.iterdir()) if p.is_file()] if model_dir.is_dir() else []
+    return cfg, files
+
+
+def run_evaluate(
+    model_dir: str | Path | None,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    baselines: bool = True,
+    point: str = "both",
+    headline: str = "regression",
+    seed: int = 0,
+    model_name: str = "geoae-sdae",
+    predictor: Any = None,
+) -> dict:
+    """Evaluate a model (and baselines) on one split and write the report; returns ``write_report``'s paths."""
+    from geoae.manifest import file_record, versions
+    from geoae.report import write_report
+
+    t0 = time.perf_counter()
+    docs, doc_path = load_documents(data_dir)
+    ev = docs[docs["split"].astype(str) == split].reset_index(drop=True)
+    if ev.empty:
+        have = sorted(docs["split"].astype(str).unique())
+        raise DataError(f"{doc_path}: no users in split {split!r} (splits present: {have}); choose one with --split")
+    train = docs[docs["split"].astype(str) == "train"].reset_index(drop=True)
+    dev = docs[docs["split"].astype(str) == "dev"].reset_index(drop=True)
+    log.info("evaluating on %d %s users (%d train, %d dev available for baselines)", len(ev), split, len(train), len(dev))
+
+    results: dict[str, dict] = {}
+    model_cfg, model_files = None, []
+    if predictor is None and model_dir is not None:
+        from geoae.predict import load_predictor
+
+        model_dir = Path(model_dir)
+        if not model_dir.exists():
+            raise ArtifactError(f"{model_dir}: model directory not found (train one with `geoae train`)")
+        predictor = load_predictor(model_dir)
+        model_cfg, model_files = _model_provenance(model_dir)
+    if predictor is not None:
+        # Only what a prediction-time document has: no labels reach the model.
+        inputs = ev[[c for c in ("user_id", "text", "n_tweets") if c in ev.columns]]
+        pred = predictor.predict(inputs)
+        classes = list(getattr(predictor, "classes_", []) or []) or None
+        proba = predictor.predict_proba(inputs) if classes is not None and hasattr(predictor, "predict_proba") else None
+        results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=headline)
+        results[model_name]["label"] = "SDAE (this model)"
+
+    baseline_info = {}
+    if baselines:
+        if train.empty:
+            log.warning("no train users in %s: baselines skipped", doc_path)
+        else:
+            from geoae.baselines import run_baselines
+
+            for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed).items():
+                r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point, headline=headline)
+                r["label"] = "baseline"
+                results[f"baseline:{name}"] = r
+                baseline_info[name] = dict(bpred.attrs.get("baseline", {}))
+    if not results:
+        raise GeoaeError("nothing to evaluate: give --model, or allow --baselines")
+
+    provenance = {
+        "split": split,
+        "n_eval_users": int(len(ev)),
+        "data_files": [file_record(doc_path)],
+        "model_dir": str(model_dir) if model_dir is not None else None,
+        "model_files": model_files,
+        "config": model_cfg,
+        "seed": seed,
+        "baselines": baseline_info,
+        "point": point,
+        "headline_point": headline,
+        "versions": versions(),
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+    }
+    return write_report(out_dir, results, provenance)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    paths = run_evaluate(
+        args.model, args.data, args.out, split=args.split, baselines=args.baselines,
+        point=args.point, headline=args.headline, seed=args.seed,
+    )
+    metrics = json.loads(Path(paths["metrics.json"]).read_text("utf-8"))
+    for name, m in metrics["models"].items():
+        acc = m.get("state_acc")
+        print(
+            f"{name:28s} state acc {'n/a' if acc is None else f'{acc:.3f}'}  "
+            f"median {m.get('median_km') if m.get('median_km') is None else round(m['median_km'], 1)} km  "
+            f"Acc@161 {m.get('acc_at_161') if m.get('acc_at_161') is None else round(m['acc_at_161'], 3)}"
+        )
+    print(f"report: {paths['report.html']}")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model (and baselines) on a prepared split and write a report",
+        description="Score a trained model and simple baselines on one split of a prepared dataset; "
+        "write metrics.json, report.md, a self-contained report.html and PNG figures.",
+    )
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory written by `geoae train`")
+    p.add_argument("--data", required=True, metavar="PREPARED_DIR", help="directory with documents.parquet (from `geoae prepare`)")
+    p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="where the report is written")
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="also fit and score majority / median-point / TF-IDF+LogReg baselines on the train split (default: on)")
+    p.add_argument("--point", choices=POINT_CHOICES, default="both",
+                   help="point prediction(s) scored for distance metrics: the regression head, the state-median point, or both (default)")
+    p.add_argument("--headline", choices=tuple(POINTS), default="regression",
+                   help="which point prediction gives the headline distance numbers (default: regression)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the baselines (default 0)")
+    p.set_defaults(func=_cli)
