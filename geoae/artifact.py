@@ -1,0 +1,188 @@
+"""The model artifact: one self-describing directory, safetensors + JSON, no pickle.
+
+Layout of ``MODEL_DIR``::
+
+    artifact.json                   # format, version, config, label maps, scaler,
+                                    # featurizer params/vocabulary, training summary,
+                                    # and the sha256 + size of every weight file
+    model-<sha12>.safetensors       # SDAE + heads (incl. the coordinate scaler buffers)
+    featurizer-<sha12>.safetensors  # featurizer arrays (e.g. idf)
+
+Why content-addressed weight names: saving writes the new weight files beside
+the old ones, then atomically replaces ``artifact.json`` (the only file that
+says which weights are current), then deletes the unreferenced old files. A
+kill at any moment therefore leaves either the old or the new artifact fully
+loadable, never a mix.
+
+Loading never executes code from the files (safetensors and JSON only), and
+refuses, with a message saying what is wrong, a directory whose files are
+missing, truncated, altered, or written by an incompatible format version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as np_st_load
+from safetensors.numpy import save as np_st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from geoae import __version__
+from geoae.config import Config, config_from_dict
+from geoae.errors import ArtifactError, ConfigError
+from geoae.manifest import atomic_write_bytes, atomic_write_text
+from geoae.sdae import GeoSDAE
+
+log = logging.getLogger(__name__)
+
+FORMAT = "geoae-artifact"
+FORMAT_VERSION = 1
+INDEX = "artifact.json"
+
+
+@dataclass
+class Artifact:
+    """Everything prediction needs, as loaded from (or about to be saved to) a model directory."""
+
+    config: Config
+    model: GeoSDAE
+    featurizer: Any
+    classes: list[str]                 # class index -> USPS state code
+    state_points: np.ndarray           # [n_classes, 2] median (lat, lon) of training users per class
+    meta: dict = field(default_factory=dict)  # training summary, data provenance
+
+    @property
+    def n_features(self) -> int:
+        return self.model.n_features
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
+    """Write ``art`` to ``out_dir`` crash-safely (see module docstring). Returns the index path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_blob = st_save({k: v.detach().cpu().contiguous() for k, v in art.model.state_dict().items()})
+    feat_json, feat_arrays = art.featurizer.get_state()
+    feat_blob = np_st_save({k: np.ascontiguousarray(v) for k, v in feat_arrays.items()}) if feat_arrays else np_st_save(
+        {"_empty": np.zeros(1, dtype=np.float32)}
+    )
+    files = {}
+    for role, blob in (("model", model_blob), ("featurizer", feat_blob)):
+        name = f"{role}-{_sha(blob)[:12]}.safetensors"
+        atomic_write_bytes(out / name, blob)
+        files[role] = {"name": name, "sha256": _sha(blob), "bytes": len(blob)}
+    index = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "geoae_version": __version__,
+        "torch_version": torch.__version__,
+        "config": art.config.to_dict(),
+        "n_features": art.model.n_features,
+        "classes": list(art.classes),
+        "state_points": np.asarray(art.state_points, dtype=float).tolist(),
+        "featurizer": feat_json,
+        "files": files,
+        "meta": art.meta,
+    }
+    old = _referenced_files(out)
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1, sort_keys=True))
+    keep = {f["name"] for f in files.values()}
+    for name in old - keep:
+        try:
+            os.unlink(out / name)
+        except FileNotFoundError:
+            pass
+    log.info("saved artifact to %s (%d classes, %d features)", out, len(art.classes), art.model.n_features)
+    return out / INDEX
+
+
+def _referenced_files(out: Path) -> set[str]:
+    try:
+        idx = json.loads((out / INDEX).read_text())
+        return {f["name"] for f in idx.get("files", {}).values()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def _read_verified(d: Path, entry: dict, role: str) -> bytes:
+    name = entry.get("name", "")
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ArtifactError(f"{d / INDEX}: invalid file name for {role}: {name!r}")
+    p = d / name
+    if not p.is_file():
+        raise ArtifactError(f"{d}: {role} weights {name} are missing; the model directory is incomplete — re-save or re-train it")
+    blob = p.read_bytes()
+    if len(blob) != entry.get("bytes"):
+        raise ArtifactError(
+            f"{p}: truncated or altered ({len(blob)} bytes, expected {entry.get('bytes')}); "
+            "refusing to load — restore the file or re-train the model"
+        )
+    if _sha(blob) != entry.get("sha256"):
+        raise ArtifactError(
+            f"{p}: sha256 does not match artifact.json (the file was modified); refusing to load — "
+            "restore the original file or re-train the model"
+        )
+    return blob
+
+
+def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """Load and verify a model directory. Raises ``ArtifactError`` with a specific reason."""
+    from geoae.features import featurizer_from_state
+
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ArtifactError(f"model directory not found: {d}")
+    ip = d / INDEX
+    if not ip.is_file():
+        raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory (train one with `geoae train`)")
+    try:
+        idx = json.loads(ip.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{ip}: corrupted (not valid JSON: {e}); restore it or re-train the model") from None
+    if not isinstance(idx, dict) or idx.get("format") != FORMAT:
+        raise ArtifactError(f"{ip}: not a geoae artifact (format={idx.get('format') if isinstance(idx, dict) else None!r})")
+    ver = idx.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{ip}: artifact format version {ver!r} is not supported by geoae {__version__} "
+            f"(expects {FORMAT_VERSION}); use the geoae version that wrote it ({idx.get('geoae_version')}) or re-train"
+        )
+    try:
+        cfg = config_from_dict(idx["config"])
+        classes = [str(c) for c in idx["classes"]]
+        points = np.asarray(idx["state_points"], dtype=np.float64).reshape(len(classes), 2)
+        n_features = int(idx["n_features"])
+        files = idx["files"]
+        model_blob = _read_verified(d, files["model"], "model")
+        feat_blob = _read_verified(d, files["featurizer"], "featurizer")
+    except ConfigError as e:
+        raise ArtifactError(f"{ip}: stored config is invalid: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
+    try:
+        tensors = st_load(model_blob)
+        arrays = np_st_load(feat_blob)
+    except (SafetensorError, Exception) as e:  # safetensors raises its own error types on bad headers
+        raise ArtifactError(f"{d}: weight file is not valid safetensors ({e}); re-train the model") from None
+    arrays.pop("_empty", None)
+    featurizer = featurizer_from_state(idx["featurizer"], arrays)
+    model = GeoSDAE(n_features, len(classes), cfg.model)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{d}: weights do not fit the stored config ({str(e).splitlines()[0]})") from None
+    model.to(device).eval()
+    return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points, meta=idx.get("meta", {}))

@@ -1,0 +1,205 @@
+"""Training checkpoints without pickle: safetensors for tensors, JSON for the rest.
+
+A checkpoint holds everything needed to continue a run bit-for-bit: model
+weights, optimizer moments, the random generators' states and the loop
+position (stage, layer, epoch, early-stopping bookkeeping). ``state.json`` is
+written last and records the sha256 of the tensor file, so a kill between the
+two writes leaves the *previous* consistent checkpoint in force (each file is
+itself replaced atomically).
+
+Also here: device choice and batching helpers shared by the two training stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from geoae.errors import ArtifactError, ConfigError
+from geoae.manifest import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STATE_JSON = "state.json"
+STATE_TENSORS = "state.safetensors"
+
+
+# --------------------------------------------------------------------------- device / seeds
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an explicit CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def make_generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    """One generator for shuffling (CPU) and one for noise (on the device), both seeded.
+
+    Every random draw of training goes through these or the global torch RNG
+    (dropout), and all three are saved in checkpoints, which is what makes a
+    resumed run identical to an uninterrupted one.
+    """
+    torch.manual_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 1)
+    return {"shuffle": shuffle, "noise": noise}
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class Batches:
+    """Mini-batches of a feature matrix (dense array or CSR) as float32 tensors.
+
+    Small matrices are densified once onto the device (fast path); large sparse
+    ones are densified one batch at a time so memory stays bounded.
+    """
+
+    DENSE_LIMIT_BYTES = 1 << 30
+
+    def __init__(self, X: Any, device: torch.device):
+        self.n = X.shape[0]
+        self.device = device
+        self.sparse = sp.issparse(X) and X.shape[0] * X.shape[1] * 4 > self.DENSE_LIMIT_BYTES
+        if self.sparse:
+            self.X = X.tocsr().astype(np.float32)
+        else:
+            dense = X.toarray() if sp.issparse(X) else np.asarray(X)
+            self.X = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device)
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return torch.from_numpy(self.X[idx.numpy()].toarray()).to(self.device)
+        return self.X[idx.to(self.device)]
+
+    def iterate(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Yield index tensors: shuffled when a generator is given, else in order."""
+        order = torch.randperm(self.n, generator=generator) if generator is not None else torch.arange(self.n)
+        for s in range(0, self.n, batch_size):
+            yield order[s : s + batch_size]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _rng_tensors(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    out = {f"rng.{k}": g.get_state().cpu() for k, g in gens.items()}
+    out["rng.global"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], gens: dict[str, torch.Generator]) -> None:
+    for k, g in gens.items():
+        g.set_state(tensors[f"rng.{k}"])
+    torch.set_rng_state(tensors["rng.global"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = v
+    return {"param_groups": sd["param_groups"], "scalars": scalars}, tensors
+
+
+def _join_optimizer(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    gens: dict[str, torch.Generator],
+    position: dict,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write a resumable checkpoint atomically (tensors first, then the JSON that vouches for them)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_meta = None
+    if optimizer is not None:
+        opt_meta, opt_tensors = _split_optimizer(optimizer)
+        tensors.update(opt_tensors)
+    tensors.update(_rng_tensors(gens))
+    for k, v in (extra_tensors or {}).items():
+        tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
+    blob = st_save(tensors)
+    atomic_write_bytes(ckpt_dir / STATE_TENSORS, blob)
+    doc = {"position": position, "optimizer": opt_meta, "tensors_sha256": hashlib.sha256(blob).hexdigest()}
+    atomic_write_text(ckpt_dir / STATE_JSON, json.dumps(doc, indent=1))
+
+
+def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """Return ``(json_doc, tensors)`` of a consistent checkpoint, or None if there is none.
+
+    A checkpoint whose tensor file does not match the hash in its JSON (a kill
+    landed between the two writes, or the file was damaged) is refused loudly
+    rather than resumed from silently.
+    """
+    js, ts = ckpt_dir / STATE_JSON, ckpt_dir / STATE_TENSORS
+    if not js.exists():
+        return None
+    try:
+        doc = json.loads(js.read_text())
+        blob = ts.read_bytes()
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{ckpt_dir}: unreadable checkpoint ({e}); delete it to start over") from None
+    if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
+        raise ArtifactError(
+            f"{ckpt_dir}: checkpoint tensors do not match their recorded hash (interrupted write or damage); "
+            "delete the checkpoint directory to start over"
+        )
+    return doc, st_load(blob)
+
+
+def restore(
+    doc: dict,
+    tensors: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    gens: dict[str, torch.Generator],
+) -> dict[str, torch.Tensor]:
+    """Load model/optimizer/RNG state from a checkpoint; returns its extra tensors."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    if optimizer is not None and doc.get("optimizer") is not None:
+        optimizer.load_state_dict(_join_optimizer(doc["optimizer"], tensors))
+    _restore_rng(tensors, gens)
+    return {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+
+
+def clear_checkpoint(ckpt_dir: Path) -> None:
+    for name in (STATE_JSON, STATE_TENSORS):
+        p = ckpt_dir / name
+        if p.exists():
+            os.unlink(p)

@@ -1,0 +1,226 @@
+"""Joint fine-tuning: the whole stack, three objectives, one shared code ``H3``.
+
+Loss = w_state * cross-entropy(state) + w_coord * great-circle error / 1000 km
+     + w_recon * reconstruction error of the clean input from a corrupted one.
+
+Why a great-circle loss for the coordinates: the metric users care about is the
+distance on the sphere, and a squared error on raw degrees both over-weights
+longitude at high latitudes and punishes far misses quadratically (pulling
+every prediction to the centre of the country). The mean great-circle error is
+the quantity reported as "mean km", and, being L1-like, it also moves the median
+error. The head still works in standardised coordinates (see ``sdae.py``), which
+keeps optimisation well conditioned; ``coord_loss: mse`` (on z-scores) is kept
+as an ablation.
+
+Users without a state (outside the label set) still train the coordinate and
+reconstruction heads; users without coordinates still train reconstruction.
+
+Model selection: after each epoch the dev users are scored; the best epoch by
+``finetune.select_metric`` is kept and training stops after ``patience`` epochs
+without improvement. ``combined`` = mean of dev state accuracy and the share of
+the dev median error removed relative to predicting the training median point
+(so both heads count equally, each on a 0-1 scale).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from geoae.checkpoint import Batches, restore, save_checkpoint
+from geoae.config import Config
+from geoae.geo import haversine_km, haversine_km_torch
+from geoae.pretrain import reconstruction_loss
+from geoae.sdae import GeoSDAE, corrupt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSet:
+    """Features and targets of one split. ``state`` is -1 where unknown; ``coords`` NaN where unknown."""
+
+    X: object                 # scipy CSR or dense float32 [n, n_features]
+    state: np.ndarray         # int64 [n]
+    coords: np.ndarray        # float32 [n, 2] (lat, lon) degrees
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+
+def joint_loss(out: dict, x_clean: torch.Tensor, state: torch.Tensor, coords: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, dict]:
+    w = cfg.finetune.loss_weights
+    parts = {}
+    total = torch.zeros((), device=x_clean.device)
+    has_state = state >= 0
+    if w.state > 0 and bool(has_state.any()):
+        parts["state"] = F.cross_entropy(out["state_logits"][has_state], state[has_state])
+        total = total + w.state * parts["state"]
+    has_xy = ~torch.isnan(coords[:, 0])
+    if w.coord > 0 and bool(has_xy.any()):
+        p, t = out["coords"][has_xy], coords[has_xy]
+        if cfg.finetune.coord_loss == "haversine":
+            parts["coord"] = haversine_km_torch(p[:, 0], p[:, 1], t[:, 0], t[:, 1]).mean() / 1000.0
+        else:
+            model_std = out["_coord_std"]
+            parts["coord"] = (((p - t) / model_std) ** 2).sum(dim=1).mean()
+        total = total + w.coord * parts["coord"]
+    if w.recon > 0:
+        parts["recon"] = reconstruction_loss(out["recon"], x_clean)
+        total = total + w.recon * parts["recon"]
+    if cfg.model.sparsity_l1 > 0:
+        total = total + cfg.model.sparsity_l1 * out["h"].abs().mean()
+    return total, {k: float(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def predict_arrays(model: GeoSDAE, X, device: torch.device, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities [n, C] and coordinates [n, 2] for a feature matrix (eval mode)."""
+    was = model.training
+    model.eval()
+    batches = Batches(X, device)
+    probs, coords = [], []
+    for idx in batches.iterate(batch_size):
+        out = model(batches.take(idx))
+        probs.append(torch.softmax(out["state_logits"], dim=1).cpu())
+        coords.append(out["coords"].cpu())
+    model.train(was)
+    if not probs:
+        return np.zeros((0, model.n_states), np.float32), np.zeros((0, 2), np.float32)
+    return torch.cat(probs).numpy(), torch.cat(coords).numpy()
+
+
+def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km: float | None = None) -> dict:
+    """Dev metrics used for early stopping (full reports live in ``evaluate.py``)."""
+    probs, coords = predict_arrays(model, data.X, device)
+    m: dict = {}
+    known = data.state >= 0
+    if known.any():
+        m["state_acc"] = float((probs[known].argmax(1) == data.state[known]).mean())
+    ok = ~np.isnan(data.coords[:, 0])
+    if ok.any():
+        err = haversine_km(coords[ok, 0], coords[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
+        m.update(mean_km=float(err.mean()), median_km=float(np.median(err)), acc161=float((err < 161).mean()))
+    parts = []
+    if "state_acc" in m:
+        parts.append(m["state_acc"])
+    if "median_km" in m and ref_median_km:
+        parts.append(1.0 - m["median_km"] / ref_median_km)
+    m["combined"] = float(np.mean(parts)) if parts else 0.0
+    return m
+
+
+def _better(metric: str, new: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if metric in ("median_km", "mean_km", "loss"):
+        return new[metric] < best[metric]
+    return new[metric] > best[metric]
+
+
+def finetune(
+    model: GeoSDAE,
+    train: TrainingSet,
+    dev: TrainingSet | None,
+    cfg: Config,
+    *,
+    device: torch.device,
+    gens: dict,
+    ref_median_km: float | None = None,
+    ckpt_dir: Path | None = None,
+    resume: tuple[dict, dict] | None = None,
+    on_epoch_end: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Fine-tune all layers and heads jointly; leaves the best dev epoch's weights in ``model``."""
+    ft = cfg.finetune
+    opt = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+    batches = Batches(train.X, device)
+    y_state = torch.as_tensor(train.state, dtype=torch.long)
+    y_xy = torch.as_tensor(train.coords, dtype=torch.float32)
+    noise0 = cfg.model.noise[0]
+    history: list[dict] = []
+    best, best_epoch, bad_epochs, start = None, 0, 0, 0
+    best_state = None
+    if resume is not None:
+        doc, tensors = resume
+        pos = doc["position"]
+        extra = restore(doc, tensors, model, opt if pos.get("epoch", 0) > 0 else None, gens)
+        start, history = pos.get("epoch", 0), list(pos.get("ft_history", []))
+        if pos.get("finished"):
+            start = ft.epochs  # the run had already ended (early stop or last epoch)
+        best, best_epoch, bad_epochs = pos.get("best"), pos.get("best_epoch", 0), pos.get("bad_epochs", 0)
+        if extra:
+            best_state = {k[5:]: v.to(device) for k, v in extra.items() if k.startswith("best.")}
+    metric = ft.select_metric
+    if dev is None and metric != "loss":
+        log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
+    bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=None, leave=False)
+    stopped_early = False
+    for epoch in bar:
+        model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for idx in batches.iterate(ft.batch_size, gens["shuffle"]):
+            x = batches.take(idx)
+            # Keep denoising during fine-tuning: the encoder sees the corrupted
+            # input, the reconstruction head must recover the clean one.
+            x_in = corrupt(x, noise0.kind, noise0.level, gens["noise"])
+            out = model(x_in)
+            out["_coord_std"] = model.coord_std
+            loss, parts = joint_loss(out, x, y_state[idx].to(device), y_xy[idx].to(device), cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += len(idx)
+            for k, v in {"loss": float(loss), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+        rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        if dev is not None and len(dev):
+            rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km).items()})
+        history.append(rec)
+        current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
+        current.setdefault("loss", rec["train_loss"])
+        if metric not in current:
+            metric = "loss"
+        if _better(metric, current, best):
+            best, best_epoch, bad_epochs = current, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        bar.set_postfix({k: f"{v:.3f}" for k, v in current.items() if k in ("state_acc", "median_km", "loss")})
+        log.info(
+            "fine-tune epoch %d/%d: %s",
+            epoch + 1,
+            ft.epochs,
+            ", ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"),
+        )
+        stop = dev is not None and bad_epochs >= ft.patience
+        if ckpt_dir is not None and (stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == ft.epochs):
+            pos = {
+                "stage": "finetune",
+                "epoch": epoch + 1,
+                "ft_history": history,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "finished": bool(stop or epoch + 1 == ft.epochs),
+            }
+            save_checkpoint(ckpt_dir, model, opt, gens, pos, {f"best.{k}": v for k, v in (best_state or {}).items()})
+        if on_epoch_end is not None:
+            on_epoch_end("finetune", 0, epoch)
+        if stop:
+            stopped_early = True
+            log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch + 1, metric, ft.patience)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best_epoch": best_epoch, "best": best, "select_metric": metric, "stopped_early": stopped_early}

@@ -1,0 +1,143 @@
+"""The model: a stacked denoising autoencoder whose top code H3 feeds joint heads.
+
+Read top to bottom:
+
+1. ``corrupt`` — the four noise processes a denoising layer can be trained with.
+2. ``DenoisingLayer`` — one encoder/decoder pair (weights tied by default, as in
+   Vincent et al. 2010 and Liu & Inkpen 2015: the decoder is the transposed
+   encoder, which halves the parameters and regularises small-data training).
+3. ``GeoSDAE`` — the stack plus two heads on the top code ``H3``:
+   a state classifier (logits over the training states) and a coordinate
+   regressor. The decoder path stays in the model so fine-tuning can keep
+   reconstructing the input (the third, auxiliary, objective).
+
+Coordinates: the regressor outputs *standardised* latitude/longitude
+(z-scores against the training users), which keeps the head well conditioned
+and starts it at the training mean; ``forward`` converts back to degrees so the
+loss can be the great-circle distance itself (see ``finetune.py``). Longitude
+never wraps inside the contiguous-US-centric training data, so a planar
+parametrisation with a spherical loss is exact where it matters and simpler
+than predicting 3-D unit vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geoae.config import ModelConfig
+
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Return a corrupted copy of ``x`` (never modifies ``x``).
+
+    - masking: each entry is set to 0 with probability ``level`` (the classic
+      denoising-AE noise; for bag-of-words it deletes words).
+    - gaussian: adds N(0, level^2) to every entry.
+    - salt_pepper: each entry, with probability ``level``, is set to the batch's
+      minimum or maximum value (half each).
+    - dropout: masking followed by 1/(1-level) rescaling, so the expected
+      input is unchanged (inverted dropout).
+    - none: identity.
+    """
+    if kind == "none" or level == 0.0:
+        return x
+    if kind == "gaussian":
+        return x + level * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    u = torch.rand(x.shape, generator=generator, device=x.device)
+    hit = u < level
+    if kind == "masking":
+        return x.masked_fill(hit, 0.0)
+    if kind == "dropout":
+        return x.masked_fill(hit, 0.0) / (1.0 - level)
+    if kind == "salt_pepper":
+        # Re-use the same uniform draw to split hits into salt and pepper, so a
+        # single random tensor decides both "which" and "which way".
+        salt = u < level / 2
+        lo, hi = x.min(), x.max()
+        out = x.masked_fill(hit, 0.0) + hit.to(x.dtype) * lo
+        return torch.where(salt, hi.expand_as(x), out)
+    raise ValueError(f"unknown noise kind {kind!r}")
+
+
+class DenoisingLayer(nn.Module):
+    """One autoencoder layer: ``h = act(W x + b)``, ``x_hat = W' h + c``.
+
+    With ``tied`` the decoder weight is ``W.T``. The decoder is linear: the
+    first layer reconstructs L2-normalised TF-IDF (non-negative, small,
+    unbounded above in general), so squashing it through a sigmoid would
+    distort the target; upper layers reuse the same form for uniformity.
+    """
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "sigmoid", tied: bool = True):
+        super().__init__()
+        self.encoder = nn.Linear(n_in, n_out)
+        self.act = _ACTIVATIONS[activation]()
+        self.tied = tied
+        self.decoder_bias = nn.Parameter(torch.zeros(n_in))
+        if not tied:
+            self.decoder = nn.Linear(n_out, n_in, bias=False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.encoder(x))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        w = self.encoder.weight if self.tied else self.decoder.weight.t()
+        return h @ w + self.decoder_bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encode(x)
+        return h, self.decode(h)
+
+
+class GeoSDAE(nn.Module):
+    """The stack of denoising layers and the joint heads on its top code ``H3``."""
+
+    def __init__(self, n_features: int, n_states: int, cfg: ModelConfig):
+        super().__init__()
+        widths = [n_features, *cfg.hidden]
+        self.layers = nn.ModuleList(
+            DenoisingLayer(a, b, cfg.activation, cfg.tied_weights) for a, b in zip(widths[:-1], widths[1:])
+        )
+        h3 = cfg.hidden[-1]
+        self.head_dropout = nn.Dropout(cfg.head_dropout)
+        self.state_head = nn.Linear(h3, n_states)
+        self.coord_head = nn.Linear(h3, 2)
+        # Standardisation of (lat, lon), learned from training users; buffers so
+        # they travel in the weights file and cannot drift from the model.
+        self.register_buffer("coord_mean", torch.zeros(2))
+        self.register_buffer("coord_std", torch.ones(2))
+        # Start the regressor at the training mean: the head's output is a z-score.
+        nn.init.zeros_(self.coord_head.weight)
+        nn.init.zeros_(self.coord_head.bias)
+        self.n_features = n_features
+        self.n_states = n_states
+
+    def set_coord_scaler(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.coord_mean.copy_(torch.as_tensor(mean, dtype=self.coord_mean.dtype))
+        self.coord_std.copy_(torch.as_tensor(std, dtype=self.coord_std.dtype).clamp_min(1e-6))
+
+    def encode(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """Clean encoding through the first ``upto`` layers (all by default): ``H3``."""
+        for layer in self.layers[: upto if upto is not None else len(self.layers)]:
+            x = layer.encode(x)
+        return x
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in reversed(self.layers):
+            h = layer.decode(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.encode(x)
+        hd = self.head_dropout(h)
+        z = self.coord_head(hd)
+        coords = z * self.coord_std + self.coord_mean  # degrees: (lat, lon)
+        return {
+            "h": h,
+            "state_logits": self.state_head(hd),
+            "coords": coords,
+            "recon": self.decode(h),
+        }
