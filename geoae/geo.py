@@ -1,0 +1,106 @@
+"""Great-circle geometry shared by labelling, the coordinate head and evaluation.
+
+Everything here works on degrees and returns kilometres on a sphere of mean
+radius ``EARTH_RADIUS_KM`` (the IUGG mean radius that ``geopy``'s
+``great_circle`` uses), so distances reported by evaluation agree with the
+numbers in the literature, which are great-circle distances, not geodesics on
+the ellipsoid.
+
+Two implementations of the same formula exist on purpose: ``haversine_km`` for
+numpy arrays (evaluation, labelling) and ``haversine_km_torch`` for the training
+loss, which must be differentiable *everywhere*, including at zero distance
+(a model that predicts a user's exact point must not produce NaN gradients).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (IUGG), the value ``geopy.distance.great_circle`` uses."""
+
+# Below this value of the haversine term ``a`` (about 1e-7 km at the surface),
+# the torch version treats the distance as 0 and stops the gradient, because
+# d sqrt(a)/da is unbounded at a = 0 (0 * inf = NaN in the backward pass).
+_TORCH_A_EPS = 1e-20
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance in km between points given in degrees.
+
+    Arguments broadcast like numpy arrays, so one point against many, or pairs
+    row by row, both work. Uses the ``atan2`` form of the haversine formula,
+    which stays accurate for both tiny and near-antipodal distances (the
+    ``asin`` form loses precision near the antipode). NaN in, NaN out.
+    """
+    lat1 = np.radians(np.asarray(lat1, dtype=np.float64))
+    lon1 = np.radians(np.asarray(lon1, dtype=np.float64))
+    lat2 = np.radians(np.asarray(lat2, dtype=np.float64))
+    lon2 = np.radians(np.asarray(lon2, dtype=np.float64))
+    sdlat = np.sin((lat2 - lat1) * 0.5)
+    sdlon = np.sin((lon2 - lon1) * 0.5)
+    a = sdlat * sdlat + np.cos(lat1) * np.cos(lat2) * sdlon * sdlon
+    a = np.clip(a, 0.0, 1.0)
+    return 2.0 * EARTH_RADIUS_KM * np.arctan2(np.sqrt(a), np.sqrt(1.0 - a))
+
+
+def haversine_km_torch(lat1, lon1, lat2, lon2):
+    """Differentiable great-circle distance in km (torch tensors, degrees).
+
+    Same formula and broadcasting as :func:`haversine_km`. Numerically safe
+    for training: ``a`` is clamped to [0, 1] and both square roots are taken
+    through the "double where" trick, so the gradient is finite (zero) when a
+    prediction coincides with its target and at the antipode, where the
+    derivative of ``sqrt`` is unbounded.
+    """
+    import torch
+
+    deg = torch.pi / 180.0
+    lat1 = lat1 * deg
+    lat2 = lat2 * deg
+    dlat = (lat2 - lat1) * 0.5
+    dlon = (lon2 - lon1) * (0.5 * deg)
+    sdlat = torch.sin(dlat)
+    sdlon = torch.sin(dlon)
+    a = sdlat * sdlat + torch.cos(lat1) * torch.cos(lat2) * sdlon * sdlon
+    a = torch.clamp(a, 0.0, 1.0)
+    b = 1.0 - a
+    a_ok = a > _TORCH_A_EPS
+    b_ok = b > _TORCH_A_EPS
+    sqrt_a = torch.where(a_ok, torch.sqrt(torch.where(a_ok, a, torch.ones_like(a))), torch.zeros_like(a))
+    sqrt_b = torch.where(b_ok, torch.sqrt(torch.where(b_ok, b, torch.ones_like(b))), torch.zeros_like(b))
+    return 2.0 * EARTH_RADIUS_KM * torch.atan2(sqrt_a, sqrt_b)
+
+
+def valid_coordinates(lat, lon) -> np.ndarray:
+    """Boolean mask of usable points: finite, |lat| <= 90 and |lon| <= 180.
+
+    Anything else (NaN for an unknown location, 0/0 placeholders are *not*
+    caught here, swapped or projected coordinates) cannot be labelled and is
+    treated as "no coordinates" by the callers.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
+
+
+def median_point(lat, lon) -> tuple[float, float]:
+    """Coordinate-wise median ``(median(lat), median(lon))`` of the valid points.
+
+    This is the protocol's "median location" (e.g. the constant baseline that
+    predicts the training users' median point, and the per-state centroid used
+    when a model predicts only a state): the median latitude and the median
+    longitude taken *independently*, not the geometric median that minimises
+    the sum of great-circle distances. It is cheap, deterministic, robust to
+    outliers and what the GeoText baselines report. It is fine for points
+    within the contiguous US (nowhere near the antimeridian); it is not
+    meaningful for sets that straddle longitude +-180. Invalid points are
+    ignored; with no valid point the result is ``(nan, nan)``.
+    """
+    lat = np.asarray(lat, dtype=np.float64).ravel()
+    lon = np.asarray(lon, dtype=np.float64).ravel()
+    ok = valid_coordinates(lat, lon)
+    if not ok.any():
+        return float("nan"), float("nan")
+    return float(np.median(lat[ok])), float(np.median(lon[ok]))

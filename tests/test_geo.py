@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from geopy.distance import great_circle
+
+from geoae.geo import EARTH_RADIUS_KM, haversine_km, haversine_km_torch, median_point, valid_coordinates
+
+
+def _random_pairs(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    lat1, lat2 = rng.uniform(-89, 89, (2, n))
+    lon1, lon2 = rng.uniform(-180, 180, (2, n))
+    return lat1, lon1, lat2, lon2
+
+
+def test_radius_matches_geopy():
+    from geopy.distance import EARTH_RADIUS
+
+    assert EARTH_RADIUS_KM == pytest.approx(EARTH_RADIUS)
+
+
+def test_haversine_matches_geopy_great_circle():
+    lat1, lon1, lat2, lon2 = _random_pairs()
+    d = haversine_km(lat1, lon1, lat2, lon2)
+    ref = np.array([great_circle((a, b), (c, e)).km for a, b, c, e in zip(lat1, lon1, lat2, lon2)])
+    np.testing.assert_allclose(d, ref, rtol=1e-6)
+    # a few short distances too (city scale)
+    lat3, lon3 = lat1 + 0.01, lon1 - 0.02
+    d = haversine_km(lat1, lon1, lat3, lon3)
+    ref = np.array([great_circle((a, b), (c, e)).km for a, b, c, e in zip(lat1, lon1, lat3, lon3)])
+    np.testing.assert_allclose(d, ref, rtol=1e-6)
+
+
+def test_haversine_broadcasts_and_handles_nan_and_zero():
+    d = haversine_km(40.0, -74.0, np.array([40.0, 41.0, np.nan]), np.array([-74.0, -74.0, 0.0]))
+    assert d.shape == (3,)
+    assert d[0] == 0.0
+    assert d[1] == pytest.approx(111.195, rel=1e-4)
+    assert np.isnan(d[2])
+    # antipode
+    assert haversine_km(0, 0, 0, 180) == pytest.approx(np.pi * EARTH_RADIUS_KM)
+
+
+def test_torch_matches_numpy():
+    lat1, lon1, lat2, lon2 = _random_pairs(200, seed=1)
+    ref = haversine_km(lat1, lon1, lat2, lon2)
+    for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        t = [torch.tensor(x, dtype=dtype) for x in (lat1, lon1, lat2, lon2)]
+        np.testing.assert_allclose(haversine_km_torch(*t).numpy(), ref, rtol=rtol, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_gradient_finite_at_zero_distance_and_antipode(dtype):
+    lat = torch.tensor([40.0, 10.0, 0.0, 33.3], dtype=dtype, requires_grad=True)
+    lon = torch.tensor([-74.0, 20.0, 0.0, -100.0], dtype=dtype, requires_grad=True)
+    lat2 = torch.tensor([40.0, 10.0, 0.0, 35.0], dtype=dtype)
+    lon2 = torch.tensor([-74.0, 20.0, 180.0, -101.0], dtype=dtype)
+    d = haversine_km_torch(lat, lon, lat2, lon2)
+    assert d[0].item() == 0.0 and d[1].item() == 0.0
+    d.sum().backward()
+    assert torch.isfinite(lat.grad).all() and torch.isfinite(lon.grad).all()
+    # the ordinary point still gets a real gradient (moving north towards 35N shrinks the distance)
+    assert lat.grad[3].item() < 0
+
+
+def test_torch_gradient_matches_finite_difference():
+    lat = torch.tensor([30.0], dtype=torch.float64, requires_grad=True)
+    lon = torch.tensor([-90.0], dtype=torch.float64)
+    d = haversine_km_torch(lat, lon, torch.tensor([31.0], dtype=torch.float64), torch.tensor([-92.0], dtype=torch.float64))
+    d.backward()
+    h = 1e-6
+    fd = (haversine_km(30.0 + h, -90.0, 31.0, -92.0) - haversine_km(30.0 - h, -90.0, 31.0, -92.0)) / (2 * h)
+    assert lat.grad.item() == pytest.approx(float(fd), rel=1e-5)
+
+
+def test_valid_coordinates():
+    lat = np.array([0.0, 90.0, -90.5, np.nan, 45.0, 45.0, np.inf])
+    lon = np.array([0.0, 180.0, 0.0, 0.0, 181.0, -180.0, 0.0])
+    assert valid_coordinates(lat, lon).tolist() == [True, True, False, False, False, True, False]
+
+
+def test_median_point_is_coordinatewise_and_ignores_invalid():
+    lat = [1.0, 2.0, 10.0, np.nan]
+    lon = [5.0, -3.0, 0.0, 0.0]
+    assert median_point(lat, lon) == (2.0, 0.0)
+    assert all(np.isnan(v) for v in median_point([np.nan], [np.nan]))
