@@ -1,0 +1,286 @@
+"""Baselines scored on the same split, and in the same tables, as the SDAE.
+
+Each has ``fit(train_docs) -> self`` and ``predict(docs) -> DataFrame`` with
+the predictor's columns (``user_id, status, state, state_prob, region, lat,
+lon, state_lat, state_lon, top_states, confidence``) and, where it has class
+probabilities, ``predict_proba(docs)`` with ``classes_``. Learned attributes
+end with ``_``; calling ``predict`` before ``fit`` raises ``NotFittedError``.
+
+* ``MajorityState`` predicts the most common training state for everyone
+  (ties broken alphabetically); its point is that state's median training
+  coordinate, its probabilities the training class prior.
+* ``MedianPoint`` predicts the median training coordinate (median latitude,
+  median longitude) for everyone and **no state**: its state metrics are
+  reported as n/a rather than borrowed from the majority baseline.
+* ``TfidfLogReg`` is the Rahimi et al. / pigeo recipe: TF-IDF (sublinear tf,
+  ``max_features`` 10k, ``min_df`` 2, fitted on train users) and a multinomial
+  logistic regression; ``C`` is chosen on the dev users from a small grid when
+  dev users are given (``C_``, ``C_source_``, ``dev_scores_`` record the choice)
+  and defaults to 10 otherwise. Its point is the predicted state's median
+  training coordinate.
+
+None of the baselines has a regression head: ``lat, lon`` equal
+``state_lat, state_lon`` for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from geoae.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lon", "state_lat", "state_lon", "top_states", "confidence")
+DEFAULT_C_GRID = (1.0, 5.0, 10.0, 50.0)
+
+
+def _clean_states(values: Any) -> np.ndarray:
+    out = []
+    for v in np.asarray(values, dtype=object).ravel():
+        out.append("" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v).strip())
+    return np.asarray(out, dtype=object)
+
+
+def _regions(codes: Sequence[str]) -> list:
+    from geoae.labels import region_of
+
+    codes = list(codes)
+    try:
+        res = region_of(codes)
+        if isinstance(res, str) or len(res) != len(codes):
+            raise TypeError
+        return [r if r else None for r in res]
+    except Exception:
+        out = []
+        for c in codes:
+            try:
+                out.append(region_of(c) or None if c else None)
+            except Exception:
+                out.append(None)
+        return out
+
+
+def _labelled(train_docs: pd.DataFrame, what: str) -> pd.DataFrame:
+    for col in ("user_id", "lat", "lon", "state"):
+        if col not in train_docs.columns:
+            raise DataError(f"{what}: training documents lack column {col!r}")
+    df = train_docs.copy()
+    df["state"] = _clean_states(df["state"])
+    return df
+
+
+def state_medians(train_docs: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Median training latitude and longitude of each state (users with a state and coordinates)."""
+    df = _labelled(train_docs, "state_medians")
+    lat = pd.to_numeric(df["lat"], errors="coerce")
+    lon = pd.to_numeric(df["lon"], errors="coerce")
+    ok = (df["state"] != "") & lat.notna() & lon.notna()
+    g = pd.DataFrame({"state": df["state"][ok], "lat": lat[ok], "lon": lon[ok]}).groupby("state")
+    med = g.median()
+    return {str(s): (float(r.lat), float(r.lon)) for s, r in med.iterrows()}
+
+
+def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, classes: Sequence[str] | None, k: int = 3) -> pd.DataFrame:
+    n = len(user_ids)
+    states = list(states)
+    slat = np.array([points.get(s, (np.nan, np.nan))[0] if s else np.nan for s in states], dtype=np.float64)
+    slon = np.array([points.get(s, (np.nan, np.nan))[1] if s else np.nan for s in states], dtype=np.float64)
+    if proba is not None and classes is not None:
+        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        tops = [json.dumps([[str(classes[j]), round(float(proba[i, j]), 6)] for j in top[i]]) for i in range(n)]
+    else:
+        tops = ["[]"] * n
+    probs = np.asarray(probs, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(user_ids, dtype=object),
+            "status": ["ok"] * n,
+            "state": [s if s else None for s in states],
+            "state_prob": probs,
+            "region": _regions(states) if n else [],
+            "lat": slat,
+            "lon": slon,
+            "state_lat": slat,
+            "state_lon": slon,
+            "top_states": tops,
+            "confidence": probs,
+        },
+        columns=list(PRED_COLUMNS),
+    )
+
+
+class MajorityState(BaseEstimator):
+    """Most common training state for everyone; point = its median training coordinate."""
+
+    def fit(self, train_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None) -> "MajorityState":
+        df = _labelled(train_docs, "MajorityState")
+        states = df["state"][df["state"] != ""]
+        if states.empty:
+            raise DataError("MajorityState: no training user has a state")
+        counts = Counter(states)
+        self.classes_ = sorted(counts)
+        self.prior_ = np.array([counts[c] / len(states) for c in self.classes_], dtype=np.float64)
+        self.state_ = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        self.state_points_ = state_medians(df)
+        return self
+
+    def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self)
+        return np.tile(self.prior_, (len(docs), 1))
+
+    def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        n = len(docs)
+        p = float(self.prior_[self.classes_.index(self.state_)])
+        return _frame(docs["user_id"].to_numpy(), [self.state_] * n, np.full(n, p), self.state_points_, self.predict_proba(docs), self.classes_)
+
+
+class MedianPoint(BaseEstimator):
+    """Median training coordinate for everyone; predicts no state."""
+
+    def fit(self, train_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None) -> "MedianPoint":
+        df = _labelled(train_docs, "MedianPoint")
+        lat = pd.to_numeric(df["lat"], errors="coerce")
+        lon = pd.to_numeric(df["lon"], errors="coerce")
+        ok = lat.notna() & lon.notna()
+        if not ok.any():
+            raise DataError("MedianPoint: no training user has coordinates")
+        self.point_ = (float(lat[ok].median()), float(lon[ok].median()))
+        return self
+
+    def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        n = len(docs)
+        out = _frame(docs["user_id"].to_numpy(), [""] * n, np.full(n, np.nan), {}, None, None)
+        for c in ("lat", "state_lat"):
+            out[c] = self.point_[0]
+        for c in ("lon", "state_lon"):
+            out[c] = self.point_[1]
+        return out
+
+
+def _make_featurizer(max_features: int, min_df: int):
+    """``geoae.features.TfidfFeaturizer`` with sublinear tf, whatever its constructor style."""
+    from geoae.features import TfidfFeaturizer
+
+    try:
+        return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True)
+    except TypeError:
+        from geoae.config import FeatureConfig
+
+        return TfidfFeaturizer(FeatureConfig(kind="tfidf", max_features=max_features, min_df=min_df, sublinear_tf=True))
+
+
+class TfidfLogReg(BaseEstimator):
+    """TF-IDF + multinomial logistic regression (Rahimi et al. 2015 style); point = state median."""
+
+    def __init__(self, max_features: int = 10000, min_df: int = 2, C: float | None = None,
+                 C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0):
+        self.max_features = max_features
+        self.min_df = min_df
+        self.C = C
+        self.C_grid = C_grid
+        self.default_C = default_C
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def _lr(self, C: float):
+        from sklearn.linear_model import LogisticRegression
+
+        # lbfgs on more than two classes fits the multinomial (softmax) model.
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter, random_state=self.seed)
+
+    def fit(self, train_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None) -> "TfidfLogReg":
+        df = _labelled(train_docs, "TfidfLogReg")
+        df = df[df["state"] != ""]
+        if df["state"].nunique() < 2:
+            raise DataError("TfidfLogReg: needs training users from at least two states")
+        texts = df["text"].fillna("").astype(str).tolist()
+        self.featurizer_ = _make_featurizer(self.max_features, self.min_df)
+        self.featurizer_.fit(texts)
+        X = self.featurizer_.transform(texts)
+        y = df["state"].to_numpy()
+        self.state_points_ = state_medians(df)
+        self.dev_scores_: dict[str, float] = {}
+        dev = None
+        if dev_docs is not None and len(dev_docs):
+            d = _labelled(dev_docs, "TfidfLogReg dev")
+            d = d[d["state"] != ""]
+            if len(d):
+                dev = d
+        if self.C is not None:
+            self.C_, self.C_source_ = float(self.C), "given"
+            self.model_ = self._lr(self.C_).fit(X, y)
+        elif dev is not None and len(self.C_grid) > 1:
+            Xd = self.featurizer_.transform(dev["text"].fillna("").astype(str).tolist())
+            yd = dev["state"].to_numpy()
+            best = None
+            for C in self.C_grid:
+                m = self._lr(float(C)).fit(X, y)
+                acc = float(np.mean(m.predict(Xd) == yd))
+                self.dev_scores_[str(float(C))] = acc
+                log.info("TfidfLogReg: C=%g dev state accuracy %.4f", C, acc)
+                if best is None or acc > best[0]:  # ties keep the smaller (earlier) C
+                    best = (acc, float(C), m)
+            _, self.C_, self.model_ = best
+            self.C_source_ = f"dev grid {list(map(float, self.C_grid))}"
+        else:
+            self.C_, self.C_source_ = float(self.default_C), "default (no dev users)"
+            self.model_ = self._lr(self.C_).fit(X, y)
+        self.classes_ = [str(c) for c in self.model_.classes_]
+        log.info("TfidfLogReg: C=%g (%s), %d classes, %d features", self.C_, self.C_source_, len(self.classes_), X.shape[1])
+        return self
+
+    def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self)
+        X = self.featurizer_.transform(docs["text"].fillna("").astype(str).tolist())
+        return self.model_.predict_proba(X)
+
+    def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
+        proba = self.predict_proba(docs)
+        j = np.argmax(proba, axis=1)
+        states = [self.classes_[i] for i in j]
+        return _frame(docs["user_id"].to_numpy(), states, proba[np.arange(len(j)), j], self.state_points_, proba, self.classes_)
+
+    def info(self) -> dict:
+        check_is_fitted(self)
+        return {"C": self.C_, "C_source": self.C_source_, "dev_scores": dict(self.dev_scores_),
+                "max_features": self.max_features, "min_df": self.min_df, "sublinear_tf": True,
+                "n_classes": len(self.classes_)}
+
+
+def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None,
+                  seed: int = 0) -> dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]]:
+    """Fit every baseline on ``train_docs`` (tuning on ``dev_docs``) and predict ``eval_docs``.
+
+    Returns ``{name: (pred_df, proba or None, classes or None)}`` for
+    ``majority_state``, ``median_point`` and ``tfidf_logreg``; each
+    ``pred_df.attrs["baseline"]`` describes the fitted baseline (e.g. chosen C).
+    """
+    out: dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]] = {}
+
+    maj = MajorityState().fit(train_docs)
+    p = maj.predict(eval_docs)
+    p.attrs["baseline"] = {"state": maj.state_, "prior": float(maj.prior_[maj.classes_.index(maj.state_)])}
+    out["majority_state"] = (p, maj.predict_proba(eval_docs), list(maj.classes_))
+
+    med = MedianPoint().fit(train_docs)
+    p = med.predict(eval_docs)
+    p.attrs["baseline"] = {"point": list(med.point_), "predicts_state": False}
+    out["median_point"] = (p, None, None)
+
+    lr = TfidfLogReg(seed=seed).fit(train_docs, dev_docs)
+    proba = lr.predict_proba(eval_docs)
+    p = lr.predict(eval_docs)
+    p.attrs["baseline"] = lr.info()
+    out["tfidf_logreg"] = (p, proba, list(lr.classes_))
+    return out
