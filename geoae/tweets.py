@@ -1,0 +1,867 @@
+"""Readers of raw tweet corpora: the first stage of the data flow.
+
+Every supported format is read into pandas frames with one schema
+(``TWEET_COLUMNS``) so that later stages never care where the text came from:
+
+==========  ========  =====================================================
+column      dtype     meaning
+==========  ========  =====================================================
+user_id     str       the author (GeoText/Rahimi ``USER_xxxx``, Twitter id)
+text        str       one tweet, or for per-user formats all of the user's
+                      tweets joined by ``"\\n"`` (Rahimi's `` ||| `` is
+                      converted so every format gives the same documents)
+n_tweets    int64     1 for a tweet row, N for an already aggregated row
+lat, lon    float64   WGS84 degrees; NaN when unknown or invalid
+split       str       "train" / "dev" / "test", "" when the format says not
+source      str       the file the row came from
+line        int64     1-based physical line of the record in ``source``
+==========  ========  =====================================================
+
+Formats (``detect_format``): ``geotext`` (Eisenstein 2010 ``full_text.txt``),
+``rahimi`` (``user_info.{train,dev,test}[.gz]``), ``twitter_json`` (API v1.1
+and v2 JSON lines, including v2 response envelopes), ``csv`` / ``tsv`` /
+``parquet`` with named columns. Gzip is detected from the magic bytes, not the
+suffix, so a mis-named file still reads.
+
+Why the defences below exist: research corpora are old, hand-edited and often
+truncated by downloads, and the GeoText text is documented as latin-1 while
+Rahimi's copy is in fact UTF-8 cut mid-character. So text is decoded as UTF-8
+with a per-byte latin-1 fallback (``encoding="auto"``): valid UTF-8 stays
+exact, stray latin-1 bytes become the latin-1 character, nothing ever crashes
+and nothing is replaced by ``?``. Every record that is dropped or altered goes
+through ``RecordLog`` (counted under ``skip``, raising under ``fail``):
+
+``malformed_line``       too few fields / not parseable; the row is dropped
+``malformed_json``       a JSON line that does not parse or is not an object
+``not_a_tweet``          a JSON object without tweet fields (delete notices...)
+``missing_user``         no user id; the row is dropped
+``empty_text``           empty text; the row is KEPT with ``text=""`` so that
+                         prediction can still report the user
+``invalid_coordinates``  NaN / non-numeric / out of range; coords set to NaN,
+                         the text is kept (it is still useful to predict)
+``swapped_coordinates``  |lat|>90 but a lat/lon swap is valid; fixed only with
+                         ``fix_swapped=True``, otherwise coords set to NaN
+``invalid_n_tweets``     a non-positive / non-integer ``n_tweets``; set to 1
+``invalid_split``        a ``split`` value other than train/dev/test; set ""
+``unknown_user``         a GeoText user absent from ``user_info``; kept with
+                         split "" and the message's own coordinates
+``truncated_file``       a gzip stream that ends early; rows read so far kept
+``empty_file``           only counted when other inputs have records; a
+                         single empty input raises ``DataError``
+
+Files that cannot be read at all (missing, binary, not the requested format)
+raise ``DataError`` whatever the policy, since skipping them would silently
+train on nothing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+import logging
+import math
+import re
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geoae.errors import DataError, RecordLog
+
+log_ = logging.getLogger(__name__)
+
+TWEET_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split", "source", "line")
+FORMATS = ("geotext", "rahimi", "twitter_json", "csv", "tsv", "parquet")
+SPLITS = ("train", "dev", "test")
+RAHIMI_SEP = " ||| "
+
+# Frames from per-user formats carry attrs["granularity"] == "user" so that
+# documents.build_documents can tell a duplicated user from a user's many tweets.
+GRANULARITY_ATTR = "granularity"
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_SNIFF_BYTES = 64 * 1024
+# A file whose first this-many records are all bad (and none good) is declared
+# to be of the wrong format without reading the rest; any file that ends with
+# no good record at all is declared so too.
+_WRONG_FORMAT_EARLY = 100
+
+
+def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
+    """Decode the offending bytes as latin-1: never fails, never loses a byte."""
+    return err.object[err.start : err.end].decode("latin-1"), err.end
+
+
+_ERRORS = "geoae_latin1_fallback"
+codecs.register_error(_ERRORS, _latin1_fallback)
+
+
+def _decode(b: bytes, encoding: str) -> str:
+    if encoding == "auto":
+        return b.decode("utf-8", _ERRORS)
+    return b.decode(encoding, "replace")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = [Path(p) for p in paths]
+    if not out:
+        raise DataError("no input files given; pass at least one path to a tweet file")
+    for p in out:
+        if not p.exists():
+            raise DataError(f"{p}: file not found; check the path (relative paths are taken from {Path.cwd()})")
+        if p.is_dir():
+            raise DataError(f"{p}: is a directory; pass the tweet files inside it, not the directory")
+    return out
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _head(path: Path, n: int = _SNIFF_BYTES) -> bytes:
+    """The first ``n`` decompressed bytes; a broken gzip header is a clear error."""
+    try:
+        with _open_binary(path) as f:
+            return f.read(n)
+    except (EOFError, zlib.error):
+        # Truncated within the first block: the streaming reader reports it properly.
+        with gzip.open(path, "rb") as f:
+            data = b""
+            try:
+                while len(data) < n:
+                    piece = f.read1(n - len(data)) if hasattr(f, "read1") else f.read(n - len(data))
+                    if not piece:
+                        break
+                    data += piece
+            except (EOFError, zlib.error):
+                pass
+            return data
+    except (gzip.BadGzipFile, OSError) as e:
+        raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
+
+
+def _base_name(path: Path) -> str:
+    name = path.name.lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def _looks_binary(head: bytes) -> bool:
+    return b"\x00" in head[:8192]
+
+
+def _split_from_name(path: Path) -> str:
+    """Rahimi's files say their split in the name: user_info.train(.gz)."""
+    name = _base_name(path)
+    m = re.search(r"(?:^|[._-])(train|dev|test)(?:$|[._-])", name)
+    return m.group(1) if m else ""
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format from the name, then from the content.
+
+    Names decide first because they are unambiguous (``.parquet``, ``.csv``,
+    ``user_info.dev.gz``, ``full_text.txt``); content sniffing handles renamed
+    files. A file that is binary or matches nothing raises ``DataError`` telling
+    the caller to pass ``fmt=`` explicitly.
+    """
+    path = _as_paths(path)[0]
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == _PARQUET_MAGIC:
+        return "parquet"
+    name = _base_name(path)
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "twitter_json"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
+    if re.fullmatch(r"user_info\.(train|dev|test)", name):
+        return "rahimi"
+    if name.startswith("full_text"):
+        return "geotext"
+    head = _head(path)
+    if not head.strip():
+        raise DataError(f"{path}: is empty; remove it from the inputs or check that it was copied completely")
+    if _looks_binary(head):
+        raise DataError(f"{path}: looks like a binary file, not tweets; pass a text, gzip or parquet tweet file")
+    lines = [ln for ln in _decode(head, "auto").splitlines() if ln.strip()]
+    if len(lines) > 1:
+        lines = lines[:-1] or lines  # the last line of the sniff may be cut
+    first = lines[0]
+    if first.lstrip().startswith(("{", "[")):
+        return "twitter_json"
+    fields = first.split("\t")
+    if len(fields) >= 6 and _is_number(fields[3]) and _is_number(fields[4]):
+        return "geotext"
+    if len(fields) >= 4 and _is_number(fields[1]) and _is_number(fields[2]):
+        return "rahimi"
+    low = first.lower()
+    if "user_id" in low or "text" in low:
+        return "tsv" if first.count("\t") > first.count(",") else "csv"
+    raise DataError(
+        f"{path}: cannot tell the format from its name or first line {first[:80]!r}; "
+        f"pass fmt= one of {FORMATS} (or name columns with a header: user_id,text,...)"
+    )
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+class _LineReader:
+    """Streams ``(line_number, bytes)`` from a plain or gzip file in chunks.
+
+    A gzip stream that ends early (interrupted download) raises ``EOFError`` or
+    ``zlib.error`` deep inside the iteration; it is turned into one
+    ``truncated_file`` record naming the last good line, so under ``skip`` the
+    lines read so far are kept and under ``fail`` the message says where it broke.
+    """
+
+    def __init__(self, path: Path, log: RecordLog, chunksize: int):
+        self.path, self.log, self.chunksize = path, log, chunksize
+        self.last_line = 0
+
+    def chunks(self) -> Iterator[list[tuple[int, bytes]]]:
+        buf: list[tuple[int, bytes]] = []
+        n = 0
+        try:
+            with _open_binary(self.path) as f:
+                for raw in f:
+                    n += 1
+                    if raw.strip():
+                        buf.append((n, raw))
+                    self.last_line = n
+                    if len(buf) >= self.chunksize:
+                        yield buf
+                        buf = []
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            if buf:
+                yield buf
+                buf = []
+            self.log.bad(
+                "truncated_file",
+                f"compressed stream ends early after line {self.last_line} ({e}); "
+                "the lines before it were kept; re-download or re-compress the file",
+                line=self.last_line,
+                source=str(self.path),
+            )
+        if buf:
+            yield buf
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def _clean_coords(
+    df: pd.DataFrame,
+    raw_lat: pd.Series | None,
+    raw_lon: pd.Series | None,
+    log: RecordLog,
+    *,
+    required: bool,
+    fix_swapped: bool,
+) -> None:
+    """Parse ``lat``/``lon`` in place, vectorised, counting every invalid value.
+
+    ``required`` says whether the format always carries coordinates (GeoText,
+    Rahimi): there a missing value is invalid; in JSON/CSV it just means unknown.
+    Invalid coordinates become NaN but the row stays: its text still helps.
+    """
+    n = len(df)
+    if raw_lat is None or raw_lon is None:
+        df["lat"] = np.full(n, np.nan)
+        df["lon"] = np.full(n, np.nan)
+        return
+    lat = pd.to_numeric(pd.Series(raw_lat, index=df.index), errors="coerce").astype("float64").to_numpy(copy=True)
+    lon = pd.to_numeric(pd.Series(raw_lon, index=df.index), errors="coerce").astype("float64").to_numpy(copy=True)
+    given_lat = _given(raw_lat)
+    given_lon = _given(raw_lon)
+    any_given = given_lat | given_lon
+    finite = np.isfinite(lat) & np.isfinite(lon)
+    in_range = finite & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    swappable = finite & ~in_range & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
+    check = any_given | required
+    bad_swap = check & swappable
+    bad_other = check & ~in_range & ~swappable
+    src = df["source"].to_numpy()
+    lines = df["line"].to_numpy()
+    for i in np.flatnonzero(bad_swap):
+        action = "swapped back" if fix_swapped else "set to NaN (pass fix_swapped=True to swap them back)"
+        log.bad(
+            "swapped_coordinates",
+            f"lat={_show(raw_lat, i)} lon={_show(raw_lon, i)} look swapped; {action}",
+            line=int(lines[i]),
+            source=str(src[i]),
+        )
+    for i in np.flatnonzero(bad_other):
+        log.bad(
+            "invalid_coordinates",
+            f"lat={_show(raw_lat, i)} lon={_show(raw_lon, i)} are not valid degrees (|lat|<=90, |lon|<=180); "
+            "coordinates set to NaN, text kept",
+            line=int(lines[i]),
+            source=str(src[i]),
+        )
+    if fix_swapped and bad_swap.any():
+        lat[bad_swap], lon[bad_swap] = lon[bad_swap].copy(), lat[bad_swap].copy()
+        in_range = in_range | bad_swap
+    lat[~in_range] = np.nan
+    lon[~in_range] = np.nan
+    df["lat"] = lat
+    df["lon"] = lon
+
+
+def _given(raw: Any) -> np.ndarray:
+    s = pd.Series(raw)
+    if s.dtype.kind in "fc":
+        return s.notna().to_numpy()
+    st = s.astype("object")
+    return (st.notna() & (st.astype(str).str.strip() != "") & (st.astype(str).str.lower() != "nan")).to_numpy()
+
+
+def _show(raw: Any, i: int) -> str:
+    v = pd.Series(raw).iloc[i]
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _frame(
+    user_id: list | pd.Series,
+    text: list | pd.Series,
+    n_tweets: Any,
+    split: Any,
+    source: str,
+    line: list | np.ndarray,
+) -> pd.DataFrame:
+    n = len(user_id)
+    df = pd.DataFrame(
+        {
+            "user_id": pd.Series(user_id, dtype="str").to_numpy(),
+            "text": pd.Series(text, dtype="str").fillna("").to_numpy(),
+            "n_tweets": np.broadcast_to(np.asarray(n_tweets, dtype="int64"), (n,)).copy(),
+            "lat": np.full(n, np.nan),
+            "lon": np.full(n, np.nan),
+            "split": pd.Series(split if not isinstance(split, str) else [split] * n, dtype="str").to_numpy(),
+            "source": [source] * n,
+            "line": np.asarray(line, dtype="int64"),
+        }
+    )
+    return df
+
+
+def _finish(df: pd.DataFrame, log: RecordLog, granularity: str) -> pd.DataFrame:
+    """Drop rows without a user, count empty texts, fix dtypes and column order."""
+    if len(df):
+        uid = df["user_id"].astype("str").str.strip()
+        missing = uid.isna() | (uid == "") | (uid.str.lower() == "nan")
+        for i in np.flatnonzero(missing.to_numpy()):
+            log.bad("missing_user", "no user id; row dropped", line=int(df["line"].iat[i]), source=str(df["source"].iat[i]))
+        df = df.loc[~missing.to_numpy()].copy()
+        df["user_id"] = uid[~missing.to_numpy()].to_numpy()
+        empty = (df["text"].str.strip() == "").to_numpy()
+        for i in np.flatnonzero(empty):
+            log.bad(
+                "empty_text",
+                f"user {df['user_id'].iat[i]!r} has empty text; row kept with text=''",
+                line=int(df["line"].iat[i]),
+                source=str(df["source"].iat[i]),
+            )
+    df = df.reset_index(drop=True)[list(TWEET_COLUMNS)]
+    df = df.astype(
+        {"user_id": "str", "text": "str", "n_tweets": "int64", "lat": "float64", "lon": "float64",
+         "split": "str", "source": "str", "line": "int64"}
+    )
+    df.attrs[GRANULARITY_ATTR] = granularity
+    return df
+
+
+def empty_tweets_frame() -> pd.DataFrame:
+    """A zero-row frame with the tweet schema and dtypes."""
+    return _finish(_frame([], [], [], "", "", []), RecordLog(), "tweet")
+
+
+# --------------------------------------------------------------------------- GeoText
+
+
+def _load_user_info(path: Path) -> pd.DataFrame:
+    """GeoText ``processed_data/user_info``: user ID = 1-based line number."""
+    try:
+        ui = pd.read_csv(path, sep="\t", header=None, names=["user_id", "lat", "lon"], dtype=str,
+                         keep_default_na=False, quoting=3, encoding="latin-1")
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines): {e}") from e
+    if ui.empty:
+        raise DataError(f"{path}: user_info is empty; pass the GeoText processed_data/user_info file")
+    ui["lat"] = pd.to_numeric(ui["lat"], errors="coerce")
+    ui["lon"] = pd.to_numeric(ui["lon"], errors="coerce")
+    ui["uid_num"] = np.arange(1, len(ui) + 1)
+    if ui["user_id"].duplicated().any():
+        dup = ui.loc[ui["user_id"].duplicated(), "user_id"].iat[0]
+        raise DataError(f"{path}: user {dup!r} appears twice; user IDs are line numbers so each user must be listed once")
+    return ui.set_index("user_id")
+
+
+def _find_user_info(path: Path) -> Path | None:
+    d = path.resolve().parent
+    for cand in (d / "processed_data" / "user_info", d / "user_info", d.parent / "processed_data" / "user_info",
+                 d.parent / "user_info"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def geotext_fold_split(user_num: np.ndarray) -> np.ndarray:
+    """The official GeoText rule: fold = id % 5 (0 -> 5); 1-3 train, 4 dev, 5 test."""
+    fold = np.asarray(user_num, dtype="int64") % 5
+    fold[fold == 0] = 5
+    return np.where(fold <= 3, "train", np.where(fold == 4, "dev", "test"))
+
+
+def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
+                  user_info: Any, progress: bool) -> Iterator[pd.DataFrame]:
+    ui = None
+    if user_info is None:
+        found = _find_user_info(path)
+        if found is not None:
+            log_.info("%s: using GeoText user_info %s for the official split and user coordinates", path, found)
+            ui = _load_user_info(found)
+    elif user_info is not False:
+        ui = user_info if isinstance(user_info, pd.DataFrame) else _load_user_info(Path(user_info))
+    # Without user_info, user IDs are the order of first appearance, as in the original preprocessing.
+    first_seen: dict[str, int] = {}
+    reader = _LineReader(path, log, chunksize)
+    for chunk in _progress(reader.chunks(), progress, path):
+        users, texts, lats, lons, lines = [], [], [], [], []
+        for n, raw in chunk:
+            fields = _decode(raw, encoding).rstrip("\r\n").split("\t")
+            if len(fields) < 6:
+                log.bad("malformed_line", f"expected 6 tab-separated fields (user, time, location, lat, lon, text), "
+                        f"got {len(fields)}; line dropped", line=n, source=str(path))
+                continue
+            # More than 6 fields: the text itself contained tabs; keep it whole.
+            users.append(fields[0])
+            lats.append(fields[3])
+            lons.append(fields[4])
+            texts.append("\t".join(fields[5:]))
+            lines.append(n)
+        df = _frame(users, texts, 1, "", str(path), lines)
+        _clean_coords(df, lats, lons, log, required=True, fix_swapped=fix_swapped)
+        uid = df["user_id"].str.strip()
+        if ui is not None:
+            known = uid.isin(ui.index).to_numpy()
+            for i in np.flatnonzero(~known):
+                log.bad("unknown_user", f"user {uid.iat[i]!r} is not in user_info; kept with split '' and the "
+                        "message's coordinates", line=int(df["line"].iat[i]), source=str(path))
+            if known.any():
+                sub = ui.loc[uid[known]]
+                df.loc[known, "split"] = geotext_fold_split(sub["uid_num"].to_numpy())
+                df.loc[known, "lat"] = sub["lat"].to_numpy()
+                df.loc[known, "lon"] = sub["lon"].to_numpy()
+        else:
+            nums = np.empty(len(uid), dtype="int64")
+            for i, u in enumerate(uid):
+                nums[i] = first_seen.setdefault(u, len(first_seen) + 1)
+            df["split"] = geotext_fold_split(nums) if len(nums) else []
+        yield _finish(df, log, "tweet")
+
+
+# --------------------------------------------------------------------------- Rahimi
+
+
+def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
+                 progress: bool) -> Iterator[pd.DataFrame]:
+    split = _split_from_name(path)
+    reader = _LineReader(path, log, chunksize)
+    for chunk in _progress(reader.chunks(), progress, path):
+        users, texts, lats, lons, lines = [], [], [], [], []
+        for n, raw in chunk:
+            fields = _decode(raw, encoding).rstrip("\r\n").split("\t")
+            if len(fields) < 4:
+                log.bad("malformed_line", f"expected 4 tab-separated fields (user, lat, lon, text), got "
+                        f"{len(fields)}; line dropped", line=n, source=str(path))
+                continue
+            users.append(fields[0])
+            lats.append(fields[1])
+            lons.append(fields[2])
+            texts.append("\t".join(fields[3:]))  # a tab inside the text is data, not a column
+            lines.append(n)
+        text = pd.Series(texts, dtype="str")
+        n_tweets = (text.str.count(re.escape(RAHIMI_SEP)) + 1).to_numpy()
+        text = text.str.replace(RAHIMI_SEP, "\n", regex=False)
+        df = _frame(users, text, n_tweets, split, str(path), lines)
+        _clean_coords(df, lats, lons, log, required=True, fix_swapped=fix_swapped)
+        yield _finish(df, log, "user")
+
+
+# --------------------------------------------------------------------------- Twitter JSON
+
+
+def _centroid_ring(coords: Any) -> tuple[float, float] | None:
+    """Centroid (bbox midpoint) of a GeoJSON polygon's [lon, lat] points."""
+    try:
+        pts = np.asarray(coords, dtype="float64").reshape(-1, 2)
+    except (TypeError, ValueError):
+        return None
+    if not len(pts):
+        return None
+    lon = (pts[:, 0].min() + pts[:, 0].max()) / 2
+    lat = (pts[:, 1].min() + pts[:, 1].max()) / 2
+    return lat, lon
+
+
+def _pair(v: Any) -> tuple[Any, Any] | None:
+    if isinstance(v, (list, tuple)) and len(v) >= 2:
+        return v[0], v[1]
+    return None
+
+
+def _tweet_fields(obj: dict, places: Mapping[str, dict]) -> tuple[Any, Any, Any, Any] | None:
+    """(user_id, text, lat, lon) of a v1.1 or v2 tweet object, None if it is not a tweet."""
+    lat = lon = None
+    if "author_id" in obj or ("text" in obj and "user" not in obj and "id" in obj):  # API v2
+        uid = obj.get("author_id")
+        text = (obj.get("note_tweet") or {}).get("text") or obj.get("text")
+        geo = obj.get("geo") or {}
+        pt = _pair((geo.get("coordinates") or {}).get("coordinates"))
+        if pt:
+            lon, lat = pt  # GeoJSON order
+        elif geo.get("place_id") and geo["place_id"] in places:
+            c = _centroid_ring(_bbox_points((places[geo["place_id"]].get("geo") or {}).get("bbox")))
+            if c:
+                lat, lon = c
+        return uid, text, lat, lon
+    user = obj.get("user")
+    if isinstance(user, dict) or "text" in obj or "full_text" in obj:  # API v1.1
+        user = user if isinstance(user, dict) else {}
+        uid = user.get("id_str") or (str(user["id"]) if user.get("id") is not None else None) or user.get("screen_name")
+        text = (obj.get("extended_tweet") or {}).get("full_text") or obj.get("full_text") or obj.get("text")
+        coords = obj.get("coordinates")
+        pt = _pair(coords.get("coordinates")) if isinstance(coords, dict) else None
+        if pt:
+            lon, lat = pt  # GeoJSON order [lon, lat]
+        else:
+            geo = obj.get("geo")
+            pt = _pair(geo.get("coordinates")) if isinstance(geo, dict) else None
+            if pt:
+                lat, lon = pt  # the deprecated geo field is [lat, lon]
+            else:
+                place = obj.get("place")
+                bb = place.get("bounding_box") if isinstance(place, dict) else None
+                c = _centroid_ring(bb.get("coordinates")) if isinstance(bb, dict) else None
+                if c:
+                    lat, lon = c
+        return uid, text, lat, lon
+    return None
+
+
+def _bbox_points(bbox: Any) -> Any:
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 4:  # v2: [west, south, east, north]
+        return [[bbox[0], bbox[1]], [bbox[2], bbox[3]]]
+    return None
+
+
+def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
+               progress: bool) -> Iterator[pd.DataFrame]:
+    reader = _LineReader(path, log, chunksize)
+    for chunk in _progress(reader.chunks(), progress, path):
+        users, texts, lats, lons, lines = [], [], [], [], []
+        for n, raw in chunk:
+            try:
+                obj = json.loads(_decode(raw, encoding))
+            except (json.JSONDecodeError, RecursionError) as e:
+                log.bad("malformed_json", f"not valid JSON ({e.__class__.__name__}: {str(e)[:80]}); expected one "
+                        "tweet object or API response per line; line dropped", line=n, source=str(path))
+                continue
+            if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, dict)):
+                places = {p.get("id"): p for p in ((obj.get("includes") or {}).get("places") or [])
+                          if isinstance(p, dict)}
+                items = obj["data"] if isinstance(obj["data"], list) else [obj["data"]]
+            elif isinstance(obj, list):
+                places, items = {}, obj
+            else:
+                places, items = {}, [obj]
+            for item in items:
+                fields = _tweet_fields(item, places) if isinstance(item, dict) else None
+                if fields is None:
+                    if isinstance(item, dict):
+                        log.bad("not_a_tweet", f"JSON object without tweet fields (keys {sorted(item)[:6]}); "
+                                "skipped", line=n, source=str(path))
+                    else:
+                        log.bad("malformed_json", f"expected a JSON object, got {type(item).__name__}; skipped",
+                                line=n, source=str(path))
+                    continue
+                uid, text, lat, lon = fields
+                users.append("" if uid is None else str(uid))
+                texts.append("" if text is None else str(text))
+                lats.append(lat)
+                lons.append(lon)
+                lines.append(n)
+        df = _frame(users, texts, 1, "", str(path), lines)
+        _clean_coords(df, pd.Series(lats, dtype="object"), pd.Series(lons, dtype="object"), log,
+                      required=False, fix_swapped=fix_swapped)
+        yield _finish(df, log, "tweet")
+
+
+# --------------------------------------------------------------------------- CSV / TSV / Parquet
+
+
+def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | None, log: RecordLog,
+                     fix_swapped: bool, lines: np.ndarray) -> pd.DataFrame:
+    if columns:
+        df = df.rename(columns=dict(columns))
+    missing = [c for c in ("user_id", "text") if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: required column(s) {missing} not found (columns: {list(df.columns)[:20]}); "
+            "rename them in the file or pass columns={'your_name': 'user_id', ...}"
+        )
+    n = len(df)
+    raw_n = df["n_tweets"] if "n_tweets" in df.columns else None
+    n_tweets = np.ones(n, dtype="int64")
+    if raw_n is not None:
+        num = pd.to_numeric(raw_n, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        ok = np.isfinite(num) & (num >= 1) & (num == np.floor(num))
+        for i in np.flatnonzero(~ok):
+            log.bad("invalid_n_tweets", f"n_tweets={raw_n.iloc[i]!r} is not a positive integer; set to 1",
+                    line=int(lines[i]), source=str(path))
+        n_tweets = np.where(ok, np.nan_to_num(num, nan=1.0), 1).astype("int64")
+    split = np.full(n, "", dtype=object)
+    if "split" in df.columns:
+        s = df["split"].astype("str").fillna("").str.strip().str.lower()
+        s = s.replace({"validation": "dev", "val": "dev", "valid": "dev", "nan": ""})
+        ok = s.isin(SPLITS + ("",)).to_numpy()
+        for i in np.flatnonzero(~ok):
+            log.bad("invalid_split", f"split={df['split'].iloc[i]!r} is not one of {SPLITS}; set to ''",
+                    line=int(lines[i]), source=str(path))
+        split = np.where(ok, s.to_numpy(dtype=object), "")
+    text = df["text"].astype("str").fillna("")
+    out = _frame(df["user_id"].astype("str").fillna("").to_numpy(), text.to_numpy(), n_tweets, split, str(path),
+                 lines)
+    _clean_coords(out, df["lat"].to_numpy() if "lat" in df.columns else None,
+                  df["lon"].to_numpy() if "lon" in df.columns else None, log, required=False,
+                  fix_swapped=fix_swapped)
+    return _finish(out, log, "user" if raw_n is not None else "tweet")
+
+
+def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
+                    columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
+    """CSV/TSV with a header, via pandas' C parser; bad rows are counted with their line numbers.
+
+    ``line`` is the physical line when no quoted field spans lines (the header
+    is line 1), otherwise the record number + 1.
+    """
+    raw = _open_binary(path)
+    text = io.TextIOWrapper(raw, encoding="utf-8" if encoding == "auto" else encoding,
+                            errors=_ERRORS if encoding == "auto" else "replace", newline="")
+    next_line = 2
+    try:
+        with text:
+            reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize,
+                                 on_bad_lines="warn", engine="c")
+            it = iter(reader)
+            while True:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        chunk = next(it)
+                    except StopIteration:
+                        chunk = None
+                skipped = []
+                for w in caught:
+                    for m in re.finditer(r"Skipping line (\d+): (.*)", str(w.message)):
+                        ln = int(m.group(1))
+                        skipped.append(ln)
+                        log.bad("malformed_line", f"{m.group(2).strip()}; row dropped", line=ln, source=str(path))
+                if chunk is None:
+                    break
+                skipped_set = set(skipped)
+                cand = [ln for ln in range(next_line, next_line + len(chunk) + len(skipped)) if ln not in skipped_set]
+                lines = np.asarray(cand[: len(chunk)], dtype="int64")
+                next_line = (int(lines[-1]) + 1) if len(lines) else next_line + len(skipped)
+                yield _normalise_table(chunk, path, columns, log, fix_swapped, lines)
+    except pd.errors.EmptyDataError as e:
+        raise DataError(f"{path}: is empty (no header line); remove it from the inputs") from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        log.bad("truncated_file", f"compressed stream ends early near line {next_line} ({e}); rows before it were "
+                "kept; re-download or re-compress the file", line=next_line - 1, source=str(path))
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'} ({str(e)[:200]}); "
+                        "check the delimiter and quoting, or pass fmt=") from e
+
+
+def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
+                  columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e}); check the file or pass the right fmt=") from e
+    start = 1
+    try:
+        for batch in _progress(pf.iter_batches(batch_size=chunksize), progress, path):
+            df = batch.to_pandas()
+            lines = np.arange(start, start + len(df), dtype="int64")
+            start += len(df)
+            yield _normalise_table(df, path, columns, log, fix_swapped, lines)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: parquet data is corrupt after row {start - 1} ({e}); re-create the file") from e
+
+
+# --------------------------------------------------------------------------- public
+
+
+def _progress(it: Iterable, enabled: bool, path: Path) -> Iterable:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=Path(path).name, unit="chunk", leave=False)
+
+
+def iter_tweets(
+    paths: str | Path | Iterable[str | Path],
+    fmt: str = "auto",
+    *,
+    chunksize: int = 50_000,
+    log: RecordLog | None = None,
+    user_info: str | Path | pd.DataFrame | bool | None = None,
+    columns: Mapping[str, str] | None = None,
+    encoding: str = "auto",
+    fix_swapped: bool = False,
+    progress: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """Stream tweet frames (schema ``TWEET_COLUMNS``) from one or more files.
+
+    Memory is bounded by ``chunksize`` rows (lines for text formats, rows for
+    tables); frames never span two files. ``fmt="auto"`` detects each file
+    separately. ``user_info`` (GeoText only): a path to ``user_info``, a frame
+    from ``_load_user_info``, ``None`` to look for it beside the text, or
+    ``False`` to use the order of first appearance. ``columns`` renames table
+    columns to the schema names. ``encoding="auto"`` is UTF-8 with per-byte
+    latin-1 fallback; name a codec (e.g. ``"latin-1"``) to force one.
+    ``fix_swapped`` swaps back coordinates that are valid only when swapped.
+
+    With ``log=None`` a ``skip`` log is used and its counts are logged as a
+    warning; pass a ``RecordLog`` to collect them (or to fail on the first).
+    Raises ``DataError`` for missing, empty, binary or wrong-format files and
+    when no record at all could be read.
+    """
+    if fmt != "auto" and fmt not in FORMATS:
+        raise DataError(f"unknown tweet format {fmt!r}; use 'auto' or one of {FORMATS}")
+    if chunksize < 1:
+        raise DataError(f"chunksize must be >= 1, got {chunksize}")
+    own_log = log is None
+    log = RecordLog(policy="skip") if log is None else log
+    files = _as_paths(paths)
+    if isinstance(user_info, (str, Path)):
+        if not Path(user_info).is_file():
+            raise DataError(f"{user_info}: user_info file not found; pass GeoText's processed_data/user_info")
+        user_info = _load_user_info(Path(user_info))
+    total = 0
+    empty_files = []
+    for path in files:
+        if _is_empty(path):
+            empty_files.append(path)
+            continue
+        f = detect_format(path) if fmt == "auto" else fmt
+        if f != "parquet" and _looks_binary(_head(path)):
+            raise DataError(f"{path}: looks like a binary file, not {f} text; pass the right file or fmt=")
+        log_.info("reading %s as %s", path, f)
+        before = Counter(log.counts)
+        n_good = 0
+        if f == "geotext":
+            gen = _read_geotext(path, log, chunksize, encoding, fix_swapped, user_info, progress)
+        elif f == "rahimi":
+            gen = _read_rahimi(path, log, chunksize, encoding, fix_swapped, progress)
+        elif f == "twitter_json":
+            gen = _read_json(path, log, chunksize, encoding, fix_swapped, progress)
+        elif f in ("csv", "tsv"):
+            gen = _read_delimited(path, "," if f == "csv" else "\t", log, chunksize, encoding, fix_swapped, columns,
+                                  progress)
+        else:
+            gen = _read_parquet(path, log, chunksize, fix_swapped, columns, progress)
+        for frame in gen:
+            if len(frame) == 0:
+                # Many bad lines and nothing good yet: stop early, this is not the format.
+                new = log.counts - before
+                if n_good == 0 and sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
+                    _wrong_format(path, f, new)
+                continue
+            n_good += len(frame)
+            total += len(frame)
+            yield frame
+        new = log.counts - before
+        if n_good == 0 and sum(new.values()) - new["truncated_file"] > 0:
+            _wrong_format(path, f, new)
+    for path in empty_files:
+        if len(empty_files) == len(files):
+            raise DataError(f"{path}: is empty; remove it from the inputs or check that it was copied completely")
+        log.bad("empty_file", "file has no records; skipped", source=str(path))
+    if total == 0:
+        raise DataError(f"no usable records in {', '.join(map(str, files))} ({dict(log.counts)}); "
+                        "check the files and the format (fmt=)")
+    if own_log and log.total:
+        log_.warning("skipped or repaired %d bad records: %s", log.total, dict(log.counts))
+
+
+def _is_empty(path: Path) -> bool:
+    """No bytes, or (after gunzip) nothing but whitespace."""
+    if path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as f:
+        if f.read(4) == _PARQUET_MAGIC:
+            return False
+    with _open_binary(path) as f:
+        try:
+            while True:
+                block = f.read(1 << 16)
+                if not block:
+                    return True
+                if block.strip():
+                    return False
+        except (EOFError, zlib.error):
+            return False  # truncated: the reader reports it
+
+
+def _wrong_format(path: Path, fmt: str, new: Counter) -> None:
+    raise DataError(
+        f"{path}: no line could be read as {fmt} (bad records: {dict(new)}); "
+        "is this the right file? pass fmt= to choose the format explicitly"
+    )
+
+
+def read_tweets(paths: str | Path | Iterable[str | Path], fmt: str = "auto", **kwargs: Any) -> pd.DataFrame:
+    """All of ``iter_tweets`` in one frame (small inputs and tests)."""
+    frames = list(iter_tweets(paths, fmt, **kwargs))
+    gran = {f.attrs.get(GRANULARITY_ATTR, "tweet") for f in frames}
+    out = pd.concat(frames, ignore_index=True) if frames else empty_tweets_frame()
+    out.attrs[GRANULARITY_ATTR] = gran.pop() if len(gran) == 1 else "mixed"
+    return out
