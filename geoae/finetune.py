@@ -138,6 +138,7 @@ def finetune(
     ckpt_dir: Path | None = None,
     resume: tuple[dict, dict] | None = None,
     on_epoch_end: Callable[[str, int, int], None] | None = None,
+    ckpt_tag: dict | None = None,
 ) -> dict:
     """Fine-tune all layers and heads jointly; leaves the best dev epoch's weights in ``model``."""
     ft = cfg.finetune
@@ -212,6 +213,7 @@ def finetune(
                 "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs,
                 "finished": bool(stop or epoch + 1 == ft.epochs),
+                **(ckpt_tag or {}),
             }
             save_checkpoint(ckpt_dir, model, opt, gens, pos, {f"best.{k}": v for k, v in (best_state or {}).items()})
         if on_epoch_end is not None:

@@ -71,6 +71,7 @@ def pretrain(
     ckpt_dir: Path | None = None,
     resume: tuple[dict, dict] | None = None,
     on_epoch_end: EpochHook | None = None,
+    ckpt_tag: dict | None = None,
 ) -> list[dict]:
     """Pretrain every layer in turn; returns the per-epoch history.
 
@@ -100,7 +101,7 @@ def pretrain(
             done = epoch + 1 == epochs
             nxt = {"stage": "pretrain", "layer": k + 1, "epoch": 0} if done else {"stage": "pretrain", "layer": k, "epoch": epoch + 1}
             if ckpt_dir is not None and (done or (epoch + 1) % cfg.train.checkpoint_every == 0):
-                save_checkpoint(ckpt_dir, model, None if done else opt, gens, {**nxt, "history": history})
+                save_checkpoint(ckpt_dir, model, None if done else opt, gens, {**nxt, "history": history, **(ckpt_tag or {})})
             if on_epoch_end is not None:
                 on_epoch_end("pretrain", k, epoch)
     return history

@@ -1,0 +1,311 @@
+"""Stage drivers: ``prepare`` (tweets -> labelled user documents) and ``train``
+(documents -> features -> SDAE pretrain -> joint fine-tune -> artifact),
+usable from Python and as ``geoae prepare`` / ``geoae train`` / ``geoae demo``.
+
+Every run writes its resolved ``config.json`` and a ``manifest.json`` (inputs
+with hashes, counts, skips by reason, wall time, versions) beside its outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from geoae.artifact import Artifact, save_artifact
+from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
+from geoae.config import Config, load_config
+from geoae.errors import DataError, GeoaeError, RecordLog
+from geoae.finetune import TrainingSet, finetune
+from geoae.geo import haversine_km, median_point
+from geoae.manifest import Timer, file_record, write_json, write_run_files
+from geoae.pretrain import pretrain
+from geoae.sdae import GeoSDAE
+
+log = logging.getLogger(__name__)
+
+DOCUMENTS = "documents.parquet"
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -> pd.DataFrame:
+    """Read tweets, build one document per user, assign splits, add state/region labels.
+
+    Writes ``documents.parquet`` (user_id, text, n_tweets, lat, lon, split, state,
+    region) plus config and manifest to ``out_dir``; returns the table.
+    """
+    from geoae.documents import assign_splits, read_documents
+    from geoae.labels import add_labels
+
+    out = Path(out_dir)
+    d = cfg.data
+    paths = list(inputs or d.inputs)
+    if not paths:
+        raise DataError("no input files: give them with --input or data.inputs in the config")
+    rlog = RecordLog(policy=d.on_bad_record)
+    with Timer() as t:
+        docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets)
+        if d.split == "geotext_folds" and not docs["split"].isin(["train", "dev", "test"]).all():
+            raise DataError("data.split=geotext_folds needs GeoText input (full_text.txt) whose reader assigns the official folds")
+        docs = assign_splits(
+            docs, "column" if d.split == "geotext_folds" else d.split,
+            seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
+        )
+        labelled = add_labels(docs, outside_us=d.outside_us, log=rlog)
+        docs, label_stats = labelled if isinstance(labelled, tuple) else (labelled, {})
+    if docs.empty:
+        raise DataError(f"no usable users in {', '.join(paths)} after cleaning; see the skip counts: {rlog.to_dict()['skipped_by_reason']}")
+    out.mkdir(parents=True, exist_ok=True)
+    docs.reset_index(drop=True).to_parquet(out / DOCUMENTS, index=False)
+    counts = {
+        "users": int(len(docs)),
+        "tweets": int(docs["n_tweets"].sum()),
+        "by_split": {str(k): int(v) for k, v in docs["split"].value_counts().items()},
+        "with_state": int((docs["state"] != "").sum()),
+        "states": int(docs.loc[docs["state"] != "", "state"].nunique()),
+    }
+    write_run_files(out, cfg, {
+        "stage": "prepare",
+        "inputs": [file_record(p) for p in paths],
+        "counts": counts,
+        "labels": label_stats,
+        "bad_records": rlog.to_dict(),
+        "wall_seconds": round(t.seconds, 3),
+    })
+    log.info("prepared %d users (%s) in %.1fs; skipped %d records", len(docs), counts["by_split"], t.seconds, rlog.total)
+    return docs
+
+
+def load_documents(data_dir: str | Path) -> pd.DataFrame:
+    p = Path(data_dir) / DOCUMENTS
+    if not p.is_file():
+        raise DataError(f"{p} not found: run `geoae prepare` first (or point --data at its output directory)")
+    return pd.read_parquet(p)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _targets(docs: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    index = {c: i for i, c in enumerate(classes)}
+    state = docs["state"].map(index).fillna(-1).astype(np.int64).to_numpy()
+    coords = docs[["lat", "lon"]].to_numpy(dtype=np.float32)
+    return state, coords
+
+
+def state_points(train: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Median training coordinate of each state class (the protocol's point for a class prediction)."""
+    pts = np.zeros((len(classes), 2))
+    for i, c in enumerate(classes):
+        g = train[train["state"] == c]
+        pts[i] = median_point(g["lat"].to_numpy(), g["lon"].to_numpy())
+    return pts
+
+
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    stage: str = "all",
+    resume: bool = True,
+    on_epoch_end: Callable[[str, int, int], None] | None = None,
+) -> Path:
+    """Train the model on prepared documents; returns the artifact directory.
+
+    ``stage``: ``pretrain`` stops after greedy pretraining (checkpoint kept),
+    ``finetune`` continues from that checkpoint, ``all`` does both. With
+    ``resume`` a checkpoint in ``out_dir/checkpoint`` from the same config is
+    continued; otherwise training starts afresh.
+    """
+    from geoae.features import make_featurizer
+
+    if stage not in ("pretrain", "finetune", "all"):
+        raise GeoaeError(f"--stage must be pretrain, finetune or all; got {stage!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    t0 = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    docs = load_documents(data_dir)
+    d = cfg.data
+    tr = docs[docs["split"].isin(d.train_splits)].reset_index(drop=True)
+    dv = docs[docs["split"].isin(d.dev_splits)].reset_index(drop=True)
+    if tr.empty:
+        raise DataError(f"no training users: no document has split in {d.train_splits} (splits present: {sorted(docs['split'].unique())})")
+    classes = sorted(s for s in tr["state"].unique() if s)
+    if not classes:
+        raise DataError("no training user has a US state label; check coordinates and data.outside_us")
+    log.info("train users %d, dev users %d, %d states, device %s", len(tr), len(dv), len(classes), device)
+
+    timings: dict[str, float] = {}
+    with Timer() as t:
+        featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist())
+        X_tr = featurizer.transform(tr["text"].tolist())
+        X_dv = featurizer.transform(dv["text"].tolist()) if len(dv) else None
+    timings["features_s"] = round(t.seconds, 3)
+    train_set = TrainingSet(X_tr, *_targets(tr, classes))
+    dev_set = TrainingSet(X_dv, *_targets(dv, classes)) if X_dv is not None else None
+    ok = ~np.isnan(train_set.coords[:, 0])
+    if not ok.any():
+        raise DataError("no training user has valid coordinates")
+    mean = train_set.coords[ok].mean(0)
+    std = train_set.coords[ok].std(0)
+    center = median_point(train_set.coords[ok, 0], train_set.coords[ok, 1])
+    ref_median = None
+    if dev_set is not None:
+        okd = ~np.isnan(dev_set.coords[:, 0])
+        if okd.any():
+            ref_median = float(np.median(haversine_km(center[0], center[1], dev_set.coords[okd, 0], dev_set.coords[okd, 1])))
+
+    gens = make_generators(cfg.train.seed, device)
+    model = GeoSDAE(X_tr.shape[1], len(classes), cfg.model).to(device)
+    model.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
+    config_key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "data"}, sort_keys=True)
+
+    state = load_checkpoint(ckpt) if resume else None
+    if state is not None and state[0]["position"].get("config") != config_key:
+        log.warning("checkpoint in %s was made with another config; starting afresh", ckpt)
+        state = None
+    if not resume:
+        clear_checkpoint(ckpt)
+    pos = state[0]["position"] if state else {"stage": "pretrain", "layer": 0, "epoch": 0}
+    if stage == "finetune" and pos["stage"] == "pretrain" and cfg.pretrain.epochs > 0 and pos["layer"] < len(cfg.model.hidden):
+        raise GeoaeError(f"pretraining is not complete in {out} (run `geoae train --stage pretrain` first)")
+
+    # Every checkpoint carries the config it was made with, so a resumed run cannot mix settings.
+    tag = {"config": config_key}
+    with Timer() as t:
+        if pos["stage"] == "pretrain" and stage in ("pretrain", "all"):
+            pt_hist = pretrain(model, X_tr, cfg, device=device, gens=gens, ckpt_dir=ckpt,
+                               resume=state if state and pos["stage"] == "pretrain" else None,
+                               on_epoch_end=on_epoch_end, ckpt_tag=tag)
+            state = load_checkpoint(ckpt)
+            pos = state[0]["position"] if state else {"stage": "pretrain", "layer": len(cfg.model.hidden), "epoch": 0}
+        else:
+            pt_hist = list(pos.get("history", []))
+    timings["pretrain_s"] = round(t.seconds, 3)
+    if stage == "pretrain":
+        write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "timings": timings, "pretrain_history": pt_hist})
+        log.info("pretraining done in %.1fs; continue with --stage finetune", t.seconds)
+        return out
+    with Timer() as t:
+        ft_resume = state if state and state[0]["position"]["stage"] == "finetune" else None
+        if ft_resume is None and state is not None:
+            # Start fine-tuning from the pretrained weights (and RNG states) in the checkpoint.
+            restore(state[0], state[1], model, None, gens)
+        result = finetune(model, train_set, dev_set, cfg, device=device, gens=gens, ref_median_km=ref_median,
+                          ckpt_dir=ckpt, resume=ft_resume, on_epoch_end=on_epoch_end,
+                          ckpt_tag={**tag, "history": pt_hist})
+    timings["finetune_s"] = round(t.seconds, 3)
+
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+    meta = {
+        "train_users": int(len(tr)),
+        "dev_users": int(len(dv)),
+        "data_dir": str(data_dir),
+        "best_epoch": result["best_epoch"],
+        "dev_metrics": result["best"],
+        "select_metric": result["select_metric"],
+        "device": str(device),
+        "timings": timings,
+        "train_median_point": [float(center[0]), float(center[1])],
+    }
+    art = Artifact(config=cfg, model=model.cpu(), featurizer=featurizer, classes=classes,
+                   state_points=state_points(tr, classes), meta=meta)
+    model_dir = out / "model"
+    save_artifact(model_dir, art)
+    write_json(out / "history.json", {"pretrain": pt_hist, "finetune": result["history"]})
+    write_run_files(out, cfg, {"stage": "train", **meta, "data_manifest": str(Path(data_dir) / "manifest.json")})
+    log.info("trained in %.1fs; best epoch %d; dev %s", timings["total_s"], result["best_epoch"], result["best"])
+    return model_dir
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    if args.on_bad_record:
+        cfg.data.on_bad_record = args.on_bad_record
+    if args.format:
+        cfg.data.format = args.format
+    docs = prepare(cfg, args.out, args.input)
+    print(f"prepared {len(docs)} users -> {Path(args.out) / DOCUMENTS}")
+    print(json.dumps(docs["split"].value_counts().to_dict()))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    model_dir = train(cfg, args.data, args.out, stage=args.stage, resume=not args.no_resume)
+    print(f"{'model' if args.stage != 'pretrain' else 'pretrained checkpoint'}: {model_dir}")
+    man = json.loads((Path(args.out) / "manifest.json").read_text())
+    if "dev_metrics" in man:
+        print("dev:", json.dumps(man["dev_metrics"]))
+    print("timings:", json.dumps(man.get("timings")))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the embedded synthetic corpus, then prepare, train and evaluate end to end."""
+    from geoae.synthetic import write_twitter_jsonl
+
+    out = Path(args.out)
+    corpus = out / "corpus" / "tweets.jsonl.gz"
+    write_twitter_jsonl(corpus, n_users=args.users, seed=0)
+    cfg = load_config(args.config, args.set)
+    cfg.data.inputs = [str(corpus)]
+    prepare(cfg, out / "data")
+    model_dir = train(cfg, out / "data", out / "train")
+    print(f"model: {model_dir}")
+    try:
+        from geoae.evaluate import run_evaluation
+    except ImportError:
+        run_evaluation = None
+    if run_evaluation is not None:
+        res = run_evaluation(model_dir, out / "data", out / "report", split="test")
+        print(f"report: {out / 'report' / 'report.html'}")
+        if isinstance(res, dict):
+            print(json.dumps(res, indent=1, default=str)[:2000])
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML/JSON config (see configs/); defaults when omitted")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.hidden=[512,256,128]")
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("prepare", help="tweets -> labelled user documents (documents.parquet)")
+    _common(p)
+    p.add_argument("--input", "-i", nargs="+", help="input files (override data.inputs)")
+    p.add_argument("--format", help="auto, geotext, rahimi, twitter_json, csv, tsv, parquet")
+    p.add_argument("--on-bad-record", choices=("skip", "fail"), help="skip (count) or fail on the first bad record")
+    p.add_argument("--out", "-o", required=True, help="output directory")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="pretrain the SDAE and fine-tune the joint heads")
+    _common(p)
+    p.add_argument("--data", "-d", required=True, help="directory written by `geoae prepare`")
+    p.add_argument("--out", "-o", required=True, help="run directory (model/ and checkpoint/ go here)")
+    p.add_argument("--stage", choices=("pretrain", "finetune", "all"), default="all")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start afresh")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="generate a small synthetic corpus and run prepare, train and evaluate on it")
+    _common(p)
+    p.add_argument("--out", "-o", default="runs/demo")
+    p.add_argument("--users", type=int, default=800)
+    p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,290 @@
+"""Batch inference: user documents in, one prediction row per user out.
+
+``load_predictor(model_dir).predict(frame)`` for Python; ``geoae predict`` for
+files of any format the readers support. Files are streamed in chunks of users
+(``iter_documents``), featurized, scored and appended to the output, so memory
+stays flat whatever the input size. A bad record never stops the batch: it is
+counted under its reason (or stops the run under ``--on-bad-record fail``),
+and a user with no usable text still gets a row whose ``status`` says why.
+
+Output columns (one row per user):
+
+- ``user_id``, ``n_tweets``
+- ``status``: ``ok``; ``no_known_words`` (text, but no word of the model's
+  vocabulary: the row carries the model's prior-like guess, flagged); or
+  ``empty_text`` (nothing to predict from: prediction fields are empty)
+- ``state``, ``state_prob``, ``region``: the state head's arg-max, its probability, its Census region
+- ``lat``, ``lon``: the regression head's point (degrees)
+- ``state_lat``, ``state_lon``: the median training point of the predicted state
+- ``top_states``: JSON ``[[code, prob], ...]`` of the top-k states
+- ``confidence``: the predicted state's probability (the quantity to abstain on)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from geoae.artifact import Artifact, load_artifact
+from geoae.checkpoint import Batches
+from geoae.errors import DataError, GeoaeError, RecordLog
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = [
+    "user_id", "n_tweets", "status", "state", "state_prob", "region", "lat", "lon",
+    "state_lat", "state_lon", "top_states", "confidence",
+]
+OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class Predictor:
+    """Scores user documents with a loaded artifact. ``classes_`` lists the state codes of the proba columns."""
+
+    def __init__(self, artifact: Artifact, *, top_k: int = 3, batch_size: int = 1024):
+        from geoae.labels import region_of
+
+        self.artifact = artifact
+        self.classes_ = list(artifact.classes)
+        self.top_k = max(1, min(top_k, len(self.classes_)))
+        self.batch_size = batch_size
+        self.device = next(artifact.model.parameters()).device
+        self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
+        self._classes = np.asarray(self.classes_, dtype=object)
+
+    # ----------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities [n, C], regression coordinates [n, 2], and whether any vocabulary word was seen."""
+        X = self.artifact.featurizer.transform(texts)
+        nnz = np.asarray((X != 0).sum(axis=1)).ravel() if hasattr(X, "nnz") else np.count_nonzero(X, axis=1)
+        model = self.artifact.model.eval()
+        batches = Batches(X, self.device)
+        probs, coords = [], []
+        for idx in batches.iterate(self.batch_size):
+            out = model(batches.take(idx))
+            probs.append(torch.softmax(out["state_logits"], 1).cpu().numpy())
+            coords.append(out["coords"].cpu().numpy())
+        if not probs:
+            return np.zeros((0, len(self.classes_)), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, bool)
+        c = np.concatenate(coords).astype(np.float64)
+        # The regressor is unconstrained; keep its points on the globe.
+        c[:, 0] = np.clip(c[:, 0], -90.0, 90.0)
+        c[:, 1] = (c[:, 1] + 180.0) % 360.0 - 180.0
+        return np.concatenate(probs), c, nnz > 0
+
+    def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
+        """State probabilities [n_users, n_classes] in ``classes_`` order (empty text scores the empty vector)."""
+        texts = docs["text"].fillna("").astype(str).tolist()
+        return self._score(texts)[0]
+
+    def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
+        """One row per input row (same order) with the columns in ``OUTPUT_COLUMNS``."""
+        if "text" not in docs.columns:
+            raise DataError("predict needs a 'text' column (one document per user)")
+        texts = docs["text"].fillna("").astype(str).tolist()
+        n = len(texts)
+        uid = docs["user_id"].astype(str).to_numpy() if "user_id" in docs.columns else np.arange(n).astype(str)
+        ntw = docs["n_tweets"].to_numpy() if "n_tweets" in docs.columns else np.ones(n, dtype=np.int64)
+        empty = np.array([not t.strip() for t in texts], dtype=bool)
+        out = pd.DataFrame({"user_id": uid, "n_tweets": ntw})
+        out["status"] = "ok"
+        for col in ("state", "region", "top_states"):
+            out[col] = pd.Series([None] * n, dtype=object)
+        for col in ("state_prob", "lat", "lon", "state_lat", "state_lon", "confidence"):
+            out[col] = np.nan
+        keep = np.flatnonzero(~empty)
+        out.loc[empty, "status"] = "empty_text"
+        if len(keep):
+            probs, coords, seen = self._score([texts[i] for i in keep])
+            k = self.top_k
+            top = np.argsort(-probs, axis=1)[:, :k]
+            best = top[:, 0]
+            pbest = probs[np.arange(len(keep)), best]
+            pts = self.artifact.state_points[best]
+            out.loc[keep, "state"] = self._classes[best]
+            out.loc[keep, "region"] = self._regions[best]
+            out.loc[keep, "state_prob"] = pbest
+            out.loc[keep, "confidence"] = pbest
+            out.loc[keep, "lat"] = coords[:, 0]
+            out.loc[keep, "lon"] = coords[:, 1]
+            out.loc[keep, "state_lat"] = pts[:, 0]
+            out.loc[keep, "state_lon"] = pts[:, 1]
+            tp = np.take_along_axis(probs, top, axis=1)
+            out.loc[keep, "top_states"] = [
+                json.dumps([[self.classes_[j], round(float(p), 6)] for j, p in zip(row, prow)])
+                for row, prow in zip(top, tp)
+            ]
+            unseen = keep[~seen]
+            out.loc[unseen, "status"] = "no_known_words"
+        return out[OUTPUT_COLUMNS]
+
+
+def load_predictor(model_dir: str | Path, *, device: str = "cpu", top_k: int = 3) -> Predictor:
+    """Load a verified artifact (see ``artifact.load_artifact``) and wrap it for prediction."""
+    return Predictor(load_artifact(model_dir, device=device), top_k=top_k)
+
+
+# --------------------------------------------------------------------------- streaming files
+
+
+class _Writer:
+    """Appends prediction chunks to CSV / JSON lines / Parquet, written to a temp file then renamed."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self._pq = None
+        self._fh = None
+        if fmt in ("csv", "jsonl"):
+            self._fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._first = True
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            df.to_csv(self._fh, header=self._first, index=False)
+        elif self.fmt == "jsonl":
+            text = df.to_json(orient="records", lines=True, force_ascii=False)
+            self._fh.write(text if text.endswith("\n") or not text else text + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema() if not self._first else None)
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self.tmp, table.schema)
+            self._pq.write_table(table)
+        self._first = False
+
+    def _schema(self):
+        return self._pq.schema.to_arrow_schema() if self._pq is not None else None
+
+    def close(self, ok: bool) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        if self._pq is not None:
+            self._pq.close()
+        if ok:
+            if self._first and self.fmt == "parquet":
+                pd.DataFrame(columns=OUTPUT_COLUMNS).to_parquet(self.tmp, index=False)
+            elif self._first and self.fmt == "csv":
+                pd.DataFrame(columns=OUTPUT_COLUMNS).to_csv(self.tmp, index=False)
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            # Keep what was written for inspection, under a name that cannot be mistaken for a result.
+            log.warning("partial output left at %s", self.tmp)
+
+
+def output_format(path: str | Path, fmt: str | None = None) -> str:
+    if fmt:
+        if fmt not in ("csv", "jsonl", "parquet"):
+            raise GeoaeError(f"--output-format must be csv, jsonl or parquet; got {fmt!r}")
+        return fmt
+    suf = Path(path).suffix.lower()
+    if suf not in OUT_FORMATS:
+        raise GeoaeError(f"cannot tell the output format of {path} from its suffix; use .csv, .jsonl or .parquet, or --output-format")
+    return OUT_FORMATS[suf]
+
+
+def predict_files(
+    model_dir: str | Path,
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    *,
+    fmt: str = "auto",
+    output_format_name: str | None = None,
+    chunksize: int = 5000,
+    on_bad_record: str = "skip",
+    device: str = "cpu",
+    top_k: int = 3,
+    progress: bool | None = None,
+) -> dict:
+    """Stream ``inputs`` through the model into ``output``; returns the run summary (also logged)."""
+    from geoae.documents import iter_documents
+
+    out_path = Path(output)
+    ofmt = output_format(out_path, output_format_name)
+    predictor = load_predictor(model_dir, device=device, top_k=top_k)
+    rlog = RecordLog(policy=on_bad_record)
+    paths = [str(p) for p in inputs]
+    status = Counter()
+    users_in = tweets_in = rows_out = 0
+    t0 = time.perf_counter()
+    writer = _Writer(out_path, ofmt)
+    ok = False
+    bar = tqdm(desc="predict", unit="user", disable=None if progress is None else not progress)
+    try:
+        for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog):
+            if docs.empty:
+                continue
+            users_in += len(docs)
+            tweets_in += int(docs["n_tweets"].sum())
+            pred = predictor.predict(docs)
+            status.update(pred["status"].tolist())
+            writer.write(pred)
+            rows_out += len(pred)
+            bar.update(len(pred))
+        ok = True
+    finally:
+        bar.close()
+        writer.close(ok)
+    secs = time.perf_counter() - t0
+    summary = {
+        "inputs": paths,
+        "output": str(out_path),
+        "users_in": users_in,
+        "tweets_in": tweets_in,
+        "rows_out": rows_out,
+        "rows_by_status": dict(sorted(status.items())),
+        "records_skipped": rlog.to_dict(),
+        "seconds": round(secs, 3),
+        "users_per_second": round(users_in / secs, 1) if secs > 0 else None,
+    }
+    log.info("predict: %d users in, %d rows out, %d bad records skipped %s, %.1f users/s",
+             users_in, rows_out, rlog.total, dict(rlog.counts), summary["users_per_second"] or 0)
+    return summary
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    summary = predict_files(
+        args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
+        chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,
+    )
+    if args.summary:
+        from geoae.manifest import write_json
+
+        write_json(args.summary, summary)
+    s = summary
+    print(f"rows in: {s['users_in']} users ({s['tweets_in']} tweets); rows out: {s['rows_out']} -> {s['output']}")
+    print(f"rows by status: {json.dumps(s['rows_by_status'])}")
+    skipped = s["records_skipped"]
+    print(f"bad records skipped: {skipped['skipped_total']} {json.dumps(skipped['skipped_by_reason'])}")
+    print(f"throughput: {s['users_per_second']} users/s")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("predict", help="predict the location of every user in tweet files")
+    p.add_argument("--model", "-m", required=True, help="model directory written by `geoae train` (…/model)")
+    p.add_argument("--input", "-i", nargs="+", required=True, help="input files (any supported format, .gz ok)")
+    p.add_argument("--output", "-o", required=True, help="output file: .csv, .jsonl or .parquet")
+    p.add_argument("--format", default="auto", help="input format (default: detect)")
+    p.add_argument("--output-format", help="csv, jsonl or parquet (default: from the suffix)")
+    p.add_argument("--chunksize", type=int, default=5000, help="users per streamed chunk")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--on-bad-record", choices=("skip", "fail"), default="skip")
+    p.add_argument("--summary", help="also write the run summary as JSON here")
+    p.set_defaults(func=_cmd_predict)
