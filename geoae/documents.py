@@ -1,0 +1,323 @@
+"""Tweets -> one document per user: the second stage of the data flow.
+
+The model locates *users*, so every user becomes one row (``DOC_COLUMNS``):
+
+==========  ========  =====================================================
+user_id     str       the user
+text        str       the user's non-empty tweets joined by ``"\\n"``, in
+                      input order
+n_tweets    int64     tweets read for the user (summed over rows)
+lat, lon    float64   the user's first valid coordinate in input order
+                      (GeoText: the first message, as in the paper); NaN if
+                      none. Training drops such users, prediction keeps them.
+split       str       the user's first non-empty split ("" if none)
+==========  ========  =====================================================
+
+Two ways to build them, for two memory regimes:
+
+* ``build_documents`` / ``read_documents`` (training, ``geoae prepare``) group
+  everything in memory, so a user's tweets may appear anywhere in the input.
+  Users whose text is empty are **counted** (``empty_user``) and left out of
+  the table, because they cannot be trained or evaluated on.
+* ``iter_documents`` (streaming batch prediction) keeps memory flat: it only
+  merges *contiguous* runs of the same user (a run crossing a chunk boundary is
+  carried into the next chunk, never split). A user that reappears later is
+  counted (``user_not_contiguous``) and yielded again as a separate row. Here
+  empty users ARE yielded, with ``text == ""``, so prediction can write a row
+  for them with an explicit reason instead of losing them.
+
+Bad-record reasons added here (on top of the readers' ones in ``geoae.tweets``):
+``empty_user``, ``too_few_tweets`` (below ``min_tweets``), ``duplicate_user``
+(a user with several rows of a per-user format: merged),
+``conflicting_split`` (first non-empty split kept), ``user_not_contiguous``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geoae.errors import ConfigError, DataError, RecordLog
+from geoae.tweets import GRANULARITY_ATTR, TWEET_COLUMNS, geotext_fold_split, iter_tweets
+
+log_ = logging.getLogger(__name__)
+
+DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split")
+SPLIT_RULES = ("column", "geotext_folds", "random")
+_DTYPES = {"user_id": "str", "text": "str", "n_tweets": "int64", "lat": "float64", "lon": "float64", "split": "str"}
+
+
+def empty_documents() -> pd.DataFrame:
+    """A zero-row document table with the right dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in _DTYPES.items()})
+
+
+def _as_frame(tweets: pd.DataFrame | Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate tweet frames, marking rows of per-user formats in ``_per_user``."""
+    frames = [tweets] if isinstance(tweets, pd.DataFrame) else list(tweets)
+    parts = []
+    for f in frames:
+        missing = [c for c in ("user_id", "text") if c not in f.columns]
+        if missing:
+            raise DataError(f"tweet frame lacks column(s) {missing}; expected the geoae.tweets schema {TWEET_COLUMNS}")
+        f = f.copy()
+        for col, default in (("n_tweets", 1), ("lat", np.nan), ("lon", np.nan), ("split", ""), ("line", 0),
+                             ("source", "")):
+            if col not in f.columns:
+                f[col] = default
+        f["_per_user"] = f.attrs.get(GRANULARITY_ATTR) == "user"
+        parts.append(f)
+    if not parts:
+        return pd.DataFrame(columns=[*TWEET_COLUMNS, "_per_user"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
+    """One row per ``key`` group (in first-appearance order), vectorised with groupby.
+
+    Empty tweets are left out of the text so they do not add blank lines; they
+    still count in ``n_tweets``.
+    """
+    text = df["text"].fillna("").astype("str")
+    nonempty = text.str.strip() != ""
+    g = df.groupby(key, sort=False)
+    out = pd.DataFrame({"user_id": g["user_id"].first()})
+    joined = text[nonempty].groupby(np.asarray(key)[nonempty.to_numpy()], sort=False).agg("\n".join)
+    out["text"] = joined.reindex(out.index).fillna("")
+    out["n_tweets"] = g["n_tweets"].sum()
+    has = df["lat"].notna() & df["lon"].notna()
+    coords = df.loc[has, ["lat", "lon"]].groupby(np.asarray(key)[has.to_numpy()], sort=False).first()
+    out["lat"] = coords["lat"].reindex(out.index)
+    out["lon"] = coords["lon"].reindex(out.index)
+    split = df["split"].fillna("").astype("str")
+    sp_ok = split != ""
+    out["split"] = split[sp_ok].groupby(np.asarray(key)[sp_ok.to_numpy()], sort=False).first().reindex(out.index)
+    out["split"] = out["split"].fillna("")
+    return out.reset_index(drop=True).astype(_DTYPES)[list(DOC_COLUMNS)]
+
+
+def build_documents(
+    tweets: pd.DataFrame | Iterable[pd.DataFrame],
+    log: RecordLog | None = None,
+    min_tweets: int = 1,
+) -> pd.DataFrame:
+    """Group tweets into one document per user (``DOC_COLUMNS``), in memory.
+
+    Users come out in order of first appearance. Counted, never silently:
+    ``conflicting_split`` (a user with two different non-empty splits; the first
+    is kept), ``duplicate_user`` (several rows of a per-user format; merged),
+    ``empty_user`` (nothing but whitespace; left out) and ``too_few_tweets``
+    (fewer than ``min_tweets``; left out).
+    """
+    if min_tweets < 1:
+        raise ConfigError(f"min_tweets must be >= 1, got {min_tweets}")
+    log = RecordLog(policy="skip") if log is None else log
+    df = _as_frame(tweets)
+    if df.empty:
+        return empty_documents()
+    df["user_id"] = df["user_id"].astype("str")
+    first_row = df.drop_duplicates("user_id")
+    where = dict(zip(first_row["user_id"], zip(first_row["source"].astype(str), first_row["line"].astype(int))))
+
+    def bad(reason: str, users: Iterable[str], detail: str) -> None:
+        for u in users:
+            src, ln = where.get(u, ("", None))
+            log.bad(reason, f"user {u!r}: {detail}", line=ln, source=src)
+
+    # Conflicting splits: more than one distinct non-empty split for a user.
+    sp = df.loc[df["split"].fillna("") != "", ["user_id", "split"]].drop_duplicates()
+    conflicted = sp.loc[sp["user_id"].duplicated(), "user_id"].unique()
+    if len(conflicted):
+        splits = sp.groupby("user_id", sort=False)["split"].agg(lambda s: "/".join(s))
+        for u in conflicted:
+            bad("conflicting_split", [u], f"appears in splits {splits[u]}; kept the first")
+    # Duplicates of per-user formats: the same user in several aggregated rows.
+    per_user = df.loc[df["_per_user"].astype(bool), "user_id"]
+    dups = per_user[per_user.duplicated()].unique()
+    if len(dups):
+        counts = per_user.value_counts()
+        for u in dups:
+            bad("duplicate_user", [u], f"has {counts[u]} per-user rows; merged into one document")
+
+    docs = _aggregate(df, df["user_id"])
+    empty = (docs["text"].str.strip() == "").to_numpy()
+    bad("empty_user", docs.loc[empty, "user_id"], "has no text after stripping; left out of the documents")
+    few = ~empty & (docs["n_tweets"].to_numpy() < min_tweets)
+    bad("too_few_tweets", docs.loc[few, "user_id"], f"has fewer than min_tweets={min_tweets} tweets; left out")
+    docs = docs.loc[~empty & ~few].reset_index(drop=True)
+    log_.info("built %d user documents from %d rows", len(docs), len(df))
+    return docs
+
+
+def iter_documents(
+    paths: str | Path | Iterable[str | Path],
+    fmt: str = "auto",
+    *,
+    chunksize: int = 50_000,
+    log: RecordLog | None = None,
+    **reader_kwargs: Any,
+) -> Iterator[pd.DataFrame]:
+    """Stream documents (``DOC_COLUMNS``) with memory flat in the number of tweets.
+
+    Contiguous runs of one user become one row; the last run of each chunk is
+    carried over so a run crossing a chunk (or file) boundary is not split. A
+    user seen before in an earlier run is counted as ``user_not_contiguous`` and
+    yielded again as a new row (only a set of seen ids is kept). Unlike
+    ``build_documents``, empty users are yielded with ``text == ""`` (and still
+    counted as ``empty_user``) so the caller can report them.
+    """
+    log = RecordLog(policy="skip") if log is None else log
+    seen: set[str] = set()
+    carry: pd.DataFrame | None = None
+
+    def emit(part: pd.DataFrame) -> pd.DataFrame:
+        runs = (part["user_id"] != part["user_id"].shift()).cumsum().to_numpy()
+        docs = _aggregate(part, runs)
+        first = part.groupby(runs, sort=False)[["source", "line"]].first().reset_index(drop=True)
+        for i, u in enumerate(docs["user_id"]):
+            if u in seen:
+                log.bad("user_not_contiguous", f"user {u!r} reappears after other users; yielded as a separate "
+                        "document (sort the input by user to merge them)", line=int(first["line"].iat[i]),
+                        source=str(first["source"].iat[i]))
+            seen.add(u)
+            if not docs["text"].iat[i].strip():
+                log.bad("empty_user", f"user {u!r} has no text; yielded with text=''",
+                        line=int(first["line"].iat[i]), source=str(first["source"].iat[i]))
+        return docs
+
+    for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, **reader_kwargs):
+        frame = frame.astype({"user_id": "str"})
+        if carry is not None:
+            frame = pd.concat([carry, frame], ignore_index=True)
+        last = frame["user_id"].iat[-1]
+        # The trailing run may continue in the next chunk: hold it back.
+        is_last_run = (frame["user_id"] != last)[::-1].cumsum()[::-1] == 0
+        carry = frame.loc[is_last_run].reset_index(drop=True)
+        done = frame.loc[~is_last_run].reset_index(drop=True)
+        if len(done):
+            yield emit(done)
+    if carry is not None and len(carry):
+        yield emit(carry)
+
+
+def read_documents(
+    paths: str | Path | Iterable[str | Path],
+    fmt: str = "auto",
+    *,
+    log: RecordLog | None = None,
+    min_tweets: int = 1,
+    **reader_kwargs: Any,
+) -> pd.DataFrame:
+    """``build_documents`` over every record of ``paths`` (what ``geoae prepare`` uses)."""
+    log = RecordLog(policy="skip") if log is None else log
+    return build_documents(iter_tweets(paths, fmt, log=log, **reader_kwargs), log=log, min_tweets=min_tweets)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _hash_rank(users: pd.Series, seed: int) -> np.ndarray:
+    """A seeded pseudo-random order of users that depends only on (seed, user_id).
+
+    Hashing instead of shuffling makes the draw independent of row order, so
+    the same user lands in the same split however the input was sorted.
+    """
+    keys = np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}\x00{u}".encode(), digest_size=8).digest(), "big") for u in users],
+        dtype="uint64",
+    )
+    return np.argsort(keys, kind="stable")
+
+
+def _check_fraction(name: str, v: float) -> None:
+    if not (0.0 <= v < 1.0):
+        raise ConfigError(f"data.{name} must be in [0, 1), got {v}")
+
+
+def assign_splits(
+    docs: pd.DataFrame,
+    rule: str,
+    *,
+    seed: int = 0,
+    dev_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    carve_from: Sequence[str] = ("train",),
+    dev_label: str = "dev",
+    user_info: str | Path | pd.DataFrame | None = None,
+    log: RecordLog | None = None,
+) -> pd.DataFrame:
+    """Return a copy of ``docs`` with ``split`` set by ``rule``.
+
+    * ``"column"``: keep the split the reader gave (Rahimi's file names, a
+      ``split`` column, GeoText's fold rule). Then, if ``test_fraction`` /
+      ``dev_fraction`` > 0, move that fraction of the users whose split is in
+      ``carve_from`` to ``"test"`` / ``dev_label`` (rounded to the nearest
+      user; test first, then dev, each a fraction of the ``carve_from`` users).
+      E.g. the in-house GeoText protocol, which trains on the official dev users,
+      uses ``carve_from=("dev",), dev_label="val"``.
+    * ``"random"``: ignore the existing split; ``round(n*test_fraction)``
+      users become test, ``round(n*dev_fraction)`` dev, the rest train.
+      At least one fraction must be > 0.
+    * ``"geotext_folds"``: the official GeoText rule (id % 5; 1-3 train, 4
+      dev, 5 test) with id = 1-based line in ``user_info`` if given (users not
+      in it get "" and are counted ``unknown_user``), else the 1-based order of
+      the users in ``docs``. ``dev_fraction``/``test_fraction`` then carve as
+      for ``"column"``.
+
+    Every draw ranks users by a hash of ``(seed, user_id)``: deterministic for
+    a seed and independent of row order.
+    """
+    if rule not in SPLIT_RULES:
+        raise ConfigError(f"data.split must be one of {SPLIT_RULES}, got {rule!r}")
+    _check_fraction("dev_fraction", dev_fraction)
+    _check_fraction("test_fraction", test_fraction)
+    if dev_fraction + test_fraction >= 1.0:
+        raise ConfigError(f"data.dev_fraction + data.test_fraction must be < 1, got {dev_fraction + test_fraction}")
+    log = RecordLog(policy="skip") if log is None else log
+    out = docs.copy()
+    out["split"] = out["split"].fillna("").astype("str") if "split" in out.columns else ""
+    n = len(out)
+    if rule == "random":
+        if dev_fraction == 0 and test_fraction == 0:
+            raise ConfigError("data.split 'random' needs data.dev_fraction or data.test_fraction > 0")
+        order = _hash_rank(out["user_id"].astype(str), seed)
+        n_test, n_dev = round(n * test_fraction), round(n * dev_fraction)
+        split = np.full(n, "train", dtype=object)
+        split[order[:n_test]] = "test"
+        split[order[n_test : n_test + n_dev]] = "dev"
+        out["split"] = split
+        return out.astype({"split": "str"})
+    if rule == "geotext_folds":
+        if user_info is not None:
+            from geoae.tweets import _load_user_info
+
+            ui = user_info if isinstance(user_info, pd.DataFrame) else _load_user_info(Path(user_info))
+            nums = out["user_id"].map(ui["uid_num"])
+            known = nums.notna().to_numpy()
+            for u in out.loc[~known, "user_id"]:
+                log.bad("unknown_user", f"user {u!r} is not in user_info; split set to ''")
+            split = np.full(n, "", dtype=object)
+            if known.any():
+                split[known] = geotext_fold_split(nums[known].astype("int64").to_numpy())
+        else:
+            split = geotext_fold_split(np.arange(1, n + 1)) if n else np.array([], dtype=object)
+        out["split"] = split
+    if dev_fraction > 0 or test_fraction > 0:
+        pool = np.flatnonzero(out["split"].isin(list(carve_from)).to_numpy())
+        if len(pool) == 0:
+            raise ConfigError(f"cannot carve dev/test users: no user has a split in {list(carve_from)}")
+        order = pool[_hash_rank(out["user_id"].iloc[pool].astype(str), seed)]
+        n_test, n_dev = round(len(pool) * test_fraction), round(len(pool) * dev_fraction)
+        split = out["split"].to_numpy(dtype=object).copy()
+        split[order[:n_test]] = "test"
+        split[order[n_test : n_test + n_dev]] = dev_label
+        out["split"] = split
+        log_.info("carved %d test and %d %s users out of %d %s users", n_test, n_dev, dev_label, len(pool),
+                  "/".join(carve_from))
+    return out.astype({"split": "str"})
