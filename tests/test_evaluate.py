@@ -1,0 +1,263 @@
+"""Metrics on tiny hand-made cases with known answers, and the evaluate CLI with a fake predictor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoae.errors import DataError
+from geoae.evaluate import (
+    accuracy_vs_coverage,
+    add_cli,
+    compute_metrics,
+    confused_pairs,
+    evaluate_predictions,
+    per_state_table,
+    run_evaluate,
+)
+from geoae.geo import haversine_km
+
+KM_PER_DEG_LAT = 6371.0088 * math.pi / 180.0
+
+# user, true state, true lat, true lon
+TRUTH = pd.DataFrame(
+    {
+        "user_id": ["u1", "u2", "u3", "u4", "u5"],
+        "state": ["NY", "CA", "TX", "IL", ""],
+        "lat": [40.7, 34.05, 29.76, 41.88, 45.0],
+        "lon": [-74.0, -118.25, -95.37, -87.63, -100.0],
+    }
+)
+
+
+def _pred(**over):
+    d = {
+        "user_id": ["u1", "u2", "u3", "u4", "u5"],
+        "status": ["ok"] * 5,
+        "state": ["NY", "NV", "OK", "NY", "SD"],
+        # u1 exact, u2 Las Vegas, u3 one degree north, u4 New York, u5 exact
+        "lat": [40.7, 36.17, 30.76, 40.7, 45.0],
+        "lon": [-74.0, -115.14, -95.37, -74.0, -100.0],
+        "state_lat": [40.7, 34.05, 29.76, 41.88, 45.0],
+        "state_lon": [-74.0, -118.25, -95.37, -87.63, -100.0],
+        "confidence": [0.9, 0.5, 0.4, 0.3, 0.2],
+    }
+    d.update(over)
+    return pd.DataFrame(d)
+
+
+def test_perfect_predictions():
+    t = TRUTH
+    m = compute_metrics(t.lat, t.lon, t.state, t.state, t.lat, t.lon)
+    assert m["state_acc"] == 1.0 and m["region_acc"] == 1.0
+    assert m["mean_km"] == pytest.approx(0.0, abs=1e-9) and m["median_km"] == pytest.approx(0.0, abs=1e-9)
+    assert m["acc_at_161"] == 1.0
+    assert m["n_users"] == 5 and m["n_state"] == 4 and m["n_distance"] == 5 and m["n_no_point"] == 0
+    assert m["top3_state_acc"] is None  # no proba given
+    json.dumps(m, allow_nan=False)
+
+
+def test_hand_computed_case():
+    t, p = TRUTH, _pred()
+    classes = ["NY", "CA", "TX", "NV", "OK", "WA"]  # IL is not a class: u4 is a top-3 miss
+    proba = np.array(
+        [
+            [0.70, 0.10, 0.05, 0.05, 0.05, 0.05],  # u1: NY top-1 -> hit
+            [0.05, 0.30, 0.05, 0.40, 0.10, 0.10],  # u2: CA 2nd -> hit
+            [0.05, 0.05, 0.10, 0.20, 0.40, 0.20],  # u3: TX 4th -> miss
+            [0.50, 0.10, 0.10, 0.10, 0.10, 0.10],  # u4: IL absent -> miss
+            [0.50, 0.10, 0.10, 0.10, 0.10, 0.10],  # u5: no true state -> not counted
+        ]
+    )
+    m = compute_metrics(t.lat, t.lon, t.state, p.state, p.lat, p.lon, state_proba=proba, classes=classes)
+    assert m["n_state"] == 4
+    assert m["state_acc"] == pytest.approx(1 / 4)  # only u1
+    assert m["region_acc"] == pytest.approx(3 / 4)  # NY=NY, CA/NV West, TX/OK South; IL (Midwest) vs NY (Northeast) no
+    assert m["top3_state_acc"] == pytest.approx(2 / 4)
+    e = np.array(
+        [
+            0.0,
+            haversine_km(34.05, -118.25, 36.17, -115.14),
+            KM_PER_DEG_LAT,
+            haversine_km(41.88, -87.63, 40.7, -74.0),
+            0.0,
+        ]
+    )
+    assert 300 < e[1] < 400 and 1000 < e[3] < 1300
+    assert m["n_distance"] == 5
+    assert m["acc_at_161"] == pytest.approx(3 / 5)  # 0, 111 km, 0 < 161
+    assert m["mean_km"] == pytest.approx(e.mean())
+    assert m["median_km"] == pytest.approx(np.median(e))
+    assert m["p90_km"] == pytest.approx(np.percentile(e, 90))
+    assert m["p10_km"] <= m["p25_km"] <= m["p50_km"] <= m["p75_km"] <= m["p90_km"]
+    json.dumps(m, allow_nan=False)
+
+
+def test_missing_predictions_are_counted_not_hidden():
+    t = TRUTH
+    m = compute_metrics(t.lat, t.lon, t.state, ["NY", None, "TX", "", None], [40.7, np.nan, 29.76, np.nan, 45.0],
+                        [-74.0, np.nan, -95.37, np.nan, -100.0])
+    assert m["state_acc"] == pytest.approx(2 / 4)  # missing state predictions are misses
+    assert m["n_no_state_prediction"] == 2
+    assert m["n_distance"] == 3 and m["n_no_point"] == 2
+    # a model that never predicts a state gets n/a, not 0
+    m = compute_metrics(t.lat, t.lon, t.state, [None] * 5, t.lat, t.lon)
+    assert m["state_acc"] is None and m["region_acc"] is None and m["acc_at_161"] == 1.0
+
+
+def test_per_state_table_and_confused_pairs():
+    true = ["CA", "CA", "CA", "CA", "TX", "TX", "NY", ""]
+    pred = ["CA", "NV", "NV", "OR", "TX", "OK", None, "CA"]
+    err = [0.0, 300.0, 500.0, 800.0, 10.0, 200.0, np.nan, 5.0]
+    ps = per_state_table(true, pred, err)
+    assert list(ps["state"]) == ["CA", "TX", "NY"]
+    ca = ps.iloc[0]
+    assert ca["n"] == 4 and ca["accuracy"] == pytest.approx(0.25)
+    assert ca["median_km"] == pytest.approx(400.0) and ca["mean_km"] == pytest.approx(400.0)
+    assert ca["most_common_wrong"] == "NV" and ca["most_common_wrong_n"] == 2
+    ny = ps.iloc[2]
+    assert ny["accuracy"] == 0.0 and np.isnan(ny["median_km"]) and ny["most_common_wrong"] == "(none)"
+
+    cp = confused_pairs(true, pred, top=2)
+    assert len(cp) == 2
+    assert tuple(cp.iloc[0][["true_state", "pred_state", "count"]]) == ("CA", "NV", 2)
+    assert cp.iloc[0]["share_of_true"] == pytest.approx(0.5)
+    assert not ((cp["true_state"] == cp["pred_state"]).any())
+
+
+def test_accuracy_vs_coverage():
+    correct = np.array([True, True, False, True, False, False, True, False, False, False])
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, np.nan])
+    err = np.arange(10, dtype=float) * 100
+    cov = accuracy_vs_coverage(correct, conf, err)
+    assert len(cov) == 20 and cov["coverage"].iloc[0] == pytest.approx(0.05) and cov["coverage"].iloc[-1] == 1.0
+    full = cov.iloc[-1]
+    assert full["n"] == 10 and full["state_acc"] == pytest.approx(0.4) and full["median_km"] == pytest.approx(450.0)
+    c20 = cov[np.isclose(cov["coverage"], 0.2)].iloc[0]
+    assert c20["n"] == 2 and c20["state_acc"] == 1.0 and c20["min_confidence"] == pytest.approx(0.95)
+    c50 = cov[np.isclose(cov["coverage"], 0.5)].iloc[0]
+    assert c50["n"] == 5 and c50["state_acc"] == pytest.approx(3 / 5) and c50["median_km"] == pytest.approx(200.0)
+
+
+def test_evaluate_predictions_both_points_and_alignment():
+    p = _pred().iloc[::-1].reset_index(drop=True)  # shuffled order must not matter
+    r = evaluate_predictions(TRUTH, p, point="both")
+    m = r["metrics"]
+    assert m["headline_point"] == "regression"
+    assert set(m["points"]) == {"regression", "state_median"}
+    assert m["points"]["state_median"]["mean_km"] == pytest.approx(0.0, abs=1e-9)
+    assert m["points"]["regression"]["acc_at_161"] == pytest.approx(3 / 5)
+    assert m["acc_at_161"] == m["points"]["regression"]["acc_at_161"]
+    assert m["state_acc"] == pytest.approx(0.25)
+    assert list(r["predictions"]["user_id"]) == list(TRUTH["user_id"])
+    assert {"error_km_regression", "error_km_state_median"} <= set(r["predictions"].columns)
+    assert r["predictions"]["error_km_state_median"].max() == pytest.approx(0.0, abs=1e-9)
+    assert len(r["per_state"]) == 4 and len(r["coverage"]) == 20
+    json.dumps(m, allow_nan=False)
+
+    r2 = evaluate_predictions(TRUTH, p, point="both", headline="state_median")
+    assert r2["metrics"]["headline_point"] == "state_median" and r2["metrics"]["mean_km"] == pytest.approx(0.0, abs=1e-9)
+    r3 = evaluate_predictions(TRUTH, p, point="regression")
+    assert set(r3["metrics"]["points"]) == {"regression"}
+
+
+def test_evaluate_predictions_missing_user_and_proba_alignment():
+    p = _pred().iloc[[3, 0, 2]].reset_index(drop=True)  # u2, u5 missing
+    classes = ["NY", "TX", "IL"]
+    proba = np.array([[0.1, 0.1, 0.8], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])  # rows follow p: u4, u1, u3
+    r = evaluate_predictions(TRUTH, p, proba, classes)
+    m = r["metrics"]
+    assert m["n_no_point"] == 2 and m["n_distance"] == 3
+    assert m["top3_state_acc"] == pytest.approx(3 / 4)  # u1, u3, u4 hit; u2 (no prediction) misses
+    assert r["predictions"].set_index("user_id").loc["u2", "status"] == "no_prediction"
+    with pytest.raises(DataError):
+        evaluate_predictions(TRUTH, pd.concat([p, p]))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class FakePredictor:
+    """Predicts the true state for users whose text mentions it; needs no model."""
+
+    classes_ = ["CA", "NY", "TX"]
+    POINTS = {"CA": (36.0, -119.0), "NY": (42.0, -75.0), "TX": (31.0, -99.0)}
+
+    def predict_proba(self, docs):
+        assert "state" not in docs.columns and "lat" not in docs.columns  # no labels leak to the model
+        out = np.full((len(docs), 3), 0.1)
+        for i, t in enumerate(docs["text"]):
+            for j, c in enumerate(self.classes_):
+                if c.lower() in t:
+                    out[i, j] = 0.8
+        return out / out.sum(1, keepdims=True)
+
+    def predict(self, docs):
+        pr = self.predict_proba(docs)
+        st = [self.classes_[j] for j in pr.argmax(1)]
+        pts = [self.POINTS[s] for s in st]
+        return pd.DataFrame(
+            {
+                "user_id": docs["user_id"].to_numpy(), "status": "ok", "state": st, "state_prob": pr.max(1),
+                "region": ["West" if s == "CA" else "Northeast" if s == "NY" else "South" for s in st],
+                "lat": [p[0] + 0.1 for p in pts], "lon": [p[1] for p in pts],
+                "state_lat": [p[0] for p in pts], "state_lon": [p[1] for p in pts],
+                "top_states": "[]", "confidence": pr.max(1),
+            }
+        )
+
+
+def _documents(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, n in (("train", 30), ("dev", 6), ("test", 9)):
+        for i in range(n):
+            s = ["CA", "NY", "TX"][i % 3]
+            lat, lon = FakePredictor.POINTS[s]
+            words = {"CA": "surf ca beach", "NY": "subway ny bagel", "TX": "rodeo tx bbq"}[s]
+            rows.append({"user_id": f"{split}{i}", "text": f"{words} hello {rng.integers(100)}", "n_tweets": 5,
+                         "lat": lat + rng.normal(0, 0.5), "lon": lon + rng.normal(0, 0.5), "split": split, "state": s,
+                         "region": ""})
+    d = tmp_path / "prepared"
+    d.mkdir()
+    pd.DataFrame(rows).to_parquet(d / "documents.parquet")
+    return d
+
+
+def test_run_evaluate_with_fake_predictor(tmp_path):
+    d = _documents(tmp_path)
+    paths = run_evaluate(None, d, tmp_path / "rep", baselines=False, predictor=FakePredictor(), model_name="fake")
+    metrics = json.loads(paths["metrics.json"].read_text())
+    m = metrics["models"]["fake"]
+    assert m["state_acc"] == 1.0 and m["n_users"] == 9 and m["top3_state_acc"] == 1.0
+    assert metrics["provenance"]["data_files"][0]["sha256"]
+    assert paths["report.html"].exists()
+    with pytest.raises(DataError, match="splits present"):
+        run_evaluate(None, d, tmp_path / "rep2", split="nope", baselines=False, predictor=FakePredictor())
+
+
+def test_cli_parses_and_runs(tmp_path, monkeypatch, capsys):
+    d = _documents(tmp_path)
+    fake = types.ModuleType("geoae.predict")
+    fake.load_predictor = lambda path: FakePredictor()
+    monkeypatch.setitem(sys.modules, "geoae.predict", fake)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"seed": 3}')
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out",
+                              str(tmp_path / "rep"), "--no-baselines", "--point", "both"])
+    assert args.func(args) == 0
+    assert "report:" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert metrics["provenance"]["config"] == {"seed": 3}
+    with pytest.raises(DataError):
+        args = parser.parse_args(["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+        args.func(args)
