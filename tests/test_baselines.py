@@ -1,0 +1,139 @@
+"""Baselines on a synthetic corpus where each state has its own words."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from geoae.baselines import PRED_COLUMNS, MajorityState, MedianPoint, TfidfLogReg, run_baselines
+from geoae.evaluate import evaluate_predictions
+
+CENTRES = {"CA": (36.5, -119.5), "TX": (31.0, -99.0), "NY": (42.5, -75.5), "IL": (40.0, -89.0)}
+WORDS = {
+    "CA": "surf bay hella avocado sierra",
+    "TX": "yall rodeo brisket longhorn bayou",
+    "NY": "subway bodega bagel knicks borough",
+    "IL": "deepdish cubs loop windy lakeshore",
+}
+COMMON = "the a lol good day night game work home love".split()
+
+
+@pytest.fixture(autouse=True)
+def _featurizer(monkeypatch):
+    """Private stand-in for geoae.features.TfidfFeaturizer until that module lands."""
+    try:
+        importlib.import_module("geoae.features")
+        return
+    except ModuleNotFoundError:
+        pass
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    class TfidfFeaturizer:
+        def __init__(self, max_features=10000, min_df=2, sublinear_tf=True):
+            self.vec = TfidfVectorizer(max_features=max_features, min_df=min_df, sublinear_tf=sublinear_tf, dtype=np.float32)
+
+        def fit(self, texts):
+            self.vec.fit(texts)
+            return self
+
+        def transform(self, texts):
+            return self.vec.transform(texts)
+
+    mod = types.ModuleType("geoae.features")
+    mod.TfidfFeaturizer = TfidfFeaturizer
+    monkeypatch.setitem(sys.modules, "geoae.features", mod)
+
+
+def corpus(sizes: dict[str, int], seed: int, split: str, signal: int = 2) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s, n in sizes.items():
+        own = WORDS[s].split()
+        for i in range(n):
+            words = list(rng.choice(COMMON, 12)) + list(rng.choice(own, signal))
+            # a little cross-talk: one word from a random state
+            words += list(rng.choice(WORDS[str(rng.choice(list(WORDS)))].split(), 1))
+            lat, lon = CENTRES[s]
+            rows.append({"user_id": f"{split}-{s}-{i}", "text": " ".join(words), "n_tweets": 10,
+                         "lat": lat + rng.normal(0, 1.0), "lon": lon + rng.normal(0, 1.0), "split": split,
+                         "state": s, "region": ""})
+    return pd.DataFrame(rows)
+
+
+TRAIN = {"CA": 40, "TX": 25, "NY": 25, "IL": 20}
+EVAL = {"CA": 10, "TX": 10, "NY": 10, "IL": 10}
+
+
+def test_majority_predicts_the_majority():
+    train = corpus(TRAIN, 0, "train")
+    test = corpus(EVAL, 1, "test")
+    m = MajorityState().fit(train)
+    p = m.predict(test)
+    assert list(p.columns) == list(PRED_COLUMNS)
+    assert (p["state"] == "CA").all() and m.state_ == "CA"
+    assert p["state_prob"].iloc[0] == pytest.approx(40 / 110)
+    ca = train[train.state == "CA"]
+    assert p["lat"].iloc[0] == pytest.approx(ca.lat.median()) and p["lon"].iloc[0] == pytest.approx(ca.lon.median())
+    assert (p["region"] == "West").all()
+    proba = m.predict_proba(test)
+    assert proba.shape == (40, 4) and np.allclose(proba.sum(1), 1)
+    assert json.loads(p["top_states"].iloc[0])[0][0] == "CA"
+
+
+def test_median_point_predicts_no_state():
+    train = corpus(TRAIN, 0, "train")
+    m = MedianPoint().fit(train)
+    p = m.predict(corpus(EVAL, 1, "test"))
+    assert p["state"].isna().all()
+    assert p["lat"].iloc[0] == pytest.approx(train.lat.median()) and p["lon"].iloc[0] == pytest.approx(train.lon.median())
+    r = evaluate_predictions(corpus(EVAL, 1, "test"), p)
+    assert r["metrics"]["state_acc"] is None and r["metrics"]["median_km"] > 0
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        MajorityState().predict(corpus(EVAL, 1, "test"))
+    with pytest.raises(NotFittedError):
+        TfidfLogReg().predict(corpus(EVAL, 1, "test"))
+
+
+def test_tfidf_logreg_beats_majority_and_tunes_C():
+    train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
+    lr = TfidfLogReg(min_df=2).fit(train, dev)
+    assert lr.C_ in (1.0, 5.0, 10.0, 50.0) and lr.C_source_.startswith("dev grid")
+    assert set(lr.dev_scores_) == {"1.0", "5.0", "10.0", "50.0"}
+    assert lr.dev_scores_[str(lr.C_)] == max(lr.dev_scores_.values())
+    p = lr.predict(test)
+    assert list(p.columns) == list(PRED_COLUMNS)
+    proba = lr.predict_proba(test)
+    assert proba.shape == (40, 4) and np.allclose(proba.sum(1), 1)
+    acc = float(np.mean(p["state"].to_numpy() == test["state"].to_numpy()))
+    assert acc > 0.8 > 0.25  # majority gets exactly 0.25 on the balanced test set
+    # point = the predicted state's median training coordinate
+    row = p.iloc[0]
+    tr = train[train.state == row["state"]]
+    assert row["state_lat"] == pytest.approx(tr.lat.median()) and row["lat"] == row["state_lat"]
+    # no dev -> the default C, recorded
+    lr2 = TfidfLogReg().fit(train)
+    assert lr2.C_ == 10.0 and "default" in lr2.C_source_
+
+
+def test_run_baselines_in_the_same_tables():
+    train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
+    out = run_baselines(train, test, dev, seed=0)
+    assert set(out) == {"majority_state", "median_point", "tfidf_logreg"}
+    res = {k: evaluate_predictions(test, p, proba, classes) for k, (p, proba, classes) in out.items()}
+    assert res["majority_state"]["metrics"]["state_acc"] == pytest.approx(0.25)
+    assert res["tfidf_logreg"]["metrics"]["state_acc"] > res["majority_state"]["metrics"]["state_acc"]
+    assert res["tfidf_logreg"]["metrics"]["median_km"] < res["median_point"]["metrics"]["median_km"]
+    assert res["median_point"]["metrics"]["state_acc"] is None
+    assert "C" in out["tfidf_logreg"][0].attrs["baseline"]
+    for r in res.values():
+        json.dumps(r["metrics"], allow_nan=False)
