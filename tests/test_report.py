@@ -1,0 +1,105 @@
+"""The report writes every file, embeds its figures, and its PNGs are valid."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoae.evaluate import evaluate_predictions
+from geoae.report import FIGURES, confusion_matrix_top, load_state_shapes, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CENTRES = {"CA": (36.5, -119.5), "TX": (31.0, -99.0), "NY": (42.5, -75.5), "IL": (40.0, -89.0),
+           "WA": (47.4, -120.5), "FL": (28.5, -81.7), "GA": (32.7, -83.4)}
+
+
+def _synthetic(n: int = 120, seed: int = 0, skill: float = 0.7):
+    rng = np.random.default_rng(seed)
+    codes = list(CENTRES)
+    true = rng.choice(codes, n, p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.05])
+    tlat = np.array([CENTRES[s][0] for s in true]) + rng.normal(0, 1, n)
+    tlon = np.array([CENTRES[s][1] for s in true]) + rng.normal(0, 1, n)
+    right = rng.random(n) < skill
+    pred = np.where(right, true, rng.choice(codes, n))
+    truth = pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "state": true, "lat": tlat, "lon": tlon})
+    conf = np.clip(np.where(right, 0.7, 0.4) + rng.normal(0, 0.15, n), 0, 1)
+    pdf = pd.DataFrame({
+        "user_id": truth.user_id, "status": "ok", "state": pred, "state_prob": conf, "region": "",
+        "lat": tlat + rng.normal(0, 1.5, n), "lon": tlon + rng.normal(0, 1.5, n),
+        "state_lat": [CENTRES[s][0] for s in pred], "state_lon": [CENTRES[s][1] for s in pred],
+        "top_states": "[]", "confidence": conf,
+    })
+    proba = rng.dirichlet(np.ones(len(codes)), n)
+    proba[np.arange(n), [codes.index(s) for s in pred]] += 1
+    proba /= proba.sum(1, keepdims=True)
+    return truth, pdf, proba, codes
+
+
+def _results():
+    truth, pdf, proba, codes = _synthetic()
+    sdae = evaluate_predictions(truth, pdf, proba, codes)
+    maj = pdf.assign(state="CA", state_lat=36.5, state_lon=-119.5, lat=36.5, lon=-119.5, confidence=0.3)
+    base = evaluate_predictions(truth, maj)
+    base["label"] = "baseline"
+    return {"geoae-sdae": sdae, "baseline:majority_state": base}
+
+
+def test_state_shapes_cover_the_states():
+    shapes = load_state_shapes()
+    assert {"CA", "TX", "NY", "DC", "AK", "HI"} <= set(shapes)
+    ca = np.vstack(shapes["CA"])
+    assert -125 < ca[:, 0].min() < -124 and 32 < ca[:, 1].min() < 33
+
+
+def test_confusion_rows_sum_to_one():
+    r = _results()["geoae-sdae"]
+    mat, rows, cols = confusion_matrix_top(r, top_n=3)
+    assert rows[0] == "CA" and cols[-1] == "other" and len(cols) == 4
+    assert np.allclose(mat.sum(1), 1.0)
+
+
+def test_write_report(tmp_path):
+    results = _results()
+    data = tmp_path / "documents.parquet"
+    data.write_bytes(b"x")
+    prov = {"split": "test", "seed": 7, "wall_time_s": 1.5, "config": {"model": {"hidden": [64, 32]}},
+            "data_files": [{"path": str(data), "bytes": 1, "sha256": "ab" * 32}]}
+    paths = write_report(tmp_path / "rep", results, prov)
+    for name in ["metrics.json", "report.md", "report.html", "per_state.csv", "confused_pairs.csv", "coverage.csv",
+                 "predictions.csv", *FIGURES]:
+        assert name in paths and paths[name].is_file() and paths[name].stat().st_size > 0, name
+    for name in FIGURES:
+        b = paths[name].read_bytes()
+        assert b.startswith(PNG_MAGIC) and len(b) > 5000, name
+    from PIL import Image
+
+    with Image.open(paths["fig_map_points.png"]) as im:
+        assert im.size[0] > 600 and im.size[1] > 300
+
+    metrics = json.loads(paths["metrics.json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert set(metrics["models"]) == set(results)
+    assert metrics["primary_model"] == "geoae-sdae" and metrics["figures_failed"] == {}
+    assert metrics["provenance"]["seed"] == 7 and "numpy" in metrics["provenance"]["versions"]
+
+    page = paths["report.html"].read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    # self-contained: no scripts, stylesheets or remote resources
+    assert "<script" not in page and "<link" not in page and not re.search(r'src="(?!data:)', page)
+    for needle in ("Headline metrics", "regression head", "state-median point", "baseline:majority_state",
+                   "Provenance", "ab" * 32, "Library versions", "Per-state", "Most confused"):
+        assert needle in page, needle
+    md = paths["report.md"].read_text()
+    assert "![" in md and "| model |" in md and "ab" * 32 in md and "fig_error_cdf.png" in md
+
+
+def test_report_survives_a_model_without_states(tmp_path):
+    truth, pdf, _, _ = _synthetic(n=30)
+    med = pdf.assign(state=None, lat=38.0, lon=-95.0, state_lat=38.0, state_lon=-95.0, confidence=np.nan)
+    r = evaluate_predictions(truth, med)
+    paths = write_report(tmp_path, {"median_point": r}, {})
+    m = json.loads(paths["metrics.json"].read_text())["models"]["median_point"]
+    assert m["state_acc"] is None and "n/a" in paths["report.md"].read_text()
