@@ -849,6 +849,8 @@ def _is_empty(path: Path) -> bool:
                     return False
         except (EOFError, zlib.error):
             return False  # truncated: the reader reports it
+        except OSError as e:  # includes gzip.BadGzipFile
+            raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
 
 
 def _wrong_format(path: Path, fmt: str, new: Counter) -> None:

@@ -1,0 +1,462 @@
+"""Tests of geoae.tweets: every format, and one test per bad-input defence.
+
+All data is generated in ``tmp_path`` (tiny, fast); the tests on the real
+GeoText copy skip when ../shared is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoae.errors import DataError, RecordLog
+from geoae.tweets import TWEET_COLUMNS, detect_format, iter_tweets, read_tweets
+
+# --------------------------------------------------------------------------- helpers
+
+
+def geotext_line(user: str, lat, lon, text: str, ts: str = "2010-03-03T04:15:26") -> str:
+    return f"{user}\t{ts}\tÜT: {lat},{lon}\t{lat}\t{lon}\t{text}\n"
+
+
+def write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def write_geotext(path, lines: list[str], encoding: str = "latin-1"):
+    return write_bytes(path, "".join(lines).encode(encoding))
+
+
+def skip_log() -> RecordLog:
+    return RecordLog(policy="skip")
+
+
+def assert_schema(df: pd.DataFrame) -> None:
+    assert tuple(df.columns) == TWEET_COLUMNS
+    assert df["n_tweets"].dtype == np.int64
+    assert df["line"].dtype == np.int64
+    assert df["lat"].dtype == np.float64 and df["lon"].dtype == np.float64
+    for c in ("user_id", "text", "split", "source"):
+        assert pd.api.types.is_string_dtype(df[c]), c
+
+
+@pytest.fixture
+def geotext_file(tmp_path):
+    lines = [
+        geotext_line("USER_a", 47.5, -122.1, "I need to get my life together"),
+        geotext_line("USER_a", 47.6, -122.2, "second"),
+        geotext_line("USER_b", 40.2, -74.8, "hello"),
+        geotext_line("USER_c", 40.6, -73.9, "caf\u00e9"),
+        geotext_line("USER_d", 33.0, -84.0, "d1"),
+        geotext_line("USER_e", 35.0, -90.0, "e1"),
+    ]
+    d = tmp_path / "geo"
+    d.mkdir()
+    return write_geotext(d / "full_text.txt", lines)
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_geotext_schema_folds_by_first_appearance_and_latin1(geotext_file):
+    log = skip_log()
+    df = read_tweets(geotext_file, log=log)
+    assert_schema(df)
+    assert log.total == 0
+    assert df["user_id"].tolist() == ["USER_a", "USER_a", "USER_b", "USER_c", "USER_d", "USER_e"]
+    assert df["line"].tolist() == [1, 2, 3, 4, 5, 6]
+    # ids 1..5 -> folds 1,2,3 train, 4 dev, 5 test
+    assert df["split"].tolist() == ["train", "train", "train", "train", "dev", "test"]
+    assert df.loc[3, "text"] == "caf\u00e9"  # latin-1 byte \xe9 decoded, not mangled
+    assert df.loc[0, "lat"] == 47.5 and df.loc[0, "lon"] == -122.1
+    assert (df["n_tweets"] == 1).all()
+
+
+def test_geotext_user_info_sets_split_and_coordinates(geotext_file, tmp_path):
+    ui = tmp_path / "user_info"
+    # USER_e first: its id becomes 1 (train); USER_a id 4 (dev)
+    ui.write_text("USER_e\t1.0\t2.0\nUSER_d\t3\t4\nUSER_c\t5\t6\nUSER_a\t7\t8\nUSER_b\t9\t10\n")
+    df = read_tweets(geotext_file, user_info=ui)
+    got = df.drop_duplicates("user_id").set_index("user_id")
+    assert got.loc["USER_e", "split"] == "train"
+    assert got.loc["USER_a", "split"] == "dev"
+    assert got.loc["USER_b", "split"] == "test"
+    assert (got.loc["USER_a", "lat"], got.loc["USER_a", "lon"]) == (7.0, 8.0)
+
+
+def test_geotext_user_info_found_beside_the_text(geotext_file):
+    pd_dir = geotext_file.parent / "processed_data"
+    pd_dir.mkdir()
+    (pd_dir / "user_info").write_text("USER_b\t1\t1\nUSER_a\t2\t2\nUSER_c\t3\t3\nUSER_d\t4\t4\nUSER_e\t5\t5\n")
+    df = read_tweets(geotext_file)
+    assert df.drop_duplicates("user_id").set_index("user_id")["split"].to_dict() == {
+        "USER_a": "train", "USER_b": "train", "USER_c": "train", "USER_d": "dev", "USER_e": "test"}
+    # user_info=False turns the discovery off: order of first appearance again
+    df2 = read_tweets(geotext_file, user_info=False)
+    assert df2["split"].iloc[-1] == "test" and df2.loc[df2.user_id == "USER_d", "split"].iat[0] == "dev"
+
+
+def test_geotext_unknown_user_is_counted(geotext_file, tmp_path):
+    ui = tmp_path / "ui"
+    ui.write_text("USER_a\t1\t1\nUSER_b\t2\t2\nUSER_c\t3\t3\nUSER_d\t4\t4\n")
+    log = skip_log()
+    df = read_tweets(geotext_file, user_info=ui, log=log)
+    assert log.counts["unknown_user"] == 1
+    e = df[df.user_id == "USER_e"].iloc[0]
+    assert e["split"] == "" and e["lat"] == 35.0  # the message's own coordinates
+
+
+@pytest.mark.geotext
+def test_geotext_fold_rule_agrees_with_official_split_files(shared_geotext, tmp_path):
+    pdata = shared_geotext / "processed_data"
+    ui = pd.read_csv(pdata / "user_info", sep="\t", header=None, names=["u", "lat", "lon"]).head(40)
+    lines = []
+    for r in ui.itertuples():
+        lines.append(geotext_line(r.u, r.lat, r.lon, "first"))
+        lines.append(geotext_line(r.u, r.lat + 0.1, r.lon, "second"))
+    f = write_geotext(tmp_path / "full_text.txt", lines)
+    official = {}
+    for split in ("train", "dev", "test"):
+        for u in pd.read_csv(pdata / f"user_info.{split}", sep="\t", header=None)[0]:
+            official[u] = split
+    for kwargs in ({"user_info": False}, {"user_info": pdata / "user_info"}):
+        df = read_tweets(f, **kwargs)
+        got = df.drop_duplicates("user_id").set_index("user_id")["split"]
+        assert all(got[u] == official[u] for u in ui["u"]), kwargs
+        assert set(got) == {"train", "dev", "test"}
+
+
+def test_rahimi_reads_users_splits_and_counts(tmp_path):
+    p = tmp_path / "user_info.dev"
+    p.write_bytes(b"USER_1\t40.1\t-74.2\tone ||| two ||| three\nUSER_2\t33.0\t-84.0\tsolo caf\xe9\n")
+    df = read_tweets(p)
+    assert_schema(df)
+    assert df["n_tweets"].tolist() == [3, 1]
+    assert df["text"].tolist() == ["one\ntwo\nthree", "solo caf\u00e9"]
+    assert df["split"].tolist() == ["dev", "dev"]
+    assert df.attrs["granularity"] == "user"
+
+
+def test_rahimi_gzip_transparent(tmp_path):
+    p = tmp_path / "user_info.test.gz"
+    p.write_bytes(gzip.compress(b"USER_1\t40.1\t-74.2\ta ||| b\n"))
+    assert detect_format(p) == "rahimi"
+    df = read_tweets(p)
+    assert df["split"].tolist() == ["test"] and df["n_tweets"].tolist() == [2]
+
+
+@pytest.mark.geotext
+def test_real_cmu_dev_users_coordinates_and_split(shared_geotext):
+    ui = pd.read_csv(shared_geotext / "processed_data" / "user_info.dev", sep="\t", header=None,
+                     names=["u", "lat", "lon"])
+    log = skip_log()
+    df = read_tweets(shared_geotext / "cmu" / "user_info.dev.gz", log=log)
+    assert len(df) == 1895 and df["user_id"].is_unique
+    assert log.total == 0
+    assert df["user_id"].tolist() == ui["u"].tolist()
+    np.testing.assert_array_equal(df["lat"].to_numpy(), ui["lat"].to_numpy())
+    np.testing.assert_array_equal(df["lon"].to_numpy(), ui["lon"].to_numpy())
+    assert (df["split"] == "dev").all()
+    assert df["n_tweets"].sum() == 76238  # segments split on ' ||| ', per SOURCE.md
+
+
+def test_twitter_json_v11_coordinate_orders_and_text_fields(tmp_path):
+    tweets = [
+        {"id_str": "1", "text": "trunc", "extended_tweet": {"full_text": "long text"},
+         "user": {"id_str": "u1", "screen_name": "a"}, "coordinates": {"type": "Point", "coordinates": [-122.0, 47.0]}},
+        {"id_str": "2", "full_text": "full", "user": {"id": 42}, "geo": {"coordinates": [40.0, -74.0]}},
+        {"id_str": "3", "text": "place", "user": {"screen_name": "bob"},
+         "place": {"bounding_box": {"coordinates": [[[-80.0, 30.0], [-80.0, 32.0], [-78.0, 32.0], [-78.0, 30.0]]]}}},
+        {"id_str": "4", "text": "nowhere", "user": {"id_str": "u4"}, "coordinates": None, "geo": None},
+    ]
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps(t) for t in tweets) + "\n")
+    df = read_tweets(p)
+    assert_schema(df)
+    assert df["user_id"].tolist() == ["u1", "42", "bob", "u4"]
+    assert df["text"].tolist() == ["long text", "full", "place", "nowhere"]
+    assert (df.loc[0, "lat"], df.loc[0, "lon"]) == (47.0, -122.0)  # GeoJSON [lon, lat]
+    assert (df.loc[1, "lat"], df.loc[1, "lon"]) == (40.0, -74.0)  # geo is [lat, lon]
+    assert (df.loc[2, "lat"], df.loc[2, "lon"]) == (31.0, -79.0)  # bbox centroid
+    assert np.isnan(df.loc[3, "lat"])
+
+
+def test_twitter_json_v2_single_and_envelope(tmp_path):
+    single = {"id": "9", "author_id": "a1", "text": "v2", "geo": {"coordinates": {"type": "Point",
+                                                                              "coordinates": [-100.0, 35.0]}}}
+    env = {"data": [{"id": "10", "author_id": "a2", "text": "in place", "geo": {"place_id": "p1"}},
+                    {"id": "11", "author_id": "a3", "text": "no geo"}],
+           "includes": {"places": [{"id": "p1", "geo": {"bbox": [-90.0, 40.0, -88.0, 42.0]}}]}}
+    p = tmp_path / "v2.json.gz"
+    p.write_bytes(gzip.compress((json.dumps(single) + "\n" + json.dumps(env) + "\n").encode()))
+    df = read_tweets(p)
+    assert df["user_id"].tolist() == ["a1", "a2", "a3"]
+    assert df["line"].tolist() == [1, 2, 2]
+    assert (df.loc[0, "lat"], df.loc[0, "lon"]) == (35.0, -100.0)
+    assert (df.loc[1, "lat"], df.loc[1, "lon"]) == (41.0, -89.0)
+    assert np.isnan(df.loc[2, "lat"])
+
+
+def test_csv_with_renamed_columns_and_optional_fields(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text('user,tweet,lat,lon,split\nu1,"hi, there",40.0,-74.0,train\nu2,yo,,,Validation\n')
+    df = read_tweets(p, columns={"user": "user_id", "tweet": "text"})
+    assert_schema(df)
+    assert df["text"].tolist() == ["hi, there", "yo"]
+    assert df["split"].tolist() == ["train", "dev"]
+    assert df["line"].tolist() == [2, 3]
+    assert np.isnan(df.loc[1, "lat"])
+
+
+def test_tsv_and_parquet(tmp_path):
+    t = tmp_path / "t.tsv"
+    t.write_text("user_id\ttext\tn_tweets\nu1\ta b\t5\n")
+    df = read_tweets(t)
+    assert df["n_tweets"].tolist() == [5] and df.attrs["granularity"] == "user"
+    q = tmp_path / "t.parquet"
+    pd.DataFrame({"user_id": ["x", "y"], "text": ["a", "b"], "lat": [1.0, 2.0], "lon": [3.0, 4.0]}).to_parquet(q)
+    df = read_tweets(q)
+    assert df["user_id"].tolist() == ["x", "y"] and df["lat"].tolist() == [1.0, 2.0]
+    assert df["line"].tolist() == [1, 2]
+
+
+def test_detect_format_by_name_and_content(tmp_path, geotext_file):
+    assert detect_format(geotext_file) == "geotext"
+    renamed = tmp_path / "renamed.txt"
+    renamed.write_bytes(geotext_file.read_bytes())
+    assert detect_format(renamed) == "geotext"
+    r = tmp_path / "data.txt"
+    r.write_text("USER_1\t40\t-74\ttext ||| more\n")
+    assert detect_format(r) == "rahimi"
+    j = tmp_path / "stream.txt"
+    j.write_text('{"text": "x", "user": {"id_str": "1"}}\n')
+    assert detect_format(j) == "twitter_json"
+    c = tmp_path / "table.dat"
+    c.write_text("user_id,text\n1,a\n")
+    assert detect_format(c) == "csv"
+
+
+def test_chunks_are_bounded_and_line_numbers_physical(tmp_path):
+    lines = [geotext_line(f"USER_{i}", 40, -74, f"t{i}") for i in range(7)]
+    lines.insert(3, "\n")  # a blank line still counts as a physical line
+    f = write_geotext(tmp_path / "full_text.txt", lines)
+    frames = list(iter_tweets(f, chunksize=3, user_info=False))
+    assert [len(x) for x in frames] == [3, 3, 1]
+    assert pd.concat(frames)["line"].tolist() == [1, 2, 3, 5, 6, 7, 8]
+
+
+# --------------------------------------------------------------------------- bad input: one test per defence
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        list(iter_tweets(tmp_path / "nope.txt"))
+
+
+def test_geotext_short_line_counted_and_dropped(geotext_file):
+    data = geotext_file.read_bytes() + b"USER_x\tonly three\tfields\n"
+    geotext_file.write_bytes(data)
+    log = skip_log()
+    df = read_tweets(geotext_file, log=log)
+    assert log.counts["malformed_line"] == 1
+    assert len(df) == 6 and "USER_x" not in set(df["user_id"])
+
+
+def test_malformed_line_under_fail_policy_names_file_and_line(geotext_file):
+    geotext_file.write_bytes(geotext_file.read_bytes() + b"broken line\n")
+    with pytest.raises(DataError, match=r"full_text\.txt:7: malformed_line"):
+        read_tweets(geotext_file, log=RecordLog(policy="fail"))
+
+
+def test_geotext_extra_tabs_are_kept_in_text(tmp_path):
+    f = write_geotext(tmp_path / "full_text.txt", [geotext_line("USER_a", 1, 2, "left\tright")])
+    df = read_tweets(f, user_info=False)
+    assert df["text"].tolist() == ["left\tright"]
+
+
+def test_rahimi_short_line_counted_and_extra_tab_kept(tmp_path):
+    p = tmp_path / "user_info.train"
+    p.write_text("USER_1\t40\t-74\ta\tb ||| c\nUSER_2\t40\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts["malformed_line"] == 1
+    assert df["text"].tolist() == ["a\tb\nc"] and df["n_tweets"].tolist() == [2]
+
+
+def test_non_utf8_bytes_decode_as_latin1_without_crash(tmp_path):
+    # latin-1 'Ü' (as GeoText documents), a UTF-8 'é', and a UTF-8 sequence cut in half (as in Rahimi's copy)
+    raw = b"USER_a\t2010\t\xdcT: 1,2\t1\t2\t\xdcT caf\xc3\xa9 \xe2\x98\n"
+    f = write_bytes(tmp_path / "full_text.txt", raw)
+    df = read_tweets(f, user_info=False)
+    assert df["text"].tolist() == ["\u00dcT caf\u00e9 \u00e2\u0098"]
+    forced = read_tweets(f, user_info=False, encoding="latin-1")
+    assert forced["text"].tolist() == [raw.split(b"\t")[5].rstrip(b"\n").decode("latin-1")]
+
+
+def test_empty_text_is_counted_and_row_kept(tmp_path):
+    f = write_geotext(tmp_path / "full_text.txt", [geotext_line("USER_a", 1, 2, "ok"), geotext_line("USER_b", 1, 2, "  ")])
+    log = skip_log()
+    df = read_tweets(f, log=log, user_info=False)
+    assert log.counts["empty_text"] == 1
+    assert df["user_id"].tolist() == ["USER_a", "USER_b"] and df["text"].iloc[1].strip() == ""
+
+
+@pytest.mark.parametrize(
+    "lat,lon",
+    [("nan", "-74"), ("", "-74"), ("abc", "-74"), ("95", "200"), ("40", "181"), ("inf", "10")],
+)
+def test_invalid_coordinates_become_nan_and_are_counted(tmp_path, lat, lon):
+    f = write_geotext(tmp_path / "full_text.txt",
+                      [geotext_line("USER_a", 40, -74, "good"), geotext_line("USER_b", lat, lon, "bad coords")])
+    log = skip_log()
+    df = read_tweets(f, log=log, user_info=False)
+    assert log.counts["invalid_coordinates"] == 1
+    assert len(df) == 2  # the text is kept
+    assert np.isnan(df.loc[1, "lat"]) and np.isnan(df.loc[1, "lon"])
+    assert df.loc[0, "lat"] == 40.0
+
+
+def test_swapped_coordinates_counted_nan_unless_fix_swapped(tmp_path):
+    f = write_geotext(tmp_path / "full_text.txt", [geotext_line("USER_a", -122.5, 47.5, "swapped")])
+    log = skip_log()
+    df = read_tweets(f, log=log, user_info=False)
+    assert log.counts["swapped_coordinates"] == 1 and log.counts["invalid_coordinates"] == 0
+    assert np.isnan(df.loc[0, "lat"])
+    log = skip_log()
+    fixed = read_tweets(f, log=log, user_info=False, fix_swapped=True)
+    assert log.counts["swapped_coordinates"] == 1
+    assert (fixed.loc[0, "lat"], fixed.loc[0, "lon"]) == (47.5, -122.5)
+
+
+def test_json_out_of_range_coordinates_counted_missing_not(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"text": "a", "user": {"id_str": "1"}, "coordinates": {"coordinates": [500, 20]}}) + "\n"
+                 + json.dumps({"text": "b", "user": {"id_str": "2"}}) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts == {"invalid_coordinates": 1}  # a tweet without geo is normal, not bad
+    assert df["lat"].isna().all()
+
+
+def _truncated_gzip(path, n_lines=3000):
+    rng = random.Random(0)
+    body = "".join(f"USER_{i}\t40\t-74\t{''.join(rng.choices('abcdefghijkl ', k=80))}\n" for i in range(n_lines))
+    blob = gzip.compress(body.encode())
+    path.write_bytes(blob[: int(len(blob) * 0.6)])
+    return path
+
+
+def test_truncated_gzip_under_skip_keeps_rows_and_counts(tmp_path):
+    p = _truncated_gzip(tmp_path / "user_info.train.gz")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts["truncated_file"] == 1
+    assert 0 < len(df) < 3000
+    assert df["line"].tolist() == list(range(1, len(df) + 1))
+
+
+def test_truncated_gzip_under_fail_names_file_and_last_good_line(tmp_path):
+    p = _truncated_gzip(tmp_path / "user_info.train.gz")
+    with pytest.raises(DataError, match=r"user_info\.train\.gz:\d+: truncated_file.*after line \d+"):
+        read_tweets(p, log=RecordLog(policy="fail"))
+
+
+def test_empty_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "full_text.txt"
+    p.write_bytes(b"")
+    with pytest.raises(DataError, match="is empty"):
+        read_tweets(p)
+    g = tmp_path / "user_info.dev.gz"
+    g.write_bytes(gzip.compress(b"\n\n"))
+    with pytest.raises(DataError, match="is empty"):
+        read_tweets(g)
+
+
+def test_empty_file_among_others_is_counted(tmp_path, geotext_file):
+    empty = tmp_path / "user_info.dev"
+    empty.write_bytes(b"")
+    log = skip_log()
+    df = read_tweets([geotext_file, empty], log=log, user_info=False)
+    assert len(df) == 6 and log.counts["empty_file"] == 1
+
+
+def test_binary_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "full_text.txt"
+    p.write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(DataError, match="binary"):
+        read_tweets(p)
+
+
+def test_wrong_format_is_a_clear_error(tmp_path):
+    p = tmp_path / "tweets.txt"
+    p.write_text('{"text": "x", "user": {"id_str": "1"}}\n' * 3)
+    with pytest.raises(DataError, match="no line could be read as geotext"):
+        read_tweets(p, fmt="geotext")
+
+
+def test_undetectable_format_is_a_clear_error(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("just some prose\nwith no structure\n")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        read_tweets(p)
+
+
+def test_malformed_json_non_tweet_and_missing_user_counted(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text(
+        json.dumps({"text": "ok", "user": {"id_str": "1"}}) + "\n"
+        + '{"text": "broken", \n'
+        + json.dumps({"delete": {"status": {"id": 1}}}) + "\n"
+        + json.dumps({"text": "anonymous", "user": {}}) + "\n"
+        + "42\n"
+    )
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["1"]
+    assert log.counts == {"malformed_json": 2, "not_a_tweet": 1, "missing_user": 1}
+
+
+def test_csv_wrong_column_count_counted_with_line(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text\nu1,a\nu2,b,extra\nu3,c\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts["malformed_line"] == 1
+    assert log.examples["malformed_line"][0].startswith(f"{p}:3")
+    assert df["user_id"].tolist() == ["u1", "u3"] and df["line"].tolist() == [2, 4]
+
+
+def test_csv_missing_required_column_is_a_clear_error(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("author,tweet\nu1,a\n")
+    with pytest.raises(DataError, match=r"required column.*columns=\{"):
+        read_tweets(p)
+
+
+def test_csv_invalid_n_tweets_and_split_counted(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text,n_tweets,split\nu1,a,-3,train\nu2,b,2.5,holdout\nu3,c,4,test\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts["invalid_n_tweets"] == 2 and log.counts["invalid_split"] == 1
+    assert df["n_tweets"].tolist() == [1, 1, 4] and df["split"].tolist() == ["train", "", "test"]
+
+
+def test_corrupt_parquet_is_a_clear_error(tmp_path):
+    p = tmp_path / "t.parquet"
+    p.write_bytes(b"PAR1" + b"garbage" * 10)
+    with pytest.raises(DataError, match="parquet"):
+        read_tweets(p)
+
+
+def test_bad_gzip_header_is_a_clear_error(tmp_path):
+    p = tmp_path / "user_info.dev.gz"
+    p.write_bytes(b"\x1f\x8b" + b"\xff" * 40)
+    with pytest.raises(DataError):
+        read_tweets(p)
