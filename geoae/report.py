@@ -146,6 +146,15 @@ def _point_label(kind: str) -> str:
     return POINT_LABELS.get(kind, kind)
 
 
+def _is_baseline(name: str, r: dict) -> bool:
+    return r.get("label") == "baseline" or name.startswith("baseline")
+
+
+def _model_point_label(r: dict, kind: str) -> str:
+    """Baselines have no regression head: their single point is named as such."""
+    return "baseline point, no regression head" if r.get("label") == "baseline" else _point_label(kind)
+
+
 def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
     """CDF of the error in km (log x) per model at its headline point; the primary's other point dashed."""
     plt = _plt()
@@ -164,11 +173,11 @@ def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
             if not e.size:
                 continue
             curves.append((name, kind, kind == head, e))
-    for i, (name, kind, is_head, e) in enumerate(curves):
+    for name, kind, is_head, e in curves:
         x = np.maximum(e, 1.0)
         y = np.arange(1, e.size + 1) / e.size
         ax.step(x, y, where="post", lw=2.0 if name == primary else 1.3, ls="-" if is_head else "--",
-                label=f"{name} ({_point_label(kind)}), n={e.size}")
+                label=f"{name} ({_model_point_label(results[name], kind)}), n={e.size}")
     ax.axvline(ACC_KM, color="k", lw=0.8, ls=":")
     ax.text(ACC_KM * 1.05, 0.03, "161 km (Acc@161)", fontsize=8)
     ax.set_xscale("log")
@@ -224,8 +233,8 @@ def fig_map_state_accuracy(r: dict, name: str) -> bytes:
     fig, ax = plt.subplots(figsize=(9, 5.6))
     _draw_states(ax, facecolor=lambda c: cmap(norm(acc[c])) if c in acc else "0.85", edgecolor="white", lw=0.5)
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    cb = fig.colorbar(sm, ax=ax, shrink=0.75, pad=0.02)
-    cb.set_label("state accuracy (share of the state's users whose state is predicted correctly)", fontsize=8)
+    cb = fig.colorbar(sm, ax=ax, shrink=0.6, pad=0.02)
+    cb.set_label("state accuracy (fraction of the state's users)", fontsize=8)
     ax.legend(handles=[Patch(facecolor="0.85", edgecolor="0.6", label="no users in this split")], loc="lower left", fontsize=8)
     _map_axes(ax, f"{name}: state accuracy by true state (n users per state in per_state.csv)")
     return _png(fig)
@@ -293,6 +302,7 @@ def fig_coverage(results: dict[str, dict]) -> bytes:
     a2.set_xlabel("coverage (% of users kept, most confident first)")
     a2.set_ylabel("median error (km, headline point)")
     a2.set_title("Median error vs coverage", fontsize=10)
+    a2.set_ylim(bottom=0)
     for a in (a1, a2):
         a.set_xlim(0, 100)
         a.grid(True, alpha=0.3)
@@ -337,7 +347,7 @@ def headline_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
         m = r["metrics"]
-        row = {"model": name, "point": _point_label(m.get("headline_point", ""))}
+        row = {"model": name, "point": _model_point_label(r, m.get("headline_point", ""))}
         row.update({label: m.get(k) for k, label in HEADLINE_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -346,8 +356,12 @@ def headline_table(results: dict[str, dict]) -> pd.DataFrame:
 def points_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
-        for kind, pm in r["metrics"].get("points", {}).items():
-            rows.append({"model": name, "point": _point_label(kind), "mean km": pm.get("mean_km"),
+        pts = r["metrics"].get("points", {})
+        if r.get("label") == "baseline":  # one point only: both kinds are the same numbers
+            head = r["metrics"].get("headline_point")
+            pts = {k: v for k, v in pts.items() if k == head} or pts
+        for kind, pm in pts.items():
+            rows.append({"model": name, "point": _model_point_label(r, kind), "mean km": pm.get("mean_km"),
                          "median km": pm.get("median_km"), "Acc@161": pm.get("acc_at_161"),
                          **{f"p{q} km": pm.get(f"p{q}_km") for q in (10, 25, 50, 75, 90)},
                          "n": pm.get("n_distance")})
@@ -404,9 +418,9 @@ def _render(blocks: list[tuple], figures: dict[str, bytes]) -> tuple[str, str]:
         elif kind == "img":
             name, caption = b[1], b[2]
             if name in figures:
-                md.append(f"![{caption}]({name})\n\n_{caption}_\n")
+                md.append(f"![{FIGURES.get(name, name)}]({name})\n\n_{caption}_\n")
                 data = base64.b64encode(figures[name]).decode("ascii")
-                ht.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                ht.append(f'<figure><img alt="{html.escape(FIGURES.get(name, name))}" src="data:image/png;base64,{data}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
             else:
                 md.append(f"_{caption}: figure not produced ({b[3] if len(b) > 3 else 'see log'})._\n")
@@ -419,7 +433,7 @@ def _render(blocks: list[tuple], figures: dict[str, bytes]) -> tuple[str, str]:
 
 def _primary(results: dict[str, dict]) -> str:
     for name, r in results.items():
-        if r.get("label") != "baseline" and not name.startswith("baseline"):
+        if not _is_baseline(name, r):
             return name
     return next(iter(results))
 
