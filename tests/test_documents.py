@@ -1,0 +1,204 @@
+"""Tests of geoae.documents: in-memory and streaming documents, split assignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoae.documents import DOC_COLUMNS, assign_splits, build_documents, iter_documents, read_documents
+from geoae.errors import ConfigError, DataError, RecordLog
+from geoae.tweets import GRANULARITY_ATTR
+
+
+def tweets(rows, granularity="tweet"):
+    """rows: (user, text, lat, lon, split[, n_tweets])."""
+    df = pd.DataFrame(
+        [
+            {"user_id": r[0], "text": r[1], "lat": r[2], "lon": r[3], "split": r[4],
+             "n_tweets": r[5] if len(r) > 5 else 1, "source": "mem", "line": i + 1}
+            for i, r in enumerate(rows)
+        ]
+    )
+    df.attrs[GRANULARITY_ATTR] = granularity
+    return df
+
+
+NAN = float("nan")
+
+
+def test_build_documents_schema_order_and_first_valid_coordinate():
+    log = RecordLog()
+    docs = build_documents(
+        tweets([
+            ("b", "b1", NAN, NAN, "dev"),
+            ("a", "a1", 1.0, 2.0, "train"),
+            ("b", "b2", 3.0, 4.0, "dev"),
+            ("a", "a2", 5.0, 6.0, "train"),
+            ("b", "", 7.0, 8.0, "dev"),
+        ]),
+        log=log,
+    )
+    assert tuple(docs.columns) == DOC_COLUMNS
+    assert docs["user_id"].tolist() == ["b", "a"]  # first appearance
+    assert docs["text"].tolist() == ["b1\nb2", "a1\na2"]  # input order, empty tweet left out
+    assert docs["n_tweets"].tolist() == [3, 2]
+    assert (docs.loc[0, "lat"], docs.loc[0, "lon"]) == (3.0, 4.0)  # first VALID coordinate
+    assert (docs.loc[1, "lat"], docs.loc[1, "lon"]) == (1.0, 2.0)
+    assert docs["split"].tolist() == ["dev", "train"]
+    assert docs["n_tweets"].dtype == np.int64 and docs["lat"].dtype == np.float64
+    assert log.total == 0
+
+
+def test_empty_user_counted_and_left_out():
+    log = RecordLog()
+    docs = build_documents(tweets([("a", "x", 1, 1, "train"), ("e", "  ", 1, 1, "train"), ("e", "", 1, 1, "train")]),
+                           log=log)
+    assert docs["user_id"].tolist() == ["a"]
+    assert log.counts["empty_user"] == 1
+
+
+def test_min_tweets_counted():
+    log = RecordLog()
+    docs = build_documents(tweets([("a", "x", 1, 1, ""), ("a", "y", 1, 1, ""), ("b", "z", 1, 1, "")]), log=log,
+                           min_tweets=2)
+    assert docs["user_id"].tolist() == ["a"] and log.counts["too_few_tweets"] == 1
+
+
+def test_conflicting_split_counted_first_kept():
+    log = RecordLog()
+    docs = build_documents(tweets([("a", "x", 1, 1, "train"), ("a", "y", 1, 1, ""), ("a", "z", 1, 1, "test")]),
+                           log=log)
+    assert docs["split"].tolist() == ["train"] and log.counts["conflicting_split"] == 1
+
+
+def test_duplicate_per_user_rows_merged_and_counted():
+    log = RecordLog()
+    f1 = tweets([("a", "x\ny", 1, 1, "dev", 2), ("b", "q", 2, 2, "dev", 1)], granularity="user")
+    f2 = tweets([("a", "z", 3, 3, "dev", 1)], granularity="user")
+    docs = build_documents([f1, f2], log=log)
+    assert log.counts["duplicate_user"] == 1
+    a = docs.set_index("user_id").loc["a"]
+    assert a["text"] == "x\ny\nz" and a["n_tweets"] == 3 and a["lat"] == 1
+
+
+def test_many_tweets_of_one_user_are_not_duplicates():
+    log = RecordLog()
+    build_documents(tweets([("a", "x", 1, 1, ""), ("a", "y", 1, 1, "")]), log=log)
+    assert log.total == 0
+
+
+def test_build_documents_fail_policy_raises():
+    with pytest.raises(DataError, match="empty_user"):
+        build_documents(tweets([("e", "", 1, 1, "")]), log=RecordLog(policy="fail"))
+
+
+def _jsonl(path, users):
+    import json
+
+    path.write_text("".join(json.dumps({"text": t, "user": {"id_str": u}}) + "\n" for u, t in users))
+    return path
+
+
+def test_iter_documents_merges_runs_across_chunk_boundaries(tmp_path):
+    p = _jsonl(tmp_path / "t.jsonl", [("a", "1"), ("a", "2"), ("a", "3"), ("b", "4"), ("b", "5"), ("c", "6")])
+    log = RecordLog()
+    frames = list(iter_documents(p, chunksize=2, log=log))
+    docs = pd.concat(frames, ignore_index=True)
+    assert tuple(docs.columns) == DOC_COLUMNS
+    assert docs["user_id"].tolist() == ["a", "b", "c"]
+    assert docs["text"].tolist() == ["1\n2\n3", "4\n5", "6"]
+    assert docs["n_tweets"].tolist() == [3, 2, 1]
+    assert log.total == 0
+
+
+def test_iter_documents_non_contiguous_user_counted_and_yielded_twice(tmp_path):
+    p = _jsonl(tmp_path / "t.jsonl", [("a", "1"), ("b", "2"), ("a", "3")])
+    log = RecordLog()
+    docs = pd.concat(list(iter_documents(p, chunksize=10, log=log)), ignore_index=True)
+    assert docs["user_id"].tolist() == ["a", "b", "a"]
+    assert docs["text"].tolist() == ["1", "2", "3"]
+    assert log.counts["user_not_contiguous"] == 1
+
+
+def test_iter_documents_yields_empty_users_with_empty_text(tmp_path):
+    p = _jsonl(tmp_path / "t.jsonl", [("a", "1"), ("e", ""), ("c", "3")])
+    log = RecordLog()
+    docs = pd.concat(list(iter_documents(p, log=log)), ignore_index=True)
+    assert docs["user_id"].tolist() == ["a", "e", "c"]
+    assert docs.loc[1, "text"] == ""
+    assert log.counts["empty_user"] == 1 and log.counts["empty_text"] == 1
+
+
+def test_iter_documents_matches_read_documents_on_sorted_input(tmp_path):
+    rng = np.random.default_rng(0)
+    users = [(f"u{u}", f"w{rng.integers(100)}") for u in range(30) for _ in range(rng.integers(1, 5))]
+    p = _jsonl(tmp_path / "t.jsonl", users)
+    streamed = pd.concat(list(iter_documents(p, chunksize=7)), ignore_index=True)
+    whole = read_documents(p)
+    pd.testing.assert_frame_equal(streamed, whole)
+
+
+@pytest.mark.geotext
+def test_read_documents_real_cmu_dev_and_test(shared_geotext):
+    log = RecordLog()
+    cmu = shared_geotext / "cmu"
+    docs = read_documents([cmu / "user_info.dev.gz", cmu / "user_info.test.gz"], log=log)
+    assert len(docs) == 3790 and docs["user_id"].is_unique
+    assert docs["split"].value_counts().to_dict() == {"dev": 1895, "test": 1895}
+    ui = pd.read_csv(shared_geotext / "processed_data" / "user_info.test", sep="\t", header=None,
+                     names=["u", "lat", "lon"]).set_index("u")
+    test = docs[docs.split == "test"].set_index("user_id")
+    np.testing.assert_array_equal(test.loc[ui.index, "lat"].to_numpy(), ui["lat"].to_numpy())
+    assert log.total == 0
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _docs(n, split="train"):
+    return pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "text": "x", "n_tweets": 1, "lat": 1.0, "lon": 1.0,
+                         "split": split})
+
+
+def test_assign_splits_column_keeps_and_carves_dev_from_train():
+    d = _docs(100)
+    d.loc[:9, "split"] = "test"
+    out = assign_splits(d, "column", dev_fraction=0.2, seed=1)
+    assert out["split"].value_counts().to_dict() == {"train": 72, "dev": 18, "test": 10}
+    assert (out.loc[:9, "split"] == "test").all()
+    assert d["split"].value_counts()["train"] == 90  # input not modified
+    again = assign_splits(d.iloc[::-1], "column", dev_fraction=0.2, seed=1)
+    assert again.set_index("user_id")["split"].equals(out.set_index("user_id")["split"].loc[again["user_id"]])
+    other_seed = assign_splits(d, "column", dev_fraction=0.2, seed=2)
+    assert not other_seed["split"].equals(out["split"])
+
+
+def test_assign_splits_carve_from_other_split_with_label():
+    d = _docs(10, "dev")
+    out = assign_splits(d, "column", dev_fraction=0.3, carve_from=("dev",), dev_label="val")
+    assert out["split"].value_counts().to_dict() == {"dev": 7, "val": 3}
+
+
+def test_assign_splits_random_is_seeded_and_exact():
+    d = _docs(50, "")
+    a = assign_splits(d, "random", dev_fraction=0.1, test_fraction=0.2, seed=3)
+    b = assign_splits(d, "random", dev_fraction=0.1, test_fraction=0.2, seed=3)
+    assert a["split"].equals(b["split"])
+    assert a["split"].value_counts().to_dict() == {"train": 35, "test": 10, "dev": 5}
+
+
+def test_assign_splits_geotext_folds():
+    out = assign_splits(_docs(10, ""), "geotext_folds")
+    assert out["split"].tolist() == ["train", "train", "train", "dev", "test"] * 2
+
+
+def test_assign_splits_rejects_bad_rule_and_fractions():
+    with pytest.raises(ConfigError):
+        assign_splits(_docs(3), "alphabetical")
+    with pytest.raises(ConfigError):
+        assign_splits(_docs(3), "random")
+    with pytest.raises(ConfigError):
+        assign_splits(_docs(3), "random", dev_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ConfigError, match="no user has a split"):
+        assign_splits(_docs(3, "dev"), "column", dev_fraction=0.5)
