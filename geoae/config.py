@@ -81,7 +81,7 @@ class ModelConfig:
     """The SDAE: ``hidden`` lists the encoder widths; the last one is ``H3``."""
 
     hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    activation: str = "sigmoid"
+    activation: str = "relu"
     noise: list[NoiseConfig] = field(
         default_factory=lambda: [NoiseConfig("masking", 0.3), NoiseConfig("gaussian", 0.1), NoiseConfig("gaussian", 0.1)]
     )

@@ -78,7 +78,7 @@ def joint_loss(out: dict, x_clean: torch.Tensor, state: torch.Tensor, coords: to
         total = total + w.recon * parts["recon"]
     if cfg.model.sparsity_l1 > 0:
         total = total + cfg.model.sparsity_l1 * out["h"].abs().mean()
-    return total, {k: float(v) for k, v in parts.items()}
+    return total, {k: v.item() for k, v in parts.items()}
 
 
 @torch.no_grad()
@@ -181,7 +181,7 @@ def finetune(
             loss.backward()
             opt.step()
             n += len(idx)
-            for k, v in {"loss": float(loss), **parts}.items():
+            for k, v in {"loss": loss.item(), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
         rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
         if dev is not None and len(dev):

@@ -56,7 +56,7 @@ def pretrain_layer_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss) * len(idx)
+        total += loss.item() * len(idx)
         n += len(idx)
     return total / max(n, 1)
 

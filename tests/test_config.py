@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from geoae.config import Config, config_from_dict, load_config
+from geoae.errors import ConfigError
+
+
+def test_defaults_validate_and_round_trip():
+    cfg = config_from_dict({})
+    assert isinstance(cfg, Config)
+    again = config_from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"modle": {}}, "modle"),
+        ({"model": {"hiden": [3]}}, "model.hiden"),
+        ({"finetune": {"loss_weights": {"stat": 1}}}, "finetune.loss_weights.stat"),
+    ],
+)
+def test_unknown_keys_are_errors_naming_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"model": {"hidden": "512"}}, "model.hidden"),
+        ({"model": {"hidden": [512, "x", 3]}}, r"model.hidden\[1\]"),
+        ({"pretrain": {"epochs": 2.5}}, "pretrain.epochs"),
+        ({"features": {"sublinear_tf": "yes"}}, "features.sublinear_tf"),
+        ({"finetune": {"lr": "fast"}}, "finetune.lr"),
+    ],
+)
+def test_wrong_types_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"model": {"hidden": [], "noise": []}}, "model.hidden"),
+        ({"model": {"noise": [{"kind": "masking", "level": -0.1}, {}, {}]}}, r"model.noise\[0\].level"),
+        ({"model": {"noise": [{"kind": "blur", "level": 0.1}, {}, {}]}}, r"model.noise\[0\].kind"),
+        ({"model": {"hidden": [8, 4], "noise": [{}]}}, "model.noise"),
+        ({"pretrain": {"lr": 0}}, "pretrain.lr"),
+        ({"finetune": {"batch_size": 0}}, "finetune.batch_size"),
+        ({"data": {"dev_fraction": 1.5}}, "data.dev_fraction"),
+        ({"data": {"on_bad_record": "ignore"}}, "data.on_bad_record"),
+        ({"finetune": {"loss_weights": {"state": 0, "coord": 0}}}, "finetune.loss_weights"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+    ],
+)
+def test_impossible_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        config_from_dict(raw)
+
+
+def test_load_config_file_overrides_and_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  hidden: [16, 8, 4]\n")
+    cfg = load_config(p, ["pretrain.epochs=3", "model.activation=relu"])
+    assert cfg.model.hidden == [16, 8, 4] and cfg.pretrain.epochs == 3 and cfg.model.activation == "relu"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="pretrain.epoch"):
+        load_config(p, ["pretrain.epoch=3"])
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        load_config(p)
+
+
+def test_cli_rejects_bad_config_before_work(tmp_path, capsys):
+    from geoae.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  noise: [{kind: masking, level: -1}, {}, {}]\n")
+    rc = main(["train", "--config", str(p), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "model.noise[0].level" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,58 @@
+import numpy as np
+import torch
+
+from geoae.checkpoint import make_generators
+from geoae.finetune import finetune, joint_loss, predict_arrays
+from geoae.geo import haversine_km
+from geoae.pretrain import pretrain
+from geoae.sdae import GeoSDAE
+from tests.helpers import CENTRES, tiny_config, tiny_set
+
+
+def _train(cfg, train, dev):
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    m = GeoSDAE(train.X.shape[1], 5, cfg.model)
+    ok = train.coords
+    m.set_coord_scaler(torch.tensor(ok.mean(0)), torch.tensor(ok.std(0)))
+    gens = make_generators(0, device)
+    pretrain(m, train.X, cfg, device=device, gens=gens)
+    res = finetune(m, train, dev, cfg, device=device, gens=gens, ref_median_km=1000.0)
+    return m, res
+
+
+def test_joint_finetuning_beats_majority_state_and_median_point():
+    cfg = tiny_config()
+    train, dev, test = tiny_set(300, seed=0), tiny_set(100, seed=1), tiny_set(200, seed=2)
+    m, res = _train(cfg, train, dev)
+    probs, coords = predict_arrays(m, test.X, torch.device("cpu"))
+    acc = (probs.argmax(1) == test.state).mean()
+    majority = (test.state == np.bincount(train.state).argmax()).mean()
+    assert acc > majority + 0.2, (acc, majority)
+    err = haversine_km(coords[:, 0], coords[:, 1], test.coords[:, 0], test.coords[:, 1])
+    med = np.median(train.coords, axis=0)
+    base = haversine_km(med[0], med[1], test.coords[:, 0], test.coords[:, 1])
+    assert np.median(err) < 0.5 * np.median(base)
+    assert res["best_epoch"] >= 1 and len(res["history"]) >= 1
+
+
+def test_unknown_targets_are_ignored_by_the_loss():
+    cfg = tiny_config()
+    data = tiny_set(20)
+    m = GeoSDAE(data.X.shape[1], 5, cfg.model)
+    x = torch.from_numpy(data.X)
+    out = m(x)
+    out["_coord_std"] = m.coord_std
+    state = torch.full((20,), -1, dtype=torch.long)
+    coords = torch.full((20, 2), float("nan"))
+    loss, parts = joint_loss(out, x, state, coords, cfg)
+    assert set(parts) == {"recon"} and torch.isfinite(loss)
+    loss.backward()
+
+
+def test_early_stopping_stops_and_keeps_best_epoch():
+    cfg = tiny_config(finetune={"epochs": 200, "patience": 3, "lr": 0.05})
+    train, dev = tiny_set(100, seed=0), tiny_set(60, seed=1)
+    m, res = _train(cfg, train, dev)
+    assert res["stopped_early"] and len(res["history"]) < 200
+    assert len(res["history"]) - res["best_epoch"] == 3

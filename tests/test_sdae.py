@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from geoae.config import ModelConfig, NoiseConfig
+from geoae.sdae import GeoSDAE, corrupt
+
+
+@pytest.mark.parametrize("kind", ["masking", "dropout", "salt_pepper"])
+@pytest.mark.parametrize("level", [0.1, 0.5])
+def test_corruption_rate_matches_level(kind, level):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 500) * 0.8 + 0.1  # strictly inside (0, 1): every changed entry is visible
+    y = corrupt(x, kind, level, g)
+    if kind == "dropout":
+        changed = (y == 0).float().mean().item()
+        kept = y[y != 0] / x[y != 0]
+        assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - level)))
+    else:
+        changed = (y != x).float().mean().item()
+    assert abs(changed - level) < 0.01
+    assert not torch.equal(x, y)
+
+
+def test_salt_pepper_uses_extremes_and_gaussian_std():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(300, 300) * 0.5 + 0.25
+    y = corrupt(x, "salt_pepper", 0.3, g)
+    hit = y != x
+    vals = y[hit]
+    assert torch.all((vals == x.min()) | (vals == x.max()))
+    assert 0.4 < (vals == x.max()).float().mean().item() < 0.6
+    z = corrupt(x, "gaussian", 0.2, g) - x
+    assert abs(z.std().item() - 0.2) < 0.01 and abs(z.mean().item()) < 0.01
+
+
+def test_corrupt_does_not_modify_input_and_none_is_identity():
+    x = torch.rand(10, 10)
+    x0 = x.clone()
+    corrupt(x, "masking", 0.5)
+    assert torch.equal(x, x0)
+    assert corrupt(x, "none", 0.5) is x
+    assert corrupt(x, "masking", 0.0) is x
+
+
+def test_model_shapes_tied_weights_and_coordinate_scaler():
+    cfg = ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3)
+    m = GeoSDAE(50, 5, cfg)
+    m.set_coord_scaler(torch.tensor([38.0, -95.0]), torch.tensor([5.0, 15.0]))
+    out = m(torch.rand(4, 50))
+    assert out["h"].shape == (4, 8)
+    assert out["state_logits"].shape == (4, 5)
+    assert out["recon"].shape == (4, 50)
+    # A fresh regressor starts at the training mean.
+    assert torch.allclose(out["coords"], torch.tensor([[38.0, -95.0]] * 4))
+    n_tied = sum(p.numel() for p in m.parameters())
+    untied = GeoSDAE(50, 5, ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3, tied_weights=False))
+    assert sum(p.numel() for p in untied.parameters()) == n_tied + 50 * 32 + 32 * 16 + 16 * 8
