@@ -9,7 +9,8 @@ every report):
   predicts a state (the ``median_point`` baseline) gets ``None`` for them.
 * **Top-3 accuracy** needs class probabilities; ``classes`` names the column
   of each probability. A user whose true state is not among ``classes`` (the
-  state never occurred in training) counts as a miss.
+  state never occurred in training), or who got no state prediction, counts
+  as a miss.
 * **Distance metrics** (mean / median / percentile error in km, Acc@161) are
   computed over users with valid true coordinates *and* a predicted point; how
   many users had no predicted point is reported (``n_no_point``) so that an
@@ -183,6 +184,8 @@ def compute_metrics(
         m["region_acc"] = None
     if state_proba is not None and classes is not None and known.any():
         hits = topk_hits(tstate, state_proba, classes, k=3)
+        if predicts_state:  # no state prediction (empty text, missing row) is a top-3 miss too
+            hits &= pstate != ""
         m["top3_state_acc"] = float(np.mean(hits[known]))
     else:
         m["top3_state_acc"] = None
@@ -573,3 +576,7 @@ def add_cli(subparsers: Any) -> None:
                    help="which point prediction gives the headline distance numbers (default: regression)")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines (default 0)")
     p.set_defaults(func=_cli)
+
+
+# The name ``geoae demo`` calls.
+run_evaluation = run_evaluate
