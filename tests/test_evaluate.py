@@ -261,3 +261,16 @@ def test_cli_parses_and_runs(tmp_path, monkeypatch, capsys):
     with pytest.raises(DataError):
         args = parser.parse_args(["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "x")])
         args.func(args)
+
+
+def test_run_evaluate_with_baselines_in_the_same_tables(tmp_path):
+    pytest.importorskip("geoae.features")
+    d = _documents(tmp_path)
+    paths = run_evaluate(None, d, tmp_path / "rep", baselines=True, predictor=FakePredictor(), model_name="fake")
+    metrics = json.loads(paths["metrics.json"].read_text())
+    assert set(metrics["models"]) == {"fake", "baseline:majority_state", "baseline:median_point", "baseline:tfidf_logreg"}
+    assert metrics["primary_model"] == "fake"
+    assert metrics["models"]["baseline:median_point"]["state_acc"] is None
+    assert metrics["provenance"]["baselines"]["tfidf_logreg"]["C_source"].startswith("dev grid")
+    assert all(m["n_users"] == 9 for m in metrics["models"].values())
+    assert "baseline:tfidf_logreg" in paths["report.html"].read_text()
