@@ -274,6 +274,40 @@ class _LineReader:
             yield buf
 
 
+def _decode_chunk(chunk: list[tuple[int, bytes]], encoding: str) -> list[str]:
+    """Decode a chunk of raw lines in one call (much faster than line by line).
+
+    ``"\n"`` is never part of a multi-byte UTF-8 sequence and the fallback
+    maps byte for byte, so splitting the decoded text on it restores the lines.
+    """
+    blob = b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw in chunk)
+    lines = _decode(blob, encoding).split("\n")[:-1]
+    if len(lines) != len(chunk):  # a codec that does not map "\n" 1:1 (e.g. utf-16): fall back
+        lines = [_decode(raw, encoding).rstrip("\n") for _, raw in chunk]
+    return lines
+
+
+def _split_fields(chunk: list[tuple[int, bytes]], encoding: str, n: int, what: str, path: Path,
+                  log: RecordLog) -> tuple[pd.DataFrame, np.ndarray]:
+    """Split tab-separated lines into ``n`` string columns, vectorised.
+
+    The last column keeps any further tabs (a tab inside a tweet is data, not
+    a column shift). Lines with fewer than ``n`` fields are counted as
+    ``malformed_line`` and dropped. Returns the fields and their line numbers.
+    """
+    nums = np.fromiter((k for k, _ in chunk), dtype="int64", count=len(chunk))
+    s = pd.Series(_decode_chunk(chunk, encoding), dtype=object).str.rstrip("\r")
+    parts = s.str.split("\t", n=n - 1, expand=True) if len(s) else pd.DataFrame()
+    parts = parts.reindex(columns=range(n))
+    ok = parts[n - 1].notna().to_numpy()
+    if not ok.all():
+        got = parts.notna().sum(axis=1).to_numpy()
+        for i in np.flatnonzero(~ok):
+            log.bad("malformed_line", f"expected {n} tab-separated fields ({what}), got {got[i]}; line dropped",
+                    line=int(nums[i]), source=str(path))
+    return parts.loc[ok].reset_index(drop=True), nums[ok]
+
+
 # --------------------------------------------------------------------------- coordinates
 
 
@@ -457,21 +491,9 @@ def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix
     first_seen: dict[str, int] = {}
     reader = _LineReader(path, log, chunksize)
     for chunk in _progress(reader.chunks(), progress, path):
-        users, texts, lats, lons, lines = [], [], [], [], []
-        for n, raw in chunk:
-            fields = _decode(raw, encoding).rstrip("\r\n").split("\t")
-            if len(fields) < 6:
-                log.bad("malformed_line", f"expected 6 tab-separated fields (user, time, location, lat, lon, text), "
-                        f"got {len(fields)}; line dropped", line=n, source=str(path))
-                continue
-            # More than 6 fields: the text itself contained tabs; keep it whole.
-            users.append(fields[0])
-            lats.append(fields[3])
-            lons.append(fields[4])
-            texts.append("\t".join(fields[5:]))
-            lines.append(n)
-        df = _frame(users, texts, 1, "", str(path), lines)
-        _clean_coords(df, lats, lons, log, required=True, fix_swapped=fix_swapped)
+        f, lines = _split_fields(chunk, encoding, 6, "user, time, location, lat, lon, text", path, log)
+        df = _frame(f[0].to_numpy(), f[5].to_numpy(), 1, "", str(path), lines)
+        _clean_coords(df, f[3].to_numpy(), f[4].to_numpy(), log, required=True, fix_swapped=fix_swapped)
         uid = df["user_id"].str.strip()
         if ui is not None:
             known = uid.isin(ui.index).to_numpy()
@@ -484,9 +506,9 @@ def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix
                 df.loc[known, "lat"] = sub["lat"].to_numpy()
                 df.loc[known, "lon"] = sub["lon"].to_numpy()
         else:
-            nums = np.empty(len(uid), dtype="int64")
-            for i, u in enumerate(uid):
-                nums[i] = first_seen.setdefault(u, len(first_seen) + 1)
+            for u in pd.unique(uid.to_numpy()):
+                first_seen.setdefault(u, len(first_seen) + 1)
+            nums = uid.map(first_seen).to_numpy(dtype="int64")
             df["split"] = geotext_fold_split(nums) if len(nums) else []
         yield _finish(df, log, "tweet")
 
@@ -499,23 +521,12 @@ def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_
     split = _split_from_name(path)
     reader = _LineReader(path, log, chunksize)
     for chunk in _progress(reader.chunks(), progress, path):
-        users, texts, lats, lons, lines = [], [], [], [], []
-        for n, raw in chunk:
-            fields = _decode(raw, encoding).rstrip("\r\n").split("\t")
-            if len(fields) < 4:
-                log.bad("malformed_line", f"expected 4 tab-separated fields (user, lat, lon, text), got "
-                        f"{len(fields)}; line dropped", line=n, source=str(path))
-                continue
-            users.append(fields[0])
-            lats.append(fields[1])
-            lons.append(fields[2])
-            texts.append("\t".join(fields[3:]))  # a tab inside the text is data, not a column
-            lines.append(n)
-        text = pd.Series(texts, dtype="str")
+        f, lines = _split_fields(chunk, encoding, 4, "user, lat, lon, text", path, log)
+        text = pd.Series(f[3].to_numpy(), dtype="str")
         n_tweets = (text.str.count(re.escape(RAHIMI_SEP)) + 1).to_numpy()
         text = text.str.replace(RAHIMI_SEP, "\n", regex=False)
-        df = _frame(users, text, n_tweets, split, str(path), lines)
-        _clean_coords(df, lats, lons, log, required=True, fix_swapped=fix_swapped)
+        df = _frame(f[0].to_numpy(), text, n_tweets, split, str(path), lines)
+        _clean_coords(df, f[1].to_numpy(), f[2].to_numpy(), log, required=True, fix_swapped=fix_swapped)
         yield _finish(df, log, "user")
 
 
@@ -591,9 +602,9 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
     reader = _LineReader(path, log, chunksize)
     for chunk in _progress(reader.chunks(), progress, path):
         users, texts, lats, lons, lines = [], [], [], [], []
-        for n, raw in chunk:
+        for (n, _), decoded in zip(chunk, _decode_chunk(chunk, encoding)):
             try:
-                obj = json.loads(_decode(raw, encoding))
+                obj = json.loads(decoded)
             except (json.JSONDecodeError, RecursionError) as e:
                 log.bad("malformed_json", f"not valid JSON ({e.__class__.__name__}: {str(e)[:80]}); expected one "
                         "tweet object or API response per line; line dropped", line=n, source=str(path))
