@@ -61,7 +61,6 @@ import gzip
 import io
 import json
 import logging
-import math
 import re
 import warnings
 import zlib
