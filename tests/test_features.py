@@ -1,0 +1,186 @@
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from geoae.config import FeatureConfig
+from geoae.errors import ArtifactError, ConfigError, DataError
+from geoae.features import (
+    TfidfFeaturizer,
+    TransformerEmbedder,
+    featurizer_from_state,
+    make_featurizer,
+    tokenize,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DOCS = [
+    "Sooooo happy in #NYC today :) http://t.co/abc @USER_1a2b3c\ngoing to the subway",
+    "yall ready for the game?? #Texans xD\nhouston traffic is the worst :(",
+    "chicago deep dish pizza <3 #chicago\nthe bean was cold today",
+    "cold day in the city :-( need coffee\ncoffee coffee coffee",
+    "nyc subway again lol\ngame night in the city",
+]
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenize_tweet_features():
+    toks = tokenize("Soooooo HAPPY :) :-( <3 :D xD at http://t.co/abc #NYC @USER_abc123 it's 3.5 in 2013!!! 10000")
+    assert toks == [
+        "sooo", "happy", ":)", ":-(", "<3", ":D", "xD", "at", "<url>", "#nyc", "nyc", "<user>",
+        "it's", "3.5", "in", "2013", "10000",
+    ]
+
+
+def test_tokenize_edge_cases():
+    assert tokenize("") == []
+    assert tokenize("www.example.com/x and HTTPS://X.CO") == ["<url>", "and", "<url>"]
+    # times and list markers are not emoticons; emails are not mentions
+    assert tokenize("at 10:30 (see 8) mail a@b.com") == ["at", "10", "30", "see", "8", "mail", "a", "b", "com"]
+    assert tokenize("lol XD ^_^ (: -_- </3 :P ;p café señor") == [
+        "lol", "xD", "^_^", "(:", "-_-", "</3", ":P", ";P", "café", "señor",
+    ]
+    assert tokenize("hahaha :)))))") == ["hahaha", ":)))"]
+
+
+def test_tokenize_speed():
+    rng = np.random.default_rng(0)
+    words = np.array("the quick brown fox :) http://t.co/x @USER_1 #nyc soooo 123 lol".split())
+    docs = [" ".join(rng.choice(words, 500)) for _ in range(1000)]  # ~3 MB
+    t = time.process_time()
+    n = sum(len(tokenize(d)) for d in docs)
+    assert n >= 500_000
+    assert time.process_time() - t < 5.0
+
+
+# --------------------------------------------------------------------------- tf-idf
+
+
+def test_tfidf_fit_transform():
+    f = TfidfFeaturizer(max_features=1000, min_df=1)
+    with pytest.raises(NotFittedError):
+        f.transform(DOCS)
+    X = f.fit(DOCS).transform(DOCS)
+    assert sp.isspmatrix_csr(X) and X.dtype == np.float32
+    assert X.shape == (len(DOCS), f.n_features_)
+    np.testing.assert_allclose(sp.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
+    assert "<url>" in f.vocabulary_ and "#nyc" in f.vocabulary_ and ":)" in f.vocabulary_
+    assert f.idf_.shape == (f.n_features_,)
+    # unseen text maps to an all-zero row, not an error
+    assert f.transform(["zzzz qqqq"]).nnz == 0
+
+
+def test_tfidf_params_respected():
+    f = TfidfFeaturizer(max_features=5, min_df=2, ngram_max=2, sublinear_tf=False, binary=True).fit(DOCS)
+    assert f.n_features_ <= 5
+    big = TfidfFeaturizer(min_df=1, ngram_max=2).fit(DOCS)
+    assert any(" " in t for t in big.vocabulary_)  # bigrams present
+
+
+def test_tfidf_empty_vocabulary_is_data_error():
+    with pytest.raises(DataError, match="min_df"):
+        TfidfFeaturizer(min_df=10).fit(DOCS)
+
+
+def test_tfidf_state_round_trip(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    f = TfidfFeaturizer(max_features=50, min_df=1, ngram_max=2).fit(DOCS)
+    state, arrays = f.get_state()
+    (tmp_path / "feat.json").write_text(json.dumps(state), encoding="utf-8")
+    save_file(arrays, str(tmp_path / "feat.safetensors"))
+    state2 = json.loads((tmp_path / "feat.json").read_text(encoding="utf-8"))
+    arrays2 = load_file(str(tmp_path / "feat.safetensors"))
+    g = featurizer_from_state(state2, arrays2)
+    assert isinstance(g, TfidfFeaturizer)
+    assert g.get_params() == f.get_params()
+    assert g.vocabulary_ == f.vocabulary_
+    new = DOCS + ["the city subway #nyc :) totally new words", ""]
+    a, b = f.transform(new), g.transform(new)
+    assert (a != b).nnz == 0 and a.dtype == b.dtype and a.shape == b.shape
+
+
+def test_tfidf_bad_state():
+    f = TfidfFeaturizer(min_df=1).fit(DOCS)
+    state, arrays = f.get_state()
+    with pytest.raises(ArtifactError):
+        TfidfFeaturizer.from_state(state, {"idf": arrays["idf"][:-1]})
+    with pytest.raises(ArtifactError):
+        featurizer_from_state({**state, "kind": "bogus"}, arrays)
+    with pytest.raises(ArtifactError):
+        TfidfFeaturizer.from_state({k: v for k, v in state.items() if k != "vocabulary"}, arrays)
+
+
+def test_make_featurizer():
+    f = make_featurizer(FeatureConfig(kind="tfidf", max_features=7, min_df=1, ngram_max=2))
+    assert isinstance(f, TfidfFeaturizer) and f.max_features == 7 and f.ngram_max == 2
+    t = make_featurizer(FeatureConfig(kind="transformer", transformer_model="/x", transformer_max_length=64))
+    assert isinstance(t, TransformerEmbedder) and t.model_dir == "/x" and t.max_length == 64
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    words = sorted({w for doc in DOCS for w in doc.lower().split()} | {"city", "new", "words"})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_transformer_embedder(tiny_model):
+    e = TransformerEmbedder(model_dir=str(tiny_model), max_length=16, batch_size=3)
+    with pytest.raises(NotFittedError):
+        e.transform(DOCS)
+    assert e.fit(DOCS) is e and e.n_features_ == 32
+    X = e.transform(DOCS + [""])
+    assert X.shape == (len(DOCS) + 1, 32) and X.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(X[:-1], axis=1), 1.0, rtol=1e-5)
+    assert not X[-1].any()  # empty document -> zero vector
+    # deterministic, independent of batching and of the other documents in the call
+    Y = TransformerEmbedder(model_dir=str(tiny_model), max_length=16, batch_size=1).fit().transform(DOCS[::-1])
+    np.testing.assert_allclose(X[: len(DOCS)][::-1], Y, atol=1e-5)
+    # different texts give different vectors
+    assert np.abs(X[0] - X[1]).max() > 1e-3
+    # a user's vector is the mean of its tweets' vectors (renormalised)
+    tweets = DOCS[0].split("\n")
+    T = e.transform(tweets)
+    m = T.sum(0) / np.linalg.norm(T.sum(0))
+    np.testing.assert_allclose(X[0], m, atol=1e-5)
+
+
+def test_transformer_state_round_trip(tiny_model, tmp_path):
+    e = TransformerEmbedder(model_dir=str(tiny_model), max_length=16).fit()
+    state, arrays = e.get_state()
+    assert arrays == {} and json.loads(json.dumps(state)) == state
+    g = featurizer_from_state(json.loads(json.dumps(state)), {})
+    np.testing.assert_allclose(g.transform(DOCS), e.transform(DOCS), atol=1e-6)
+
+
+def test_transformer_missing_model(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        TransformerEmbedder(model_dir=str(tmp_path / "nope")).fit()
+    with pytest.raises(ConfigError, match="config.json"):
+        TransformerEmbedder(model_dir=str(tmp_path)).fit()
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        TransformerEmbedder(model_dir=str(tmp_path)).fit()
