@@ -518,6 +518,8 @@ def run_evaluate(
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed).items():
                 r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point, headline=headline)
                 r["label"] = "baseline"
+                r["point_label"] = ("median training point, no regression head" if name == "median_point"
+                                    else "state-median point, no regression head")
                 results[f"baseline:{name}"] = r
                 baseline_info[name] = dict(bpred.attrs.get("baseline", {}))
     if not results:

@@ -152,6 +152,8 @@ def _is_baseline(name: str, r: dict) -> bool:
 
 def _model_point_label(r: dict, kind: str) -> str:
     """Baselines have no regression head: their single point is named as such."""
+    if r.get("point_label"):
+        return str(r["point_label"])
     return "baseline point, no regression head" if r.get("label") == "baseline" else _point_label(kind)
 
 
