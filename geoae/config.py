@@ -36,8 +36,10 @@ class DataConfig:
     ``split`` decides the train/dev/test assignment: ``column`` keeps the split
     the reader assigned (Rahimi's per-split files, a ``split`` column),
     ``geotext_folds`` applies the official GeoText fold rule, ``random`` draws
-    one with ``seed``. ``dev_fraction`` carves a validation set out of train when
-    the data has none (the in-house GeoText protocol trains on official dev users).
+    one with ``seed``. ``dev_fraction`` carves a validation set labelled
+    ``carve_label`` out of the users whose split is in ``carve_from`` (the
+    in-house GeoText protocol trains on the official dev users, so it carves
+    ``val`` from ``dev`` and trains on the rest of ``dev``).
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -48,6 +50,8 @@ class DataConfig:
     test_splits: list[str] = field(default_factory=lambda: ["test"])
     dev_fraction: float = 0.0
     test_fraction: float = 0.0
+    carve_from: list[str] = field(default_factory=lambda: ["train"])
+    carve_label: str = "dev"
     on_bad_record: str = "skip"
     outside_us: str = "drop"
     min_tweets: int = 1

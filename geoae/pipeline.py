@@ -54,11 +54,9 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
         docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets)
-        if d.split == "geotext_folds" and not docs["split"].isin(["train", "dev", "test"]).all():
-            raise DataError("data.split=geotext_folds needs GeoText input (full_text.txt) whose reader assigns the official folds")
         docs = assign_splits(
-            docs, "column" if d.split == "geotext_folds" else d.split,
-            seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
+            docs, d.split, seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
+            carve_from=tuple(d.carve_from), dev_label=d.carve_label, log=rlog,
         )
         labelled = add_labels(docs, outside_us=d.outside_us, log=rlog)
         docs, label_stats = labelled if isinstance(labelled, tuple) else (labelled, {})
