@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class Artifact:
         return self.model.n_features
 
 
+_WEIGHT_NAME = re.compile(r"^(model|featurizer)-[0-9a-f]{12}\.safetensors$")
+_WEIGHT_TMP = re.compile(r"^\.(model|featurizer)-[0-9a-f]{12}\.safetensors\..*\.tmp$")
+
+
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
@@ -100,6 +105,9 @@ def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
     old = _referenced_files(out)
     atomic_write_text(out / INDEX, json.dumps(index, indent=1, sort_keys=True))
     keep = {f["name"] for f in files.values()}
+    # Besides the previous index's files, also drop orphans of earlier saves that
+    # were killed before their index was written (and their temporary files).
+    old |= {p.name for p in out.iterdir() if _WEIGHT_NAME.match(p.name) or _WEIGHT_TMP.match(p.name)}
     for name in old - keep:
         try:
             os.unlink(out / name)

@@ -1,0 +1,290 @@
+"""The model artifact: exact round trip, refusal of damaged directories, no pickle, crash-safe saves."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+import geoae
+import geoae.artifact as artifact_mod
+from geoae.artifact import INDEX, load_artifact, save_artifact
+from geoae.errors import ArtifactError
+from geoae.pipeline import load_documents
+from geoae.predict import Predictor
+from geoae.sdae import GeoSDAE
+from tests.tiny_run import prepared_data, tiny_config, trained_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return trained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory) -> pd.DataFrame:
+    d = load_documents(prepared_data(tmp_path_factory))
+    return d[["user_id", "text", "n_tweets"]]
+
+
+@pytest.fixture
+def model_dir(trained, tmp_path) -> Path:
+    """A private copy of the trained model directory, free to damage."""
+    return Path(shutil.copytree(trained, tmp_path / "model"))
+
+
+def _index(d: Path) -> dict:
+    return json.loads((d / INDEX).read_text())
+
+
+def _write_index(d: Path, idx: dict) -> None:
+    (d / INDEX).write_text(json.dumps(idx))
+
+
+def _weights(d: Path, role: str = "model") -> Path:
+    return d / _index(d)["files"][role]["name"]
+
+
+def _outputs(art, docs) -> tuple[np.ndarray, pd.DataFrame]:
+    p = Predictor(art)
+    return p.predict_proba(docs), p.predict(docs)
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_save_load_gives_identical_predictions(model_dir, docs, tmp_path):
+    art = load_artifact(model_dir)
+    proba1, pred1 = _outputs(art, docs)
+    save_artifact(tmp_path / "again", art)
+    art2 = load_artifact(tmp_path / "again")
+    proba2, pred2 = _outputs(art2, docs)
+    assert np.array_equal(proba1, proba2)
+    pd.testing.assert_frame_equal(pred1, pred2, check_exact=True)
+    assert pred1["status"].eq("ok").all()
+    assert np.isfinite(pred1[["lat", "lon"]].to_numpy(dtype=float)).all()
+    sd1, sd2 = art.model.state_dict(), art2.model.state_dict()
+    assert sd1.keys() == sd2.keys()
+    for k in sd1:
+        assert torch.equal(sd1[k], sd2[k]), k
+    assert art2.classes == art.classes
+    assert np.array_equal(art2.state_points, art.state_points)
+    assert art2.config.to_dict() == art.config.to_dict()
+    # Same content, same (content-addressed) file names.
+    assert _index(model_dir)["files"] == _index(tmp_path / "again")["files"]
+
+
+def test_artifact_json_records_hash_and_size_of_every_file(model_dir):
+    import hashlib
+
+    idx = _index(model_dir)
+    assert idx["format"] == "geoae-artifact" and idx["format_version"] == artifact_mod.FORMAT_VERSION
+    for entry in idx["files"].values():
+        blob = (model_dir / entry["name"]).read_bytes()
+        assert entry["bytes"] == len(blob)
+        assert entry["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert entry["name"].endswith(f"-{entry['sha256'][:12]}.safetensors")
+
+
+# --------------------------------------------------------------------------- damaged directories
+
+
+@pytest.mark.parametrize("role", ["model", "featurizer"])
+def test_flipped_byte_is_refused_by_sha256(model_dir, role):
+    p = _weights(model_dir, role)
+    blob = bytearray(p.read_bytes())
+    blob[-3] ^= 0x01  # inside the tensor data: still valid safetensors, same size
+    p.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(model_dir)
+
+
+def test_truncated_file_is_refused(model_dir):
+    p = _weights(model_dir)
+    p.write_bytes(p.read_bytes()[:-16])
+    with pytest.raises(ArtifactError, match="truncated"):
+        load_artifact(model_dir)
+
+
+@pytest.mark.parametrize("role", ["model", "featurizer"])
+def test_missing_weight_file_is_refused(model_dir, role):
+    _weights(model_dir, role).unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_artifact(model_dir)
+
+
+def test_missing_index_and_missing_dir(model_dir, tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nowhere")
+    (model_dir / INDEX).unlink()
+    with pytest.raises(ArtifactError, match="artifact.json"):
+        load_artifact(model_dir)
+
+
+def test_corrupted_index_json_is_refused(model_dir):
+    text = (model_dir / INDEX).read_text()
+    (model_dir / INDEX).write_text(text[: len(text) // 2])
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load_artifact(model_dir)
+
+
+def test_wrong_format_version_is_refused(model_dir):
+    idx = _index(model_dir)
+    idx["format_version"] = artifact_mod.FORMAT_VERSION + 1
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="version"):
+        load_artifact(model_dir)
+
+
+def test_unknown_config_key_in_artifact_is_refused(model_dir):
+    idx = _index(model_dir)
+    idx["config"]["model"]["bogus_knob"] = 3
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="bogus_knob"):
+        load_artifact(model_dir)
+
+
+def test_weights_of_other_shapes_are_refused(model_dir):
+    """A well-formed weight file with a correct hash but other shapes: only the shape check can catch it."""
+    import hashlib
+
+    idx = _index(model_dir)
+    cfg = tiny_config("model.hidden=[16,8,5]")
+    other = GeoSDAE(idx["n_features"], len(idx["classes"]), cfg.model)
+    blob = st_save({k: v.contiguous() for k, v in other.state_dict().items()})
+    sha = hashlib.sha256(blob).hexdigest()
+    name = f"model-{sha[:12]}.safetensors"
+    (model_dir / name).write_bytes(blob)
+    idx["files"]["model"] = {"name": name, "sha256": sha, "bytes": len(blob)}
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="do not fit"):
+        load_artifact(model_dir)
+
+
+def test_weight_name_escaping_the_directory_is_refused(model_dir):
+    idx = _index(model_dir)
+    idx["files"]["model"]["name"] = "../model.safetensors"
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="invalid file name"):
+        load_artifact(model_dir)
+
+
+# --------------------------------------------------------------------------- no pickle
+
+
+PACKAGE = Path(geoae.__file__).resolve().parent
+FORBIDDEN = [
+    (re.compile(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle|joblib|shelve|marshal)\b", re.M), "pickle-like import"),
+    (re.compile(r"\bjoblib\b"), "joblib"),
+    (re.compile(r"allow_pickle\s*=\s*True"), "numpy allow_pickle"),
+]
+TORCH_LOAD = re.compile(r"torch\.load\(([^)]*)\)")
+
+
+def pickle_offences(source: str) -> list[str]:
+    found = [what for rx, what in FORBIDDEN if rx.search(source)]
+    found += [f"torch.load({m.group(1)})" for m in TORCH_LOAD.finditer(source) if "weights_only=True" not in m.group(1)]
+    return found
+
+
+def test_the_offence_scanner_catches_what_it_should():
+    assert pickle_offences("import pickle\n")
+    assert pickle_offences("from joblib import dump\n")
+    assert pickle_offences("x = torch.load(path)\n")
+    assert pickle_offences("x = torch.load(path, weights_only=False)\n")
+    assert pickle_offences("np.load(p, allow_pickle=True)\n")
+    assert not pickle_offences("x = torch.load(path, weights_only=True)\n")
+    assert not pickle_offences('"""no pickle: safetensors only"""\n')
+
+
+def test_package_source_never_unpickles():
+    sources = sorted(PACKAGE.rglob("*.py"))
+    assert len(sources) > 10
+    offences = {str(p.relative_to(PACKAGE)): o for p in sources if (o := pickle_offences(p.read_text("utf-8")))}
+    assert not offences, f"pickle-capable loading introduced: {offences}"
+
+
+def test_model_directory_holds_only_json_and_safetensors(model_dir):
+    names = sorted(p.name for p in model_dir.iterdir())
+    assert INDEX in names
+    assert all(n == INDEX or n.endswith(".safetensors") for n in names), names
+
+
+# --------------------------------------------------------------------------- crash-safe save
+
+
+def _perturbed(art):
+    """The same artifact with different weights (what a newer training run would save)."""
+    with torch.no_grad():
+        for p in art.model.parameters():
+            p.add_(0.05)
+    return art
+
+
+def test_kill_mid_save_leaves_previous_artifact_loadable(model_dir, docs, monkeypatch):
+    before_files = set(p.name for p in model_dir.iterdir())
+    proba0, pred0 = _outputs(load_artifact(model_dir), docs)
+    new = _perturbed(load_artifact(model_dir))
+    proba_new, _ = _outputs(new, docs)
+    assert not np.array_equal(proba0, proba_new)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while replacing artifact.json")
+
+    monkeypatch.setattr(artifact_mod, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(model_dir, new)
+    monkeypatch.undo()
+    # The new weight files did get written before the kill ...
+    assert len(set(p.name for p in model_dir.iterdir()) - before_files) >= 1
+    # ... yet the directory still is the previous artifact, exactly.
+    proba1, pred1 = _outputs(load_artifact(model_dir), docs)
+    assert np.array_equal(proba0, proba1)
+    pd.testing.assert_frame_equal(pred0, pred1, check_exact=True)
+
+
+def test_kill_mid_weight_write_leaves_previous_artifact_loadable(model_dir, docs, monkeypatch):
+    proba0, _ = _outputs(load_artifact(model_dir), docs)
+    new = _perturbed(load_artifact(model_dir))
+    real = artifact_mod.atomic_write_bytes
+    calls = []
+
+    def dies_on_second(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while writing the featurizer weights")
+        real(path, data)
+
+    monkeypatch.setattr(artifact_mod, "atomic_write_bytes", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(model_dir, new)
+    monkeypatch.undo()
+    proba1, _ = _outputs(load_artifact(model_dir), docs)
+    assert np.array_equal(proba0, proba1)
+
+
+def test_successful_saves_remove_unreferenced_weight_files(model_dir, docs, monkeypatch):
+    old = set(_index(model_dir)["files"][r]["name"] for r in ("model", "featurizer"))
+    # A save killed before artifact.json was replaced leaves orphans behind ...
+    orphan_src = _perturbed(load_artifact(model_dir))
+    monkeypatch.setattr(artifact_mod, "atomic_write_text", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(model_dir, orphan_src)
+    monkeypatch.undo()
+    # ... and the next successful save (of yet other weights) leaves only what its artifact.json names.
+    final = _perturbed(_perturbed(load_artifact(model_dir)))
+    save_artifact(model_dir, final)
+    idx = _index(model_dir)
+    referenced = {f["name"] for f in idx["files"].values()}
+    on_disk = {p.name for p in model_dir.iterdir() if p.name != INDEX}
+    assert on_disk == referenced
+    assert not (old & on_disk) - {idx["files"]["featurizer"]["name"]}
+    proba, _ = _outputs(load_artifact(model_dir), docs)
+    assert np.array_equal(proba, _outputs(final, docs)[0])
