@@ -2,10 +2,11 @@
 
 A checkpoint holds everything needed to continue a run bit-for-bit: model
 weights, optimizer moments, the random generators' states and the loop
-position (stage, layer, epoch, early-stopping bookkeeping). ``state.json`` is
-written last and records the sha256 of the tensor file, so a kill between the
-two writes leaves the *previous* consistent checkpoint in force (each file is
-itself replaced atomically).
+position (stage, layer, epoch, early-stopping bookkeeping). The tensors go to a
+content-addressed ``state-<sha12>.safetensors``; ``state.json`` is written last
+(atomically), names that file and records its sha256, and only then is the
+previous tensor file deleted, so a kill between the writes leaves the
+*previous* consistent checkpoint in force.
 
 Also here: device choice and batching helpers shared by the two training stages.
 """
@@ -155,9 +156,16 @@ def save_checkpoint(
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
     blob = st_save(tensors)
-    atomic_write_bytes(ckpt_dir / STATE_TENSORS, blob)
-    doc = {"position": position, "optimizer": opt_meta, "tensors_sha256": hashlib.sha256(blob).hexdigest()}
+    sha = hashlib.sha256(blob).hexdigest()
+    # Content-addressed tensor file: the previous checkpoint's tensors stay untouched
+    # until the new state.json (which names the new file) has replaced the old one.
+    name = f"state-{sha[:12]}.safetensors"
+    atomic_write_bytes(ckpt_dir / name, blob)
+    doc = {"position": position, "optimizer": opt_meta, "tensors_file": name, "tensors_sha256": sha}
     atomic_write_text(ckpt_dir / STATE_JSON, json.dumps(doc, indent=1))
+    for p in ckpt_dir.glob("state*.safetensors"):
+        if p.name != name:
+            p.unlink(missing_ok=True)
 
 
 def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
@@ -167,12 +175,15 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | No
     landed between the two writes, or the file was damaged) is refused loudly
     rather than resumed from silently.
     """
-    js, ts = ckpt_dir / STATE_JSON, ckpt_dir / STATE_TENSORS
+    js = ckpt_dir / STATE_JSON
     if not js.exists():
         return None
     try:
         doc = json.loads(js.read_text())
-        blob = ts.read_bytes()
+        name = doc.get("tensors_file", STATE_TENSORS)
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ArtifactError(f"{js}: invalid tensors_file {name!r}; delete the checkpoint directory to start over")
+        blob = (ckpt_dir / name).read_bytes()
     except (OSError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{ckpt_dir}: unreadable checkpoint ({e}); delete it to start over") from None
     if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
@@ -199,7 +210,8 @@ def restore(
 
 
 def clear_checkpoint(ckpt_dir: Path) -> None:
-    for name in (STATE_JSON, STATE_TENSORS):
-        p = ckpt_dir / name
-        if p.exists():
-            os.unlink(p)
+    p = ckpt_dir / STATE_JSON
+    if p.exists():
+        os.unlink(p)
+    for p in ckpt_dir.glob("state*.safetensors") if ckpt_dir.is_dir() else ():
+        os.unlink(p)

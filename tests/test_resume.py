@@ -1,0 +1,173 @@
+"""Killed-and-resumed training reaches exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import geoae.checkpoint as checkpoint_mod
+from geoae.errors import ArtifactError, GeoaeError
+from geoae.pipeline import train
+from tests.tiny_run import prepared_data, tiny_config
+
+# Three pretraining epochs per layer and four fine-tuning epochs (patience high
+# enough that early stopping never ends the run before the kill points).
+RESUME = ("pretrain.epochs=3", "finetune.epochs=4", "finetune.patience=10")
+
+
+def cfg(*extra: str):
+    return tiny_config(*RESUME, *extra)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return prepared_data(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    return train(cfg(), data, tmp_path_factory.mktemp("reference"))
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    idx = json.loads((model_dir / "artifact.json").read_text())
+    return load_file(model_dir / idx["files"]["model"]["name"])
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, f"tensors differ from the uninterrupted run: {differ}"
+    ia = json.loads((a / "artifact.json").read_text())
+    ib = json.loads((b / "artifact.json").read_text())
+    assert ia["files"] == ib["files"]  # content-addressed: identical bytes, identical names
+    assert ia["meta"]["best_epoch"] == ib["meta"]["best_epoch"]
+    assert ia["meta"]["dev_metrics"] == ib["meta"]["dev_metrics"]
+
+
+def kill_at(stage: str, layer: int, epoch: int):
+    """An ``on_epoch_end`` hook that interrupts training after the given epoch (0-based)."""
+    seen = []
+
+    def hook(s: str, k: int, e: int) -> None:
+        seen.append((s, k, e))
+        if (s, k, e) == (stage, layer, epoch):
+            raise KeyboardInterrupt(f"killed after {s} layer {k} epoch {e}")
+
+    hook.seen = seen
+    return hook
+
+
+@pytest.mark.parametrize(
+    "where, extra",
+    [
+        (("pretrain", 1, 0), ()),                             # layer 2, epoch 1
+        (("pretrain", 0, 2), ()),                             # end of layer 1 (layer boundary)
+        (("finetune", 0, 1), ()),                             # inside fine-tuning
+        (("finetune", 0, 2), ("train.checkpoint_every=2",)),  # epoch 3 not checkpointed: redo it
+        (("pretrain", 1, 1), ("train.checkpoint_every=2",)),  # ditto in pretraining
+    ],
+    ids=["pretrain-l2e1", "pretrain-layer-end", "finetune-e2", "finetune-redo", "pretrain-redo"],
+)
+def test_killed_then_resumed_equals_uninterrupted(where, extra, data, reference, tmp_path):
+    c = cfg(*extra)
+    hook = kill_at(*where)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, data, tmp_path, on_epoch_end=hook)
+    assert hook.seen[-1] == where
+    assert not (tmp_path / "model").exists()
+    model_dir = train(c, data, tmp_path, resume=True)
+    assert_same_weights(reference, model_dir)
+
+
+def test_kill_between_checkpoint_writes_resumes_from_previous_checkpoint(data, reference, tmp_path, monkeypatch):
+    """A kill after the tensors of a checkpoint were written but before its JSON: the previous checkpoint holds."""
+    real = checkpoint_mod.atomic_write_text
+    calls = []
+
+    def dies_on_third(path, text):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed between the tensor and JSON writes of a checkpoint")
+        real(path, text)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_text", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path)
+    monkeypatch.undo()
+    model_dir = train(cfg(), data, tmp_path, resume=True)
+    assert_same_weights(reference, model_dir)
+
+
+def test_resuming_a_finished_run_changes_nothing(data, reference, tmp_path):
+    first = train(cfg(), data, tmp_path)
+    again = train(cfg(), data, tmp_path, resume=True)
+    assert_same_weights(reference, first)
+    assert_same_weights(reference, again)
+
+
+def test_stage_pretrain_then_finetune_equals_all(data, reference, tmp_path):
+    out = train(cfg(), data, tmp_path, stage="pretrain")
+    assert not (tmp_path / "model").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "train:pretrain"
+    model_dir = train(cfg(), data, tmp_path, stage="finetune")
+    assert_same_weights(reference, model_dir)
+
+
+def test_no_resume_starts_afresh_and_still_matches(data, reference, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
+    model_dir = train(cfg(), data, tmp_path, resume=False)
+    assert_same_weights(reference, model_dir)
+
+
+def test_finetune_before_pretraining_is_a_clear_error(data, tmp_path):
+    with pytest.raises(GeoaeError, match="pretrain"):
+        train(cfg(), data, tmp_path, stage="finetune")
+    assert not (tmp_path / "model").exists()
+
+
+def test_finetune_after_partial_pretraining_is_a_clear_error(data, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, stage="pretrain", on_epoch_end=kill_at("pretrain", 1, 0))
+    with pytest.raises(GeoaeError, match="pretraining is not complete"):
+        train(cfg(), data, tmp_path, stage="finetune")
+
+
+def _tensor_file(ckpt: Path) -> Path:
+    files = sorted(ckpt.glob("*.safetensors"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_checkpoint_with_altered_tensors_is_refused(data, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, on_epoch_end=kill_at("pretrain", 1, 0))
+    p = _tensor_file(tmp_path / "checkpoint")
+    blob = bytearray(p.read_bytes())
+    blob[-5] ^= 0x10
+    p.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="hash"):
+        train(cfg(), data, tmp_path, resume=True)
+
+
+def test_checkpoint_with_missing_tensors_is_refused(data, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
+    _tensor_file(tmp_path / "checkpoint").unlink()
+    with pytest.raises(ArtifactError, match="checkpoint"):
+        train(cfg(), data, tmp_path, resume=True)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(data, reference, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("finetune.lr=0.05"), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
+    model_dir = train(cfg(), data, tmp_path, resume=True)
+    assert_same_weights(reference, model_dir)
