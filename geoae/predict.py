@@ -139,6 +139,14 @@ def load_predictor(model_dir: str | Path, *, device: str = "cpu", top_k: int = 3
 # --------------------------------------------------------------------------- streaming files
 
 
+def _arrow_schema():
+    import pyarrow as pa
+
+    types = {"user_id": pa.string(), "n_tweets": pa.int64(), "status": pa.string(), "state": pa.string(),
+             "region": pa.string(), "top_states": pa.string()}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in OUTPUT_COLUMNS])
+
+
 class _Writer:
     """Appends prediction chunks to CSV / JSON lines / Parquet, written to a temp file then renamed."""
 
@@ -162,14 +170,13 @@ class _Writer:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema() if not self._first else None)
+            # One fixed schema for every chunk: inferring it per chunk breaks when a
+            # chunk's string columns are all empty (null type) or its ints differ.
+            table = pa.Table.from_pandas(df, preserve_index=False, schema=_arrow_schema())
             if self._pq is None:
                 self._pq = pq.ParquetWriter(self.tmp, table.schema)
             self._pq.write_table(table)
         self._first = False
-
-    def _schema(self):
-        return self._pq.schema.to_arrow_schema() if self._pq is not None else None
 
     def close(self, ok: bool) -> None:
         if self._fh is not None:
