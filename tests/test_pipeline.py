@@ -1,0 +1,145 @@
+"""End to end through the CLI: prepare -> train -> evaluate on a tiny corpus; GeoText prepare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from geoae.cli import main
+from tests.tiny_run import TINY, write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """prepare + train + evaluate via ``geoae.cli.main`` on 150 users plus a few bad records."""
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = write_corpus(root / "tweets.jsonl", n_users=150, seed=0)
+    with open(corpus, "a", encoding="utf-8") as f:
+        f.write("{broken json line\n")
+        f.write(json.dumps({"id_str": "b1", "text": "knicks deli", "user": {"id_str": "bad_coords"},
+                            "coordinates": {"type": "Point", "coordinates": [500.0, 95.0]}}) + "\n")
+    sets = _sets(TINY)
+    assert main(["-q", "prepare", *sets, "-i", str(corpus), "-o", str(root / "data")]) == 0
+    assert main(["-q", "train", *sets, "-d", str(root / "data"), "-o", str(root / "train")]) == 0
+    assert main(["-q", "evaluate", "--model", str(root / "train" / "model"), "--data", str(root / "data"),
+                 "--split", "test", "--out", str(root / "report")]) == 0
+    return root
+
+
+def test_prepare_outputs_and_manifest(run):
+    data = run / "data"
+    docs = pd.read_parquet(data / "documents.parquet")
+    assert {"user_id", "text", "n_tweets", "lat", "lon", "split", "state", "region"} <= set(docs.columns)
+    man = json.loads((data / "manifest.json").read_text())
+    c = man["counts"]
+    # 150 good users + the bad-coordinate user: counted, coordinates set to NaN, text kept (no state label)
+    assert c["users"] == len(docs) == 151
+    bad_user = docs.set_index("user_id").loc["bad_coords"]
+    assert pd.isna(bad_user["lat"]) and pd.isna(bad_user["lon"]) and bad_user["state"] == ""
+    assert c["with_state"] == 150
+    assert c["by_split"] == docs["split"].value_counts().to_dict()
+    assert set(c["by_split"]) == {"train", "dev", "test"}
+    assert c["tweets"] == int(docs["n_tweets"].sum())
+    bad = man["bad_records"]
+    assert bad["skipped_by_reason"]["malformed_json"] == 1
+    assert bad["skipped_by_reason"]["invalid_coordinates"] == 1
+    assert bad["skipped_total"] >= 2
+    assert any(":151" in e or "tweets.jsonl" in e for e in bad["examples"]["malformed_json"])
+    assert man["inputs"][0]["sha256"] and man["inputs"][0]["bytes"] > 0
+    assert "versions" in man and man["stage"] == "prepare"
+
+
+def test_resolved_config_is_written(run):
+    for sub in ("data", "train"):
+        cfg = json.loads((run / sub / "config.json").read_text())
+        assert cfg["model"]["hidden"] == [16, 8, 4]
+        assert cfg["data"]["split"] == "random"
+        # resolved: defaults filled in
+        assert cfg["finetune"]["coord_loss"] == "haversine"
+        assert set(cfg) == {"data", "features", "model", "pretrain", "finetune", "train"}
+
+
+def test_train_outputs(run):
+    t = run / "train"
+    assert (t / "model" / "artifact.json").is_file()
+    idx = json.loads((t / "model" / "artifact.json").read_text())
+    for f in idx["files"].values():
+        assert (t / "model" / f["name"]).is_file()
+    man = json.loads((t / "manifest.json").read_text())
+    assert man["stage"] == "train" and man["train_users"] > 0 and man["dev_users"] > 0
+    assert {"features_s", "pretrain_s", "finetune_s", "total_s"} <= set(man["timings"])
+    hist = json.loads((t / "history.json").read_text())
+    assert len(hist["pretrain"]) == 3 * 2 and 1 <= len(hist["finetune"]) <= 3
+
+
+def test_report_outputs(run):
+    r = run / "report"
+    for name in ("metrics.json", "report.md", "report.html"):
+        assert (r / name).is_file() and (r / name).stat().st_size > 0, name
+    assert list(r.glob("*.png"))
+    metrics = json.loads((r / "metrics.json").read_text())
+    assert "geoae-sdae" in metrics["models"]
+    assert any(k.startswith("baseline:") for k in metrics["models"])
+
+
+def test_evaluate_with_a_missing_model_is_a_clear_error(run, tmp_path, capsys):
+    rc = main(["-q", "evaluate", "--model", str(tmp_path / "nope"), "--data", str(run / "data"), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_train_without_prepare_is_a_clear_error(tmp_path, capsys):
+    rc = main(["-q", "train", "-d", str(tmp_path / "nodata"), "-o", str(tmp_path / "t")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "geoae prepare" in err and "Traceback" not in err
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
+    rc = main(["-q", "prepare", "--set", "model.hiden=[4]", "-i", "x.jsonl", "-o", str(tmp_path / "d")])
+    assert rc == 2
+    assert "unknown config key model.hiden" in capsys.readouterr().err
+
+
+def test_python_m_geoae_help():
+    proc = subprocess.run([sys.executable, "-m", "geoae", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for cmd in ("prepare", "train", "predict", "evaluate", "demo"):
+        assert cmd in proc.stdout
+
+
+def test_shipped_configs_are_valid():
+    from geoae.config import load_config
+
+    for p in sorted((REPO / "configs").glob("*.yaml")):
+        load_config(p)
+
+
+@pytest.mark.geotext
+def test_geotext_prepare_splits(shared_geotext, tmp_path):
+    cmu = shared_geotext / "cmu"
+    out = tmp_path / "geotext"
+    rc = main(["-q", "prepare", "-c", str(REPO / "configs" / "geotext.yaml"),
+               "-i", str(cmu / "user_info.dev.gz"), str(cmu / "user_info.test.gz"), "-o", str(out)])
+    assert rc == 0
+    docs = pd.read_parquet(out / "documents.parquet")
+    counts = docs["split"].value_counts().to_dict()
+    assert counts == {"dev": 1611, "val": 284, "test": 1895}
+    assert docs["user_id"].is_unique
+    train_users = set(docs.loc[docs["split"] == "dev", "user_id"])
+    val_users = set(docs.loc[docs["split"] == "val", "user_id"])
+    test_users = set(docs.loc[docs["split"] == "test", "user_id"])
+    assert not (test_users & train_users) and not (test_users & val_users) and not (train_users & val_users)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["counts"]["users"] == 3790
