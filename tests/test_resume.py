@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import geoae.checkpoint as checkpoint_mod
 from geoae.errors import ArtifactError, GeoaeError
 from geoae.pipeline import train
-from tests.tiny_run import prepared_data, tiny_config
+from tests.tiny_run import refused, prepared_data, tiny_config
 
 # Three pretraining epochs per layer and four fine-tuning epochs (patience high
 # enough that early stopping never ends the run before the kill points).
@@ -49,6 +49,15 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert ia["files"] == ib["files"]  # content-addressed: identical bytes, identical names
     assert ia["meta"]["best_epoch"] == ib["meta"]["best_epoch"]
     assert ia["meta"]["dev_metrics"] == ib["meta"]["dev_metrics"]
+    # The artifact keeps the best dev epoch, which may precede the kill point; the
+    # per-epoch history and the final checkpoint (last-epoch weights, optimizer
+    # moments, RNG states) must match too.
+    ha = json.loads((a.parent / "history.json").read_text())
+    hb = json.loads((b.parent / "history.json").read_text())
+    assert ha == hb
+    ca = json.loads((a.parent / "checkpoint" / "state.json").read_text())
+    cb = json.loads((b.parent / "checkpoint" / "state.json").read_text())
+    assert ca["tensors_sha256"] == cb["tensors_sha256"]
 
 
 def kill_at(stage: str, layer: int, epoch: int):
@@ -129,7 +138,7 @@ def test_no_resume_starts_afresh_and_still_matches(data, reference, tmp_path):
 
 
 def test_finetune_before_pretraining_is_a_clear_error(data, tmp_path):
-    with pytest.raises(GeoaeError, match="pretrain"):
+    with refused(GeoaeError, "pretraining is not complete", tmp_path):
         train(cfg(), data, tmp_path, stage="finetune")
     assert not (tmp_path / "model").exists()
 
@@ -137,7 +146,7 @@ def test_finetune_before_pretraining_is_a_clear_error(data, tmp_path):
 def test_finetune_after_partial_pretraining_is_a_clear_error(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg(), data, tmp_path, stage="pretrain", on_epoch_end=kill_at("pretrain", 1, 0))
-    with pytest.raises(GeoaeError, match="pretraining is not complete"):
+    with refused(GeoaeError, "pretraining is not complete", tmp_path):
         train(cfg(), data, tmp_path, stage="finetune")
 
 
@@ -154,7 +163,7 @@ def test_checkpoint_with_altered_tensors_is_refused(data, tmp_path):
     blob = bytearray(p.read_bytes())
     blob[-5] ^= 0x10
     p.write_bytes(bytes(blob))
-    with pytest.raises(ArtifactError, match="hash"):
+    with refused(ArtifactError, "do not match their recorded hash", tmp_path):
         train(cfg(), data, tmp_path, resume=True)
 
 
@@ -162,7 +171,7 @@ def test_checkpoint_with_missing_tensors_is_refused(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg(), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
     _tensor_file(tmp_path / "checkpoint").unlink()
-    with pytest.raises(ArtifactError, match="checkpoint"):
+    with refused(ArtifactError, "unreadable checkpoint", tmp_path):
         train(cfg(), data, tmp_path, resume=True)
 
 

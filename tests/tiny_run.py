@@ -8,7 +8,11 @@ the overrides) so several test modules can share one.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
+
+import pytest
 
 from geoae.config import Config, load_config
 from geoae.synthetic import write_rahimi, write_twitter_jsonl
@@ -71,3 +75,16 @@ def trained_model(tmp_path_factory, *extra: str) -> Path:
         out = tmp_path_factory.mktemp("tiny_train")
         _CACHE[key] = train(tiny_config(*extra), data, out)
     return _CACHE[key]
+
+
+@contextlib.contextmanager
+def refused(exc: type[BaseException], pattern: str, *paths: str | Path):
+    """Like ``pytest.raises(exc, match=pattern)``, but the message is searched with
+    ``paths`` (the test's temporary directories, whose names echo the test's
+    name) blanked out, so a word can only match what the error itself says."""
+    with pytest.raises(exc) as info:
+        yield info
+    msg = str(info.value)
+    for p in sorted((str(p) for p in paths), key=len, reverse=True):
+        msg = msg.replace(p, "<path>")
+    assert re.search(pattern, msg), f"{pattern!r} not in {msg!r}"
