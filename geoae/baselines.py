@@ -39,7 +39,8 @@ from geoae.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lon", "state_lat", "state_lon", "top_states", "confidence")
+PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lon", "state_lat", "state_lon",
+                "bayes_lat", "bayes_lon", "top_states", "confidence")
 DEFAULT_C_GRID = (1.0, 5.0, 10.0, 50.0)
 
 
@@ -100,6 +101,14 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
     else:
         tops = ["[]"] * n
     probs = np.asarray(probs, dtype=np.float64)
+    blat, blon = np.full(n, np.nan), np.full(n, np.nan)
+    if proba is not None and classes is not None and n:
+        # The same minimum-expected-distance rule the SDAE may use, so the peer gets it too.
+        from geoae.geo import bayes_point_index
+
+        cpts = np.array([points.get(str(c), (np.nan, np.nan)) for c in classes], dtype=np.float64)
+        b = cpts[bayes_point_index(proba, cpts)]
+        blat, blon = b[:, 0], b[:, 1]
     return pd.DataFrame(
         {
             "user_id": np.asarray(user_ids, dtype=object),
@@ -111,6 +120,8 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
             "lon": slon,
             "state_lat": slat,
             "state_lon": slon,
+            "bayes_lat": blat,
+            "bayes_lon": blon,
             "top_states": tops,
             "confidence": probs,
         },
@@ -161,9 +172,9 @@ class MedianPoint(BaseEstimator):
         check_is_fitted(self)
         n = len(docs)
         out = _frame(docs["user_id"].to_numpy(), [""] * n, np.full(n, np.nan), {}, None, None)
-        for c in ("lat", "state_lat"):
+        for c in ("lat", "state_lat", "bayes_lat"):
             out[c] = self.point_[0]
-        for c in ("lon", "state_lon"):
+        for c in ("lon", "state_lon", "bayes_lon"):
             out[c] = self.point_[1]
         return out
 

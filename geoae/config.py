@@ -119,6 +119,7 @@ class FinetuneConfig:
     coord_loss: str = "haversine"
     loss_weights: LossWeights = field(default_factory=LossWeights)
     select_metric: str = "combined"
+    point: str = "auto"
 
 
 @dataclass
@@ -276,6 +277,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"finetune.patience: must be >= 1; got {ft.patience}")
     _check_choice("finetune.coord_loss", ft.coord_loss, COORD_LOSSES)
     _check_choice("finetune.select_metric", ft.select_metric, ("combined", "state_acc", "median_km", "mean_km", "loss"))
+    _check_choice("finetune.point", ft.point, ("auto", "regression", "state_median", "bayes"))
     w = ft.loss_weights
     for name in ("state", "coord", "recon"):
         if getattr(w, name) < 0:

@@ -16,10 +16,15 @@ every report):
   many users had no predicted point is reported (``n_no_point``) so that an
   abstaining model cannot silently look better. Acc@161 is the share of those
   users with error < 161 km (100 miles).
-* Two point predictions exist: the regression head (``lat, lon``) and the
-  state-median point (``state_lat, state_lon``: the median training coordinate
-  of the predicted state). Both are reported; ``headline`` picks the one whose
-  numbers are copied to the top-level ``mean_km`` / ``median_km`` / ... keys.
+* Three point predictions exist: the regression head (``reg_lat, reg_lon``),
+  the state-median point (``state_lat, state_lon``: the median training
+  coordinate of the predicted state) and the Bayes point (``bayes_lat,
+  bayes_lon``: the state point with the least expected error under the
+  predicted state distribution). Every one a model provides is reported;
+  ``headline`` picks the one whose numbers are copied to the top-level
+  ``mean_km`` / ``median_km`` / ... keys: by default the point the model chose
+  on its validation users (``Predictor.point_``), and the state-median point
+  (the protocol's) for baselines.
 
 Accuracies are fractions in [0, 1]; every value is a plain Python float/int
 or ``None`` so the dict is JSON-able as is.
@@ -46,10 +51,11 @@ ACC_KM = 161.0
 PERCENTILES = (10, 25, 50, 75, 90)
 POINTS = {
     # point kind -> (lat column, lon column, human description)
-    "regression": ("lat", "lon", "regression head (lat, lon predicted directly)"),
+    "regression": ("reg_lat", "reg_lon", "regression head (lat, lon predicted directly)"),
     "state_median": ("state_lat", "state_lon", "state-median point (median training coordinate of the predicted state)"),
+    "bayes": ("bayes_lat", "bayes_lon", "Bayes point (state point with least expected error under the predicted distribution)"),
 }
-POINT_CHOICES = ("regression", "state_median", "both")
+POINT_CHOICES = ("regression", "state_median", "bayes", "both", "all")
 DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split", "state", "region")
 
 
@@ -357,9 +363,11 @@ def evaluate_predictions(
     """
     if point not in POINT_CHOICES:
         raise GeoaeError(f"point must be one of {POINT_CHOICES}, got {point!r}")
-    kinds = list(POINTS) if point == "both" else [point]
+    kinds = list(POINTS) if point in ("both", "all") else [point]
+    # Score only the points this model provides (baselines have no regression head).
+    kinds = [k for k in kinds if POINTS[k][0] in pred_df.columns and POINTS[k][1] in pred_df.columns] or kinds
     if headline not in kinds:
-        headline = kinds[0]
+        headline = "state_median" if "state_median" in kinds else kinds[0]
     for col in ("user_id", "lat", "lon", "state"):
         if col not in truth_df.columns:
             raise DataError(f"truth is missing column {col!r} (have {list(truth_df.columns)})")
@@ -470,10 +478,12 @@ def run_evaluate(
     split: str = "test",
     baselines: bool = True,
     point: str = "both",
-    headline: str = "regression",
+    headline: str = "model",
     seed: int = 0,
     model_name: str = "geoae-sdae",
     predictor: Any = None,
+    train_splits: Sequence[str] | None = None,
+    dev_splits: Sequence[str] | None = None,
 ) -> dict:
     """Evaluate a model (and baselines) on one split and write the report; returns ``write_report``'s paths."""
     from geoae.manifest import file_record, versions
@@ -485,10 +495,6 @@ def run_evaluate(
     if ev.empty:
         have = sorted(docs["split"].astype(str).unique())
         raise DataError(f"{doc_path}: no users in split {split!r} (splits present: {have}); choose one with --split")
-    train = docs[docs["split"].astype(str) == "train"].reset_index(drop=True)
-    dev = docs[docs["split"].astype(str) == "dev"].reset_index(drop=True)
-    log.info("evaluating on %d %s users (%d train, %d dev available for baselines)", len(ev), split, len(train), len(dev))
-
     results: dict[str, dict] = {}
     model_cfg, model_files = None, []
     if predictor is None and model_dir is not None:
@@ -499,13 +505,24 @@ def run_evaluate(
             raise ArtifactError(f"{model_dir}: model directory not found (train one with `geoae train`)")
         predictor = load_predictor(model_dir)
         model_cfg, model_files = _model_provenance(model_dir)
+    # Baselines train and tune on exactly the users the model did (its config's splits).
+    mdata = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "data", None)
+    train_splits = list(train_splits or (mdata.train_splits if mdata else ["train"]))
+    dev_splits = list(dev_splits or (mdata.dev_splits if mdata else ["dev"]))
+    if split in train_splits or split in dev_splits:
+        log.warning("evaluating on split %r, which the model was trained or tuned on: numbers are optimistic", split)
+    train = docs[docs["split"].astype(str).isin(train_splits)].reset_index(drop=True)
+    dev = docs[docs["split"].astype(str).isin(dev_splits)].reset_index(drop=True)
+    log.info("evaluating on %d %s users (%d train %s, %d dev %s for baselines)", len(ev), split, len(train), train_splits,
+             len(dev), dev_splits)
     if predictor is not None:
         # Only what a prediction-time document has: no labels reach the model.
         inputs = ev[[c for c in ("user_id", "text", "n_tweets") if c in ev.columns]]
         pred = predictor.predict(inputs)
         classes = list(getattr(predictor, "classes_", []) or []) or None
         proba = predictor.predict_proba(inputs) if classes is not None and hasattr(predictor, "predict_proba") else None
-        results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=headline)
+        head = getattr(predictor, "point_", "regression") if headline == "model" else headline
+        results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=head)
         results[model_name]["label"] = "SDAE (this model)"
 
     baseline_info = {}
@@ -516,10 +533,11 @@ def run_evaluate(
             from geoae.baselines import run_baselines
 
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed).items():
-                r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point, headline=headline)
+                r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point,
+                                         headline="state_median" if headline in ("model", "regression") else headline)
                 r["label"] = "baseline"
-                r["point_label"] = ("median training point, no regression head" if name == "median_point"
-                                    else "state-median point, no regression head")
+                if name == "median_point":
+                    r["point_label"] = "median training point, no regression head"
                 results[f"baseline:{name}"] = r
                 baseline_info[name] = dict(bpred.attrs.get("baseline", {}))
     if not results:
@@ -535,7 +553,9 @@ def run_evaluate(
         "seed": seed,
         "baselines": baseline_info,
         "point": point,
-        "headline_point": headline,
+        "headline_point": results[model_name]["metrics"]["headline_point"] if model_name in results else headline,
+        "train_splits": train_splits,
+        "dev_splits": dev_splits,
         "versions": versions(),
         "wall_time_s": round(time.perf_counter() - t0, 3),
     }
@@ -574,8 +594,9 @@ def add_cli(subparsers: Any) -> None:
                    help="also fit and score majority / median-point / TF-IDF+LogReg baselines on the train split (default: on)")
     p.add_argument("--point", choices=POINT_CHOICES, default="both",
                    help="point prediction(s) scored for distance metrics: the regression head, the state-median point, or both (default)")
-    p.add_argument("--headline", choices=tuple(POINTS), default="regression",
-                   help="which point prediction gives the headline distance numbers (default: regression)")
+    p.add_argument("--headline", choices=("model", *POINTS), default="model",
+                   help="which point prediction gives the headline distance numbers "
+                        "(default: the one the model chose on its validation users; baselines use the state-median point)")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines (default 0)")
     p.set_defaults(func=_cli)
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config
-from geoae.geo import haversine_km, haversine_km_torch
+from geoae.geo import bayes_point_index, haversine_km, haversine_km_torch
 from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, corrupt
 
@@ -74,7 +74,7 @@ def joint_loss(out: dict, x_clean: torch.Tensor, state: torch.Tensor, coords: to
             parts["coord"] = (((p - t) / model_std) ** 2).sum(dim=1).mean()
         total = total + w.coord * parts["coord"]
     if w.recon > 0:
-        parts["recon"] = reconstruction_loss(out["recon"], x_clean)
+        parts["recon"] = reconstruction_loss(out["recon"], out["target"])
         total = total + w.recon * parts["recon"]
     if cfg.model.sparsity_l1 > 0:
         total = total + cfg.model.sparsity_l1 * out["h"].abs().mean()
@@ -98,8 +98,23 @@ def predict_arrays(model: GeoSDAE, X, device: torch.device, batch_size: int = 10
     return torch.cat(probs).numpy(), torch.cat(coords).numpy()
 
 
-def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km: float | None = None) -> dict:
-    """Dev metrics used for early stopping (full reports live in ``evaluate.py``)."""
+def point_predictions(probs: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The three point predictions [n, 2]: regression head, arg-max state's point, Bayes point."""
+    out = {"regression": coords}
+    if class_points is not None and len(probs):
+        out["state_median"] = class_points[probs.argmax(1)]
+        out["bayes"] = class_points[bayes_point_index(probs, class_points)]
+    return out
+
+
+def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km: float | None = None,
+          class_points: np.ndarray | None = None) -> dict:
+    """Dev metrics used for early stopping and point choice (full reports live in ``evaluate.py``).
+
+    Distance metrics are given per point kind (``median_km@bayes`` ...); the
+    plain ``median_km`` / ``mean_km`` / ``acc161`` keys are those of the best
+    point by median error, which is also what ``combined`` uses.
+    """
     probs, coords = predict_arrays(model, data.X, device)
     m: dict = {}
     known = data.state >= 0
@@ -107,8 +122,15 @@ def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km
         m["state_acc"] = float((probs[known].argmax(1) == data.state[known]).mean())
     ok = ~np.isnan(data.coords[:, 0])
     if ok.any():
-        err = haversine_km(coords[ok, 0], coords[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
-        m.update(mean_km=float(err.mean()), median_km=float(np.median(err)), acc161=float((err < 161).mean()))
+        best = None
+        for kind, pts in point_predictions(probs, coords, class_points).items():
+            err = haversine_km(pts[ok, 0], pts[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
+            pm = {"mean_km": float(err.mean()), "median_km": float(np.median(err)), "acc161": float((err < 161).mean())}
+            m.update({f"{k}@{kind}": v for k, v in pm.items()})
+            if best is None or pm["median_km"] < best[1]["median_km"]:
+                best = (kind, pm)
+        m.update(best[1])
+        m["best_point"] = best[0]
     parts = []
     if "state_acc" in m:
         parts.append(m["state_acc"])
@@ -135,6 +157,7 @@ def finetune(
     device: torch.device,
     gens: dict,
     ref_median_km: float | None = None,
+    class_points: np.ndarray | None = None,
     ckpt_dir: Path | None = None,
     resume: tuple[dict, dict] | None = None,
     on_epoch_end: Callable[[str, int, int], None] | None = None,
@@ -173,8 +196,7 @@ def finetune(
             x = batches.take(idx)
             # Keep denoising during fine-tuning: the encoder sees the corrupted
             # input, the reconstruction head must recover the clean one.
-            x_in = corrupt(x, noise0.kind, noise0.level, gens["noise"])
-            out = model(x_in)
+            out = model(x, noise=lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"]))
             out["_coord_std"] = model.coord_std
             loss, parts = joint_loss(out, x, y_state[idx].to(device), y_xy[idx].to(device), cfg)
             opt.zero_grad(set_to_none=True)
@@ -185,7 +207,7 @@ def finetune(
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
         rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
         if dev is not None and len(dev):
-            rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km).items()})
+            rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km, class_points).items()})
         history.append(rec)
         current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
         current.setdefault("loss", rec["train_loss"])
@@ -201,7 +223,8 @@ def finetune(
             "fine-tune epoch %d/%d: %s",
             epoch + 1,
             ft.epochs,
-            ", ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"),
+            ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()
+                      if k != "epoch" and "@" not in k),
         )
         stop = dev is not None and bad_epochs >= ft.patience
         if ckpt_dir is not None and (stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == ft.epochs):

@@ -167,6 +167,7 @@ def train(
         if okd.any():
             ref_median = float(np.median(haversine_km(center[0], center[1], dev_set.coords[okd, 0], dev_set.coords[okd, 1])))
 
+    class_points = state_points(tr, classes)
     gens = make_generators(cfg.train.seed, device)
     model = GeoSDAE(X_tr.shape[1], len(classes), cfg.model).to(device)
     model.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
@@ -204,12 +205,17 @@ def train(
             # Start fine-tuning from the pretrained weights (and RNG states) in the checkpoint.
             restore(state[0], state[1], model, None, gens)
         result = finetune(model, train_set, dev_set, cfg, device=device, gens=gens, ref_median_km=ref_median,
-                          ckpt_dir=ckpt, resume=ft_resume, on_epoch_end=on_epoch_end,
+                          class_points=class_points, ckpt_dir=ckpt, resume=ft_resume, on_epoch_end=on_epoch_end,
                           ckpt_tag={**tag, "history": pt_hist})
     timings["finetune_s"] = round(t.seconds, 3)
 
     timings["total_s"] = round(time.perf_counter() - t0, 3)
+    point = cfg.finetune.point
+    if point == "auto":
+        # The point kind with the lowest median error on the validation users (never on test).
+        point = (result["best"] or {}).get("best_point", "regression")
     meta = {
+        "point": point,
         "train_users": int(len(tr)),
         "dev_users": int(len(dv)),
         "data_dir": str(data_dir),
@@ -221,7 +227,7 @@ def train(
         "train_median_point": [float(center[0]), float(center[1])],
     }
     art = Artifact(config=cfg, model=model.cpu(), featurizer=featurizer, classes=classes,
-                   state_points=state_points(tr, classes), meta=meta)
+                   state_points=class_points, meta=meta)
     model_dir = out / "model"
     save_artifact(model_dir, art)
     write_json(out / "history.json", {"pretrain": pt_hist, "finetune": result["history"]})

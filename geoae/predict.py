@@ -14,8 +14,12 @@ Output columns (one row per user):
   vocabulary: the row carries the model's prior-like guess, flagged); or
   ``empty_text`` (nothing to predict from: prediction fields are empty)
 - ``state``, ``state_prob``, ``region``: the state head's arg-max, its probability, its Census region
-- ``lat``, ``lon``: the regression head's point (degrees)
+- ``lat``, ``lon``: the model's point prediction, of the kind chosen on the
+  validation users at training time (``Predictor.point_``, one of the three below)
+- ``reg_lat``, ``reg_lon``: the regression head's point (degrees)
 - ``state_lat``, ``state_lon``: the median training point of the predicted state
+- ``bayes_lat``, ``bayes_lon``: the state point with the least expected error
+  under the predicted state distribution (``geo.bayes_point_index``)
 - ``top_states``: JSON ``[[code, prob], ...]`` of the top-k states
 - ``confidence``: the predicted state's probability (the quantity to abstain on)
 """
@@ -39,13 +43,15 @@ from tqdm.auto import tqdm
 from geoae.artifact import Artifact, load_artifact
 from geoae.checkpoint import Batches
 from geoae.errors import DataError, GeoaeError, RecordLog
+from geoae.geo import bayes_point_index
 
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = [
     "user_id", "n_tweets", "status", "state", "state_prob", "region", "lat", "lon",
-    "state_lat", "state_lon", "top_states", "confidence",
+    "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "top_states", "confidence",
 ]
+POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon")}
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -62,6 +68,9 @@ class Predictor:
         self.device = next(artifact.model.parameters()).device
         self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
         self._classes = np.asarray(self.classes_, dtype=object)
+        self.point_ = artifact.meta.get("point", "regression")
+        if self.point_ not in POINT_KINDS:
+            raise GeoaeError(f"artifact names an unknown point kind {self.point_!r}")
 
     # ----------------------------------------------------------------- scoring
     @torch.no_grad()
@@ -102,7 +111,7 @@ class Predictor:
         out["status"] = "ok"
         for col in ("state", "region", "top_states"):
             out[col] = pd.Series([None] * n, dtype=object)
-        for col in ("state_prob", "lat", "lon", "state_lat", "state_lon", "confidence"):
+        for col in ("state_prob", "lat", "lon", "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "confidence"):
             out[col] = np.nan
         keep = np.flatnonzero(~empty)
         out.loc[empty, "status"] = "empty_text"
@@ -117,10 +126,16 @@ class Predictor:
             out.loc[keep, "region"] = self._regions[best]
             out.loc[keep, "state_prob"] = pbest
             out.loc[keep, "confidence"] = pbest
-            out.loc[keep, "lat"] = coords[:, 0]
-            out.loc[keep, "lon"] = coords[:, 1]
+            bayes = self.artifact.state_points[bayes_point_index(probs, self.artifact.state_points)]
+            out.loc[keep, "reg_lat"] = coords[:, 0]
+            out.loc[keep, "reg_lon"] = coords[:, 1]
             out.loc[keep, "state_lat"] = pts[:, 0]
             out.loc[keep, "state_lon"] = pts[:, 1]
+            out.loc[keep, "bayes_lat"] = bayes[:, 0]
+            out.loc[keep, "bayes_lon"] = bayes[:, 1]
+            la, lo = POINT_KINDS[self.point_]
+            out.loc[keep, "lat"] = out.loc[keep, la]
+            out.loc[keep, "lon"] = out.loc[keep, lo]
             tp = np.take_along_axis(probs, top, axis=1)
             out.loc[keep, "top_states"] = [
                 json.dumps([[self.classes_[j], round(float(p), 6)] for j, p in zip(row, prow)])

@@ -30,13 +30,12 @@ EpochHook = Callable[[str, int, int], None]
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over features, averaged over the batch.
+    """Mean squared error over features and batch.
 
-    Summing (not averaging) over features keeps the loss on the scale of the
-    input's squared norm (1 for L2-normalised TF-IDF), independent of how many
-    features the vocabulary has.
+    The model's input is scaled to unit RMS per feature (see ``GeoSDAE``), so
+    predicting zeros scores about 1 whatever the vocabulary size.
     """
-    return (x_hat - x).pow(2).sum(dim=1).mean()
+    return (x_hat - x).pow(2).mean()
 
 
 def pretrain_layer_epoch(

@@ -56,8 +56,9 @@ FIGURES = {
 POINT_LABELS = {
     "regression": "regression head",
     "state_median": "state-median point",
+    "bayes": "Bayes point",
 }
-POINT_COLUMNS = {"regression": ("lat", "lon"), "state_median": ("state_lat", "state_lon")}
+POINT_COLUMNS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon")}
 
 
 # --------------------------------------------------------------------------- state shapes
@@ -154,7 +155,7 @@ def _model_point_label(r: dict, kind: str) -> str:
     """Baselines have no regression head: their single point is named as such."""
     if r.get("point_label"):
         return str(r["point_label"])
-    return "baseline point, no regression head" if r.get("label") == "baseline" else _point_label(kind)
+    return f"{_point_label(kind)} (baseline, no regression head)" if r.get("label") == "baseline" else _point_label(kind)
 
 
 def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
@@ -359,9 +360,6 @@ def points_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
         pts = r["metrics"].get("points", {})
-        if r.get("label") == "baseline":  # one point only: both kinds are the same numbers
-            head = r["metrics"].get("headline_point")
-            pts = {k: v for k, v in pts.items() if k == head} or pts
         for kind, pm in pts.items():
             rows.append({"model": name, "point": _model_point_label(r, kind), "mean km": pm.get("mean_km"),
                          "median km": pm.get("median_km"), "Acc@161": pm.get("acc_at_161"),

@@ -107,6 +107,12 @@ class GeoSDAE(nn.Module):
         self.coord_head = nn.Linear(h3, 2)
         # Standardisation of (lat, lon), learned from training users; buffers so
         # they travel in the weights file and cannot drift from the model.
+        # Documents arrive L2-normalised (unit length over n_features entries), so
+        # each entry is ~1/sqrt(n_features) in size: with standard initialisation
+        # the first layer would see almost no signal and a deep stack would not
+        # train (its units sit at their biases). Scaling by sqrt(n_features) gives
+        # entries of unit RMS; reconstruction targets live in this scaled space.
+        self.register_buffer("input_scale", torch.tensor(float(n_features) ** 0.5))
         self.register_buffer("coord_mean", torch.zeros(2))
         self.register_buffer("coord_std", torch.ones(2))
         # Start the regressor at the training mean: the head's output is a z-score.
@@ -120,7 +126,11 @@ class GeoSDAE(nn.Module):
         self.coord_std.copy_(torch.as_tensor(std, dtype=self.coord_std.dtype).clamp_min(1e-6))
 
     def encode(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
-        """Clean encoding through the first ``upto`` layers (all by default): ``H3``."""
+        """Clean encoding of raw features through the first ``upto`` layers (all by default): ``H3``.
+
+        ``upto=0`` returns the scaled input itself (layer 1's reconstruction target).
+        """
+        x = x * self.input_scale
         for layer in self.layers[: upto if upto is not None else len(self.layers)]:
             x = layer.encode(x)
         return x
@@ -130,8 +140,16 @@ class GeoSDAE(nn.Module):
             h = layer.decode(h)
         return h
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.encode(x)
+    def forward(self, x: torch.Tensor, noise=None) -> dict[str, torch.Tensor]:
+        """Heads and reconstruction for raw features ``x``.
+
+        ``noise``, if given, corrupts the scaled input before encoding (denoising
+        fine-tuning); ``target`` is the clean scaled input the decoder should recover.
+        """
+        target = x * self.input_scale
+        h = target if noise is None else noise(target)
+        for layer in self.layers:
+            h = layer.encode(h)
         hd = self.head_dropout(h)
         z = self.coord_head(hd)
         coords = z * self.coord_std + self.coord_mean  # degrees: (lat, lon)
@@ -140,4 +158,5 @@ class GeoSDAE(nn.Module):
             "state_logits": self.state_head(hd),
             "coords": coords,
             "recon": self.decode(h),
+            "target": target,
         }

@@ -42,9 +42,9 @@ def _pred(**over):
         "user_id": ["u1", "u2", "u3", "u4", "u5"],
         "status": ["ok"] * 5,
         "state": ["NY", "NV", "OK", "NY", "SD"],
-        # u1 exact, u2 Las Vegas, u3 one degree north, u4 New York, u5 exact
-        "lat": [40.7, 36.17, 30.76, 40.7, 45.0],
-        "lon": [-74.0, -115.14, -95.37, -74.0, -100.0],
+        # regression head: u1 exact, u2 Las Vegas, u3 one degree north, u4 New York, u5 exact
+        "reg_lat": [40.7, 36.17, 30.76, 40.7, 45.0],
+        "reg_lon": [-74.0, -115.14, -95.37, -74.0, -100.0],
         "state_lat": [40.7, 34.05, 29.76, 41.88, 45.0],
         "state_lon": [-74.0, -118.25, -95.37, -87.63, -100.0],
         "confidence": [0.9, 0.5, 0.4, 0.3, 0.2],
@@ -76,7 +76,7 @@ def test_hand_computed_case():
             [0.50, 0.10, 0.10, 0.10, 0.10, 0.10],  # u5: no true state -> not counted
         ]
     )
-    m = compute_metrics(t.lat, t.lon, t.state, p.state, p.lat, p.lon, state_proba=proba, classes=classes)
+    m = compute_metrics(t.lat, t.lon, t.state, p.state, p.reg_lat, p.reg_lon, state_proba=proba, classes=classes)
     assert m["n_state"] == 4
     assert m["state_acc"] == pytest.approx(1 / 4)  # only u1
     assert m["region_acc"] == pytest.approx(3 / 4)  # NY=NY, CA/NV West, TX/OK South; IL (Midwest) vs NY (Northeast) no
@@ -148,7 +148,7 @@ def test_accuracy_vs_coverage():
 
 def test_evaluate_predictions_both_points_and_alignment():
     p = _pred().iloc[::-1].reset_index(drop=True)  # shuffled order must not matter
-    r = evaluate_predictions(TRUTH, p, point="both")
+    r = evaluate_predictions(TRUTH, p, point="both", headline="regression")
     m = r["metrics"]
     assert m["headline_point"] == "regression"
     assert set(m["points"]) == {"regression", "state_median"}
@@ -207,7 +207,7 @@ class FakePredictor:
             {
                 "user_id": docs["user_id"].to_numpy(), "status": "ok", "state": st, "state_prob": pr.max(1),
                 "region": ["West" if s == "CA" else "Northeast" if s == "NY" else "South" for s in st],
-                "lat": [p[0] + 0.1 for p in pts], "lon": [p[1] for p in pts],
+                "reg_lat": [p[0] + 0.1 for p in pts], "reg_lon": [p[1] for p in pts],
                 "state_lat": [p[0] for p in pts], "state_lon": [p[1] for p in pts],
                 "top_states": "[]", "confidence": pr.max(1),
             }
