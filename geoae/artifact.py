@@ -5,7 +5,7 @@ Layout of ``MODEL_DIR``::
     artifact.json                   # format, version, config, label maps, scaler,
                                     # featurizer params/vocabulary, training summary,
                                     # and the sha256 + size of every weight file
-    model-<sha12>.safetensors       # SDAE + heads (incl. the coordinate scaler buffers)
+    model-<sha12>.safetensors       # SDAE ensemble members + heads (incl. the scaler buffers)
     featurizer-<sha12>.safetensors  # featurizer arrays (e.g. idf)
 
 Why content-addressed weight names: saving writes the new weight files beside
@@ -42,7 +42,7 @@ from geoae import __version__
 from geoae.config import Config, config_from_dict
 from geoae.errors import ArtifactError, ConfigError
 from geoae.manifest import atomic_write_bytes, atomic_write_text
-from geoae.sdae import GeoSDAE
+from geoae.sdae import GeoSDAEEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Artifact:
     """Everything prediction needs, as loaded from (or about to be saved to) a model directory."""
 
     config: Config
-    model: GeoSDAE
+    model: GeoSDAEEnsemble
     featurizer: Any
     classes: list[str]                 # class index -> USPS state code
     state_points: np.ndarray           # [n_classes, 2] median (lat, lon) of training users per class
@@ -96,6 +96,7 @@ def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
         "torch_version": torch.__version__,
         "config": art.config.to_dict(),
         "n_features": art.model.n_features,
+        "n_members": len(art.model.members),
         "classes": list(art.classes),
         "state_points": np.asarray(art.state_points, dtype=float).tolist(),
         "featurizer": feat_json,
@@ -173,6 +174,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         classes = [str(c) for c in idx["classes"]]
         points = np.asarray(idx["state_points"], dtype=np.float64).reshape(len(classes), 2)
         n_features = int(idx["n_features"])
+        n_members = int(idx["n_members"])
         files = idx["files"]
         model_blob = _read_verified(d, files["model"], "model")
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
@@ -187,7 +189,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ArtifactError(f"{d}: weight file is not valid safetensors ({e}); re-train the model") from None
     arrays.pop("_empty", None)
     featurizer = featurizer_from_state(idx["featurizer"], arrays)
-    model = GeoSDAE(n_features, len(classes), cfg.model)
+    model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -118,8 +118,9 @@ class FinetuneConfig:
     patience: int = 8
     coord_loss: str = "haversine"
     loss_weights: LossWeights = field(default_factory=LossWeights)
-    select_metric: str = "combined"
+    select_metric: str = "dev_loss"
     point: str = "auto"
+    ensemble: int = 1
 
 
 @dataclass
@@ -276,7 +277,9 @@ def validate(cfg: Config) -> Config:
     if ft.patience < 1:
         raise ConfigError(f"finetune.patience: must be >= 1; got {ft.patience}")
     _check_choice("finetune.coord_loss", ft.coord_loss, COORD_LOSSES)
-    _check_choice("finetune.select_metric", ft.select_metric, ("combined", "state_acc", "median_km", "mean_km", "loss"))
+    _check_choice("finetune.select_metric", ft.select_metric, ("combined", "dev_loss", "state_acc", "state_nll", "median_km", "mean_km", "loss"))
+    if ft.ensemble < 1:
+        raise ConfigError(f"finetune.ensemble: must be >= 1; got {ft.ensemble}")
     _check_choice("finetune.point", ft.point, ("auto", "regression", "state_median", "bayes"))
     w = ft.loss_weights
     for name in ("state", "coord", "recon"):

@@ -23,11 +23,11 @@ from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import Config, load_config
 from geoae.errors import DataError, GeoaeError, RecordLog
-from geoae.finetune import TrainingSet, finetune
+from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import haversine_km, median_point
 from geoae.manifest import Timer, file_record, write_json, write_run_files
 from geoae.pretrain import pretrain
-from geoae.sdae import GeoSDAE
+from geoae.sdae import GeoSDAE, GeoSDAEEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -199,40 +199,60 @@ def train(
         write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "timings": timings, "pretrain_history": pt_hist})
         log.info("pretraining done in %.1fs; continue with --stage finetune", t.seconds)
         return out
+    # Fine-tune ``finetune.ensemble`` members, each from the pretrained weights (or, without
+    # pretraining, its own seeded initialisation), each with its own checkpoint directory.
+    if state is not None:
+        restore(state[0], state[1], model, None, gens)
+    pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if state is not None else None
+    members, results = [], []
     with Timer() as t:
-        ft_resume = state if state and state[0]["position"]["stage"] == "finetune" else None
-        if ft_resume is None and state is not None:
-            # Start fine-tuning from the pretrained weights (and RNG states) in the checkpoint.
-            restore(state[0], state[1], model, None, gens)
-        result = finetune(model, train_set, dev_set, cfg, device=device, gens=gens, ref_median_km=ref_median,
-                          class_points=class_points, ckpt_dir=ckpt, resume=ft_resume, on_epoch_end=on_epoch_end,
-                          ckpt_tag={**tag, "history": pt_hist})
+        for k in range(cfg.finetune.ensemble):
+            mgens = make_generators(cfg.train.seed + 1 + 7919 * k, device)
+            member = GeoSDAE(X_tr.shape[1], len(classes), cfg.model).to(device)
+            member.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
+            if pretrained is not None:
+                member.load_state_dict(pretrained)
+            mdir = ckpt / f"member{k}"
+            if not resume:
+                clear_checkpoint(mdir)
+            mstate = load_checkpoint(mdir) if resume else None
+            if mstate is not None and mstate[0]["position"].get("config") != config_key:
+                mstate = None
+            hook = (lambda st, _layer, ep, k=k: on_epoch_end(st, k, ep)) if on_epoch_end else None
+            results.append(finetune(member, train_set, dev_set, cfg, device=device, gens=mgens, ref_median_km=ref_median,
+                                    class_points=class_points, ckpt_dir=mdir, resume=mstate, on_epoch_end=hook,
+                                    ckpt_tag=tag))
+            members.append(member)
     timings["finetune_s"] = round(t.seconds, 3)
+    ensemble = GeoSDAEEnsemble(members).eval()
+    dev_metrics = score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune.loss_weights) if dev_set is not None else {}
 
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     point = cfg.finetune.point
     if point == "auto":
         # The point kind with the lowest median error on the validation users (never on test).
-        point = (result["best"] or {}).get("best_point", "regression")
+        point = dev_metrics.get("best_point", "regression")
     meta = {
         "point": point,
         "train_users": int(len(tr)),
         "dev_users": int(len(dv)),
         "data_dir": str(data_dir),
-        "best_epoch": result["best_epoch"],
-        "dev_metrics": result["best"],
-        "select_metric": result["select_metric"],
+        "members": len(members),
+        "best_epochs": [r["best_epoch"] for r in results],
+        "dev_metrics": dev_metrics,
+        "member_dev_metrics": [r["best"] for r in results],
+        "select_metric": results[0]["select_metric"],
         "device": str(device),
         "timings": timings,
         "train_median_point": [float(center[0]), float(center[1])],
     }
-    art = Artifact(config=cfg, model=model.cpu(), featurizer=featurizer, classes=classes,
+    art = Artifact(config=cfg, model=ensemble.cpu(), featurizer=featurizer, classes=classes,
                    state_points=class_points, meta=meta)
     model_dir = out / "model"
     save_artifact(model_dir, art)
-    write_json(out / "history.json", {"pretrain": pt_hist, "finetune": result["history"]})
+    write_json(out / "history.json", {"pretrain": pt_hist, "finetune": [r["history"] for r in results]})
     write_run_files(out, cfg, {"stage": "train", **meta, "data_manifest": str(Path(data_dir) / "manifest.json")})
-    log.info("trained in %.1fs; best epoch %d; dev %s", timings["total_s"], result["best_epoch"], result["best"])
+    log.info("trained in %.1fs; best epochs %s; dev %s", timings["total_s"], meta["best_epochs"], dev_metrics)
     return model_dir
 
 

@@ -160,3 +160,35 @@ class GeoSDAE(nn.Module):
             "recon": self.decode(h),
             "target": target,
         }
+
+
+class GeoSDAEEnsemble(nn.Module):
+    """Several fine-tuned copies of one pretrained SDAE, averaged.
+
+    With a couple of thousand training users a single fine-tuned network is
+    noisy (which epoch early stopping lands on, which words the noise hid);
+    averaging the members' state *probabilities* and coordinates removes much of
+    that variance at K times the fine-tuning cost. Members share the pretrained
+    initialisation and differ in their fine-tuning randomness. ``state_logits``
+    is the log of the averaged probabilities, so a softmax downstream returns
+    exactly that average; ``h`` is the first member's ``H3``.
+    """
+
+    def __init__(self, members: list[GeoSDAE]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.n_features = members[0].n_features
+        self.n_states = members[0].n_states
+
+    @classmethod
+    def build(cls, n_members: int, n_features: int, n_states: int, cfg: ModelConfig) -> "GeoSDAEEnsemble":
+        return cls([GeoSDAE(n_features, n_states, cfg) for _ in range(n_members)])
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        probs = torch.stack([torch.softmax(o["state_logits"], dim=1) for o in outs]).mean(0)
+        return {
+            "h": outs[0]["h"],
+            "state_logits": probs.clamp_min(1e-12).log(),
+            "coords": torch.stack([o["coords"] for o in outs]).mean(0),
+        }
