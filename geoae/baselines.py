@@ -39,6 +39,8 @@ from geoae.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# Same default cap as ``FinetuneConfig.bayes_cap_km``: the peer gets the identical decision rule.
+BAYES_CAP_KM = 500.0
 PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lon", "state_lat", "state_lon",
                 "bayes_lat", "bayes_lon", "top_states", "confidence")
 DEFAULT_C_GRID = (1.0, 5.0, 10.0, 50.0)
@@ -107,7 +109,7 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
         from geoae.geo import bayes_point_index
 
         cpts = np.array([points.get(str(c), (np.nan, np.nan)) for c in classes], dtype=np.float64)
-        b = cpts[bayes_point_index(proba, cpts)]
+        b = cpts[bayes_point_index(proba, cpts, BAYES_CAP_KM)]
         blat, blon = b[:, 0], b[:, 1]
     return pd.DataFrame(
         {

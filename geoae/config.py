@@ -120,6 +120,7 @@ class FinetuneConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     select_metric: str = "dev_loss"
     point: str = "auto"
+    bayes_cap_km: float = 500.0
     ensemble: int = 1
 
 
@@ -278,6 +279,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"finetune.patience: must be >= 1; got {ft.patience}")
     _check_choice("finetune.coord_loss", ft.coord_loss, COORD_LOSSES)
     _check_choice("finetune.select_metric", ft.select_metric, ("combined", "dev_loss", "state_acc", "state_nll", "median_km", "mean_km", "loss"))
+    if ft.bayes_cap_km <= 0:
+        raise ConfigError(f"finetune.bayes_cap_km: must be > 0; got {ft.bayes_cap_km}")
     if ft.ensemble < 1:
         raise ConfigError(f"finetune.ensemble: must be >= 1; got {ft.ensemble}")
     _check_choice("finetune.point", ft.point, ("auto", "regression", "state_median", "bayes"))

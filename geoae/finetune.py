@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from geoae.checkpoint import Batches, restore, save_checkpoint
-from geoae.config import Config
+from geoae.config import Config, FinetuneConfig
 from geoae.geo import bayes_point_index, haversine_km, haversine_km_torch
 from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, corrupt
@@ -101,17 +101,18 @@ def predict_arrays(model: GeoSDAE, X, device: torch.device, batch_size: int = 10
     return torch.cat(probs).numpy(), torch.cat(coords).numpy()
 
 
-def point_predictions(probs: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None) -> dict[str, np.ndarray]:
+def point_predictions(probs: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None,
+                      cap_km: float | None = None) -> dict[str, np.ndarray]:
     """The three point predictions [n, 2]: regression head, arg-max state's point, Bayes point."""
     out = {"regression": coords}
     if class_points is not None and len(probs):
         out["state_median"] = class_points[probs.argmax(1)]
-        out["bayes"] = class_points[bayes_point_index(probs, class_points)]
+        out["bayes"] = class_points[bayes_point_index(probs, class_points, cap_km)]
     return out
 
 
 def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km: float | None = None,
-          class_points: np.ndarray | None = None, weights=None) -> dict:
+          class_points: np.ndarray | None = None, ft: FinetuneConfig | None = None) -> dict:
     """Dev metrics used for early stopping and point choice (full reports live in ``evaluate.py``).
 
     Distance metrics are given per point kind (``median_km@bayes`` ...); the
@@ -127,7 +128,8 @@ def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km
     ok = ~np.isnan(data.coords[:, 0])
     if ok.any():
         best = None
-        for kind, pts in point_predictions(probs, coords, class_points).items():
+        cap = ft.bayes_cap_km if ft is not None else None
+        for kind, pts in point_predictions(probs, coords, class_points, cap).items():
             err = haversine_km(pts[ok, 0], pts[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
             pm = {"mean_km": float(err.mean()), "median_km": float(np.median(err)), "acc161": float((err < 161).mean())}
             m.update({f"{k}@{kind}": v for k, v in pm.items()})
@@ -141,7 +143,8 @@ def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km
     if "median_km" in m and ref_median_km:
         parts.append(1.0 - m["median_km"] / ref_median_km)
     m["combined"] = float(np.mean(parts)) if parts else 0.0
-    if weights is not None:
+    if ft is not None:
+        weights = ft.loss_weights
         # The training objective's supervised part on dev: smooth, unlike accuracies on a few hundred users.
         reg = point_predictions(probs, coords, None)["regression"]
         mean_reg = float(haversine_km(reg[ok, 0], reg[ok, 1], data.coords[ok, 0], data.coords[ok, 1]).mean()) if ok.any() else 0.0
@@ -216,7 +219,7 @@ def finetune(
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
         rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
         if dev is not None and len(dev):
-            rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km, class_points, ft.loss_weights).items()})
+            rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km, class_points, ft).items()})
         history.append(rec)
         current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
         current.setdefault("loss", rec["train_loss"])

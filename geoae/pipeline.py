@@ -225,7 +225,7 @@ def train(
             members.append(member)
     timings["finetune_s"] = round(t.seconds, 3)
     ensemble = GeoSDAEEnsemble(members).eval()
-    dev_metrics = score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune.loss_weights) if dev_set is not None else {}
+    dev_metrics = score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune) if dev_set is not None else {}
 
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     point = cfg.finetune.point

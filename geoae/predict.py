@@ -126,7 +126,8 @@ class Predictor:
             out.loc[keep, "region"] = self._regions[best]
             out.loc[keep, "state_prob"] = pbest
             out.loc[keep, "confidence"] = pbest
-            bayes = self.artifact.state_points[bayes_point_index(probs, self.artifact.state_points)]
+            bayes = self.artifact.state_points[
+                bayes_point_index(probs, self.artifact.state_points, self.artifact.config.finetune.bayes_cap_km)]
             out.loc[keep, "reg_lat"] = coords[:, 0]
             out.loc[keep, "reg_lon"] = coords[:, 1]
             out.loc[keep, "state_lat"] = pts[:, 0]
