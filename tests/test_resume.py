@@ -47,17 +47,25 @@ def assert_same_weights(a: Path, b: Path) -> None:
     ia = json.loads((a / "artifact.json").read_text())
     ib = json.loads((b / "artifact.json").read_text())
     assert ia["files"] == ib["files"]  # content-addressed: identical bytes, identical names
-    assert ia["meta"]["best_epoch"] == ib["meta"]["best_epoch"]
-    assert ia["meta"]["dev_metrics"] == ib["meta"]["dev_metrics"]
+    for key in ("best_epoch", "best_epochs", "dev_metrics", "member_dev_metrics"):
+        assert ia["meta"].get(key) == ib["meta"].get(key), key
     # The artifact keeps the best dev epoch, which may precede the kill point; the
-    # per-epoch history and the final checkpoint (last-epoch weights, optimizer
-    # moments, RNG states) must match too.
+    # per-epoch history and the final checkpoints (last-epoch weights, optimizer
+    # moments, RNG states: pretraining's and each fine-tuning member's) must match too.
     ha = json.loads((a.parent / "history.json").read_text())
     hb = json.loads((b.parent / "history.json").read_text())
     assert ha == hb
-    ca = json.loads((a.parent / "checkpoint" / "state.json").read_text())
-    cb = json.loads((b.parent / "checkpoint" / "state.json").read_text())
-    assert ca["tensors_sha256"] == cb["tensors_sha256"]
+    assert final_checkpoints(a.parent) == final_checkpoints(b.parent)
+
+
+def final_checkpoints(run_dir: Path) -> dict[str, str]:
+    """``{checkpoint dir relative to the run: sha256 of its tensors}`` for every checkpoint of a run."""
+    found = {
+        str(p.parent.relative_to(run_dir)): json.loads(p.read_text())["tensors_sha256"]
+        for p in sorted((run_dir / "checkpoint").rglob("state.json"))
+    }
+    assert found, f"no checkpoint under {run_dir}"
+    return found
 
 
 def kill_at(stage: str, layer: int, epoch: int):
@@ -180,3 +188,14 @@ def test_checkpoint_of_another_config_is_not_resumed(data, reference, tmp_path):
         train(cfg("finetune.lr=0.05"), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
     model_dir = train(cfg(), data, tmp_path, resume=True)
     assert_same_weights(reference, model_dir)
+
+
+def test_ensemble_killed_in_second_member_resumes_exactly(data, tmp_path):
+    """With ``finetune.ensemble=2`` each member has its own checkpoint; a kill inside member 2 resumes there."""
+    c = cfg("finetune.ensemble=2")
+    ref = train(c, data, tmp_path / "ref")
+    hook = kill_at("finetune", 1, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, data, tmp_path / "killed", on_epoch_end=hook)
+    assert hook.seen[-1] == ("finetune", 1, 1)
+    assert_same_weights(ref, train(c, data, tmp_path / "killed", resume=True))
