@@ -79,7 +79,9 @@ class Predictor:
         X = self.artifact.featurizer.transform(texts)
         nnz = np.asarray((X != 0).sum(axis=1)).ravel() if hasattr(X, "nnz") else np.count_nonzero(X, axis=1)
         model = self.artifact.model.eval()
-        batches = Batches(X, self.device)
+        # Densify one batch at a time: a whole streamed chunk as a dense matrix
+        # would be chunksize x n_features floats (hundreds of MB).
+        batches = Batches(X, self.device, dense_limit_bytes=0)
         probs, coords = [], []
         for idx in batches.iterate(self.batch_size):
             out = model(batches.take(idx))

@@ -140,11 +140,12 @@ class GeoSDAE(nn.Module):
             h = layer.decode(h)
         return h
 
-    def forward(self, x: torch.Tensor, noise=None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, noise=None, reconstruct: bool = True) -> dict[str, torch.Tensor]:
         """Heads and reconstruction for raw features ``x``.
 
         ``noise``, if given, corrupts the scaled input before encoding (denoising
         fine-tuning); ``target`` is the clean scaled input the decoder should recover.
+        ``reconstruct=False`` skips the decoder (about half the work) at inference.
         """
         target = x * self.input_scale
         h = target if noise is None else noise(target)
@@ -157,8 +158,7 @@ class GeoSDAE(nn.Module):
             "h": h,
             "state_logits": self.state_head(hd),
             "coords": coords,
-            "recon": self.decode(h),
-            "target": target,
+            **({"recon": self.decode(h), "target": target} if reconstruct else {}),
         }
 
 
@@ -185,7 +185,7 @@ class GeoSDAEEnsemble(nn.Module):
         return cls([GeoSDAE(n_features, n_states, cfg) for _ in range(n_members)])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outs = [m(x) for m in self.members]
+        outs = [m(x, reconstruct=False) for m in self.members]
         probs = torch.stack([torch.softmax(o["state_logits"], dim=1) for o in outs]).mean(0)
         return {
             "h": outs[0]["h"],

@@ -110,9 +110,7 @@ def _read_only(path: str, chunksize: str) -> tuple[int, dict]:
     return 0, {"users": n, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _lr_fit(config: str, data_dir: str, out: str, C: str, sets_json: str) -> tuple[int, dict]:
-    import pickle
-
+def _fit_lr(config: str, data_dir: str, C: str, sets_json: str):
     from geoae.baselines import TfidfLogReg
     from geoae.config import load_config
     from geoae.pipeline import load_documents
@@ -124,22 +122,32 @@ def _lr_fit(config: str, data_dir: str, out: str, C: str, sets_json: str) -> tup
     t0 = time.perf_counter()
     lr = TfidfLogReg(max_features=cfg.features.max_features, min_df=cfg.features.min_df,
                      C=None if C == "grid" else float(C), seed=cfg.train.seed).fit(tr, dv if len(dv) else None)
-    secs = time.perf_counter() - t0
+    return lr, time.perf_counter() - t0, len(tr), len(dv)
+
+
+def _lr_fit(config: str, data_dir: str, out: str, C: str, sets_json: str) -> tuple[int, dict]:
+    """Fit the peer (C tuned on dev unless given) and record the chosen C as JSON (no pickle)."""
+    lr, secs, ntr, ndv = _fit_lr(config, data_dir, C, sets_json)
+    info = lr.info()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as f:  # a benchmark-local file of our own making, read back only by this script
-        pickle.dump(lr, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return 0, {"fit_seconds": round(secs, 3), "train_users": len(tr), "dev_users": len(dv), "info": lr.info()}
+    Path(out).write_text(json.dumps({"C": info["C"]}))
+    return 0, {"fit_seconds": round(secs, 3), "train_users": ntr, "dev_users": ndv, "info": info}
 
 
-def _lr_predict(model: str, inp: str, output: str, chunksize: str) -> tuple[int, dict]:
-    """Stream a file through the fitted TfidfLogReg into a CSV, like ``geoae predict`` does."""
-    import pickle
+def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: str, output: str,
+                chunksize: str) -> tuple[int, dict]:
+    """Stream a file through TfidfLogReg into a CSV, like ``geoae predict`` does.
 
+    The peer is refitted here with the C chosen by ``_lr_fit`` (one fit of a
+    couple of seconds, excluded from the timing) rather than unpickled: the
+    project reads no pickles, benchmarks included. Its peak memory therefore
+    includes one small fit on the training users.
+    """
     from geoae.documents import iter_documents
     from geoae.errors import RecordLog
 
-    with open(model, "rb") as f:
-        lr = pickle.load(f)
+    C = str(json.loads(Path(fitted).read_text())["C"])
+    lr, _, _, _ = _fit_lr(config, data_dir, C, sets_json)
     t0 = time.perf_counter()
     users = rows = 0
     rlog = RecordLog(policy="skip")
@@ -432,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     results["inputs"] = {str(k): {"path": str(p), "bytes": p.stat().st_size} for k, p in files.items()}
 
     # ---------------------------------------------------------------- 3. LR peer fit
-    lr_model = run / "lr" / "tfidf_logreg.pkl"
+    lr_model = run / "lr" / "tfidf_logreg.json"
     results["lr_fit"] = run_child("lr_fit", "lr_fit", [args.config, str(data_dir), str(lr_model), lr_c, json.dumps(sets)], run)
 
     # ---------------------------------------------------------------- 4. predict at each scale
@@ -451,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
         }
         o2 = outs / f"lr_x{k:03d}.csv"
-        r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [str(lr_model), str(files[k]), str(o2), str(args.chunksize)], run)
+        r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [args.config, str(data_dir), str(lr_model), json.dumps(sets), str(files[k]), str(o2),
+                                                              str(args.chunksize)], run)
         pred["tfidf_lr"][str(k)] = {
             "users": r["users_in"], "rows_out": r["rows_out"], "wall_seconds": r["wall_seconds"],
             "users_per_s_wall": round(r["users_in"] / r["wall_seconds"], 1),
