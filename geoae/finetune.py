@@ -179,8 +179,8 @@ def finetune(
     ft = cfg.finetune
     opt = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
     batches = Batches(train.X, device)
-    y_state = torch.as_tensor(train.state, dtype=torch.long)
-    y_xy = torch.as_tensor(train.coords, dtype=torch.float32)
+    y_state = torch.tensor(np.asarray(train.state), dtype=torch.long)
+    y_xy = torch.tensor(np.asarray(train.coords), dtype=torch.float32)
     noise0 = cfg.model.noise[0]
     history: list[dict] = []
     best, best_epoch, bad_epochs, start = None, 0, 0, 0

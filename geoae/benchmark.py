@@ -1,0 +1,204 @@
+"""The GeoText benchmark: one command that prepares, trains, evaluates, runs the
+ablations and the baselines on the same split, and writes a results table next
+to the published anchors.
+
+Protocols (stated in every output):
+
+- ``in-house`` (default; what ``../shared`` allows): only the official *dev*
+  and *test* users' text is available. Train on the official dev users minus a
+  seeded 15% held out for model selection (``val``), report on the official
+  test users. Test users are never used for fitting or tuning.
+- ``official`` (``--full-text PATH``): the complete ``full_text.txt``; users
+  split by the official fold rule (train folds 1-3, dev fold 4, test fold 5).
+
+Every number comes from the run that wrote the file; the published anchors are
+citations (``ANCHORS``), clearly marked as trained on about 3x more users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from geoae.config import Config, load_config
+from geoae.manifest import Timer, write_json
+
+log = logging.getLogger(__name__)
+
+# Published text-only GeoText results (../shared/anchors.md). (u) = unverified there.
+ANCHORS = [
+    # method, year, region acc %, state acc %, Acc@161 %, mean km, median km
+    ("Eisenstein et al., geographic topic model", 2010, "58", "27 (u)", "–", "900 (u)", "494 (u)"),
+    ("Wing & Baldridge", 2011, "–", "–", "–", "967 (u)", "479"),
+    ("Roller et al.", 2012, "–", "–", "–", "897 (u)", "432 (u)"),
+    ("Cha et al., sparse coding", 2015, "≈67", "≈41", "–", "581", "425"),
+    ("Liu & Inkpen, SDAE", 2015, "61.1", "34.8 (u)", "–", "≈856 (u)", "≈733 (u)"),
+    ("Rahimi et al., TF-IDF + LR", 2015, "–", "–", "38 (u)", "880 (u)", "397 (u)"),
+    ("Rahimi et al., MLP + k-d tree", 2017, "–", "–", "≈38–40 (u)", "≈844 (u)", "≈389 (u)"),
+    ("Rahimi et al., mixture density network", 2017, "–", "–", "≈42 (u)", "≈865 (u)", "≈412 (u)"),
+]
+
+# name -> (what it tests, config overrides)
+ABLATIONS = {
+    "no_pretrain": ("no greedy pretraining (random init, then joint fine-tuning)", ["pretrain.epochs=0"]),
+    "state_only": ("single-task: state head only (no coordinate loss)", ["finetune.loss_weights.coord=0"]),
+    "coord_only": ("single-task: coordinate head only (no state loss)", ["finetune.loss_weights.state=0", "finetune.point=regression"]),
+    "no_recon": ("no reconstruction objective during fine-tuning", ["finetune.loss_weights.recon=0"]),
+    "single_member": ("one fine-tuned network instead of an ensemble", ["finetune.ensemble=1"]),
+    "noise_gaussian": ("input noise: Gaussian (sd 0.3 in unit-RMS space) instead of masking",
+                       ["model.noise[0]=gaussian:0.3"]),
+    "noise_salt_pepper": ("input noise: salt-and-pepper 0.1 instead of masking", ["model.noise[0]=salt_pepper:0.1"]),
+    "noise_dropout": ("input noise: dropout 0.3 instead of masking", ["model.noise[0]=dropout:0.3"]),
+    "noise_none": ("no input noise (plain autoencoder on layer 1)", ["model.noise[0]=none:0"]),
+    "sigmoid": ("sigmoid units as in Liu & Inkpen (instead of ReLU)", ["model.activation=sigmoid"]),
+}
+
+
+def _apply(cfg_path: str, overrides: list[str]) -> list[str]:
+    """Expand the ``model.noise[i]=kind:level`` shorthand into a full noise list override."""
+    out, noise_edits = [], {}
+    for ov in overrides:
+        key, _, val = ov.partition("=")
+        if key.startswith("model.noise["):
+            i = int(key[len("model.noise["):-1])
+            kind, _, level = val.partition(":")
+            noise_edits[i] = {"kind": kind, "level": float(level)}
+        else:
+            out.append(ov)
+    if noise_edits:
+        base = load_config(cfg_path).model.noise
+        noise = [{"kind": n.kind, "level": n.level} for n in base]
+        for i, n in noise_edits.items():
+            noise[i] = n
+        out.append("model.noise=" + json.dumps(noise))
+    return out
+
+
+def _row(name: str, m: dict, point: str | None = None, note: str = "") -> dict:
+    pm = m["points"].get(point, m) if point else m
+    return {
+        "model": name,
+        "point": point or m.get("headline_point"),
+        "state_acc": m.get("state_acc"),
+        "region_acc": m.get("region_acc"),
+        "acc161": pm.get("acc_at_161"),
+        "mean_km": pm.get("mean_km"),
+        "median_km": pm.get("median_km"),
+        "note": note,
+    }
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.0f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | point | state acc % | region acc % | Acc@161 % | mean km | median km | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['point']} | {_fmt(r['state_acc'], True)} | {_fmt(r['region_acc'], True)} | "
+                     f"{_fmt(r['acc161'], True)} | {_fmt(r['mean_km'])} | {_fmt(r['median_km'])} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def anchors_table() -> str:
+    lines = ["| method (published, ~5,685 training users) | year | region acc % | state acc % | Acc@161 % | mean km | median km |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {a[0]} | {a[1]} | {a[2]} | {a[3]} | {a[4]} | {a[5]} | {a[6]} |" for a in ANCHORS]
+    return "\n".join(lines)
+
+
+def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None = None, full_text: str | None = None,
+                  sets: list[str] | None = None) -> dict:
+    from geoae.evaluate import run_evaluate
+    from geoae.pipeline import prepare, train
+
+    out = Path(out)
+    sets = list(sets or [])
+    if full_text:
+        sets += [f"data.inputs={json.dumps([full_text])}", "data.split=column", "data.dev_fraction=0.0",
+                 "data.train_splits=[train]", "data.dev_splits=[dev]", "data.test_splits=[test]"]
+        protocol = ("official: full_text.txt, users split by the official fold rule (id % 5: folds 1-3 train, "
+                    "4 dev for model selection, 5 test)")
+    else:
+        protocol = ("in-house (../shared has text for the official dev and test users only): train on the official dev "
+                    "users minus a seeded 15% held out for model selection ('val'), evaluate on the official test users")
+    cfg: Config = load_config(config, sets)
+    test_split = cfg.data.test_splits[0]
+    results: dict = {"protocol": protocol, "config": config, "overrides": sets, "stages": {}, "ablations": {}}
+    log.info("protocol: %s", protocol)
+
+    with Timer() as t:
+        prepare(cfg, out / "data")
+    results["stages"]["prepare_s"] = round(t.seconds, 1)
+    with Timer() as t:
+        model_dir = train(cfg, out / "data", out / "sdae", resume=False)
+    results["stages"]["train_s"] = round(t.seconds, 1)
+    results["stages"]["train_timings"] = json.loads((out / "sdae" / "manifest.json").read_text())["timings"]
+    with Timer() as t:
+        paths = run_evaluate(model_dir, out / "data", out / "report", split=test_split, baselines=True, seed=cfg.train.seed)
+    results["stages"]["evaluate_s"] = round(t.seconds, 1)
+    metrics = json.loads(Path(paths["metrics.json"]).read_text())["models"]
+    results["models"] = metrics
+
+    for name in ablations or []:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
+        desc, ovs = ABLATIONS[name]
+        acfg = load_config(config, sets + _apply(config, ovs))
+        run_dir = out / "ablations" / name
+        with Timer() as t:
+            mdir = train(acfg, out / "data", run_dir, resume=False)
+        p = run_evaluate(mdir, out / "data", run_dir / "report", split=test_split, baselines=False, seed=cfg.train.seed)
+        m = json.loads(Path(p["metrics.json"]).read_text())["models"]["geoae-sdae"]
+        results["ablations"][name] = {"description": desc, "overrides": ovs, "train_s": round(t.seconds, 1), "metrics": m}
+        log.info("ablation %s: state %.3f, median %.0f km (%.0fs)", name, m["state_acc"] or 0, m["median_km"] or 0, t.seconds)
+
+    rows = [_row("geoae SDAE (this work)", metrics["geoae-sdae"], note="headline point chosen on val")]
+    for kind in metrics["geoae-sdae"]["points"]:
+        if kind != metrics["geoae-sdae"]["headline_point"]:
+            rows.append(_row("geoae SDAE (this work)", metrics["geoae-sdae"], kind, "other point of the same model"))
+    for name, a in results["ablations"].items():
+        rows.append(_row(f"ablation: {name}", a["metrics"], note=a["description"]))
+    for name in ("baseline:tfidf_logreg", "baseline:majority_state", "baseline:median_point"):
+        if name in metrics:
+            m = metrics[name]
+            # Majority / median point have one point each; the LR peer gets both its points.
+            for kind in (m["points"] if "logreg" in name else [m["headline_point"]]):
+                rows.append(_row(name.replace("baseline:", "baseline: "), m, kind,
+                                 "Rahimi/pigeo recipe, C tuned on val" if "logreg" in name else ""))
+    results["rows"] = rows
+    results["table_md"] = table(rows)
+    results["anchors_md"] = anchors_table()
+    write_json(out / "benchmark.json", results)
+    (out / "benchmark.md").write_text(
+        f"# GeoText benchmark\n\nProtocol: {protocol}.\n\nConfig: `{config}` {' '.join(sets)}\n\n"
+        f"{results['table_md']}\n\nPublished anchors (trained on about 3x more users than the in-house protocol):\n\n"
+        f"{results['anchors_md']}\n\nStage times (s): {json.dumps(results['stages'])}\n", encoding="utf-8")
+    return results
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    abl = list(ABLATIONS) if args.ablations == "all" else [a for a in (args.ablations or "").split(",") if a]
+    res = run_benchmark(args.config, args.out, ablations=abl, full_text=args.full_text, sets=args.set)
+    print(f"Protocol: {res['protocol']}\n")
+    print(res["table_md"])
+    print("\nPublished anchors (about 3x more training users):\n")
+    print(res["anchors_md"])
+    print(f"\nstage times: {json.dumps(res['stages'])}\nresults: {Path(args.out) / 'benchmark.json'}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("benchmark", help="GeoText benchmark: SDAE, ablations and baselines on one split, beside the anchors")
+    p.add_argument("--config", "-c", default="configs/geotext.yaml")
+    p.add_argument("--out", "-o", default="runs/benchmark")
+    p.add_argument("--ablations", default="all", help="comma-separated names, 'all' (default) or '' for none: " + ", ".join(ABLATIONS))
+    p.add_argument("--full-text", help="a complete GeoText full_text.txt: run the official protocol instead")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.set_defaults(func=_cmd)
