@@ -77,11 +77,15 @@ def _apply(cfg_path: str, overrides: list[str]) -> list[str]:
     return out
 
 
-def _row(name: str, m: dict, point: str | None = None, note: str = "") -> dict:
+POINT_NAMES = {"regression": "regression head", "state_median": "state-median point", "bayes": "Bayes point"}
+
+
+def _row(name: str, m: dict, point: str | None = None, note: str = "", point_name: str | None = None) -> dict:
     pm = m["points"].get(point, m) if point else m
+    kind = point or m.get("headline_point")
     return {
         "model": name,
-        "point": point or m.get("headline_point"),
+        "point": point_name or POINT_NAMES.get(kind, kind),
         "state_acc": m.get("state_acc"),
         "region_acc": m.get("region_acc"),
         "acc161": pm.get("acc_at_161"),
@@ -171,7 +175,8 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
             # Majority / median point have one point each; the LR peer gets both its points.
             for kind in (m["points"] if "logreg" in name else [m["headline_point"]]):
                 rows.append(_row(name.replace("baseline:", "baseline: "), m, kind,
-                                 "Rahimi/pigeo recipe, C tuned on val" if "logreg" in name else ""))
+                                 "Rahimi/pigeo recipe, C tuned on val" if "logreg" in name else "",
+                                 "median training point" if "median_point" in name else None))
     results["rows"] = rows
     results["table_md"] = table(rows)
     results["anchors_md"] = anchors_table()
