@@ -48,10 +48,11 @@ ABLATIONS = {
     "coord_only": ("single-task: coordinate head only (no state loss)", ["finetune.loss_weights.state=0", "finetune.point=regression"]),
     "no_recon": ("no reconstruction objective during fine-tuning", ["finetune.loss_weights.recon=0"]),
     "single_member": ("one fine-tuned network instead of an ensemble", ["finetune.ensemble=1"]),
-    "noise_gaussian": ("input noise: Gaussian (sd 0.3 in unit-RMS space) instead of masking",
+    "noise_gaussian": ("input noise: Gaussian (sd 0.3 in unit-RMS space)",
                        ["model.noise[0]=gaussian:0.3"]),
-    "noise_salt_pepper": ("input noise: salt-and-pepper 0.1 instead of masking", ["model.noise[0]=salt_pepper:0.1"]),
-    "noise_dropout": ("input noise: dropout 0.3 instead of masking", ["model.noise[0]=dropout:0.3"]),
+    "noise_salt_pepper": ("input noise: salt-and-pepper 0.1", ["model.noise[0]=salt_pepper:0.1"]),
+    "noise_dropout": ("input noise: dropout 0.3", ["model.noise[0]=dropout:0.3"]),
+    "noise_masking": ("input noise: masking 0.3", ["model.noise[0]=masking:0.3"]),
     "noise_none": ("no input noise (plain autoencoder on layer 1)", ["model.noise[0]=none:0"]),
     "sigmoid": ("sigmoid units as in Liu & Inkpen (instead of ReLU)", ["model.activation=sigmoid"]),
 }
@@ -155,6 +156,9 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
             raise ValueError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
         desc, ovs = ABLATIONS[name]
         acfg = load_config(config, sets + _apply(config, ovs))
+        if acfg.to_dict() == cfg.to_dict():
+            log.info("ablation %s is the main model's own setting: skipped", name)
+            continue
         run_dir = out / "ablations" / name
         with Timer() as t:
             mdir = train(acfg, out / "data", run_dir, resume=False)
