@@ -562,11 +562,8 @@ def run_evaluate(
     return write_report(out_dir, results, provenance)
 
 
-def _cli(args: argparse.Namespace) -> int:
-    paths = run_evaluate(
-        args.model, args.data, args.out, split=args.split, baselines=args.baselines,
-        point=args.point, headline=args.headline, seed=args.seed,
-    )
+def print_summary(paths: dict) -> None:
+    """One line per model (state acc, median km, Acc@161) and where the report is: the CLI's output."""
     metrics = json.loads(Path(paths["metrics.json"]).read_text("utf-8"))
     for name, m in metrics["models"].items():
         acc = m.get("state_acc")
@@ -576,6 +573,14 @@ def _cli(args: argparse.Namespace) -> int:
             f"Acc@161 {m.get('acc_at_161') if m.get('acc_at_161') is None else round(m['acc_at_161'], 3)}"
         )
     print(f"report: {paths['report.html']}")
+
+
+def _cli(args: argparse.Namespace) -> int:
+    paths = run_evaluate(
+        args.model, args.data, args.out, split=args.split, baselines=args.baselines,
+        point=args.point, headline=args.headline, seed=args.seed,
+    )
+    print_summary(paths)
     return 0
 
 

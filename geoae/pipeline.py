@@ -294,15 +294,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     prepare(cfg, out / "data")
     model_dir = train(cfg, out / "data", out / "train")
     print(f"model: {model_dir}")
-    try:
-        from geoae.evaluate import run_evaluation
-    except ImportError:
-        run_evaluation = None
-    if run_evaluation is not None:
-        res = run_evaluation(model_dir, out / "data", out / "report", split="test")
-        print(f"report: {out / 'report' / 'report.html'}")
-        if isinstance(res, dict):
-            print(json.dumps(res, indent=1, default=str)[:2000])
+    from geoae.evaluate import print_summary, run_evaluate
+
+    print_summary(run_evaluate(model_dir, out / "data", out / "report", split=cfg.data.test_splits[0]))
     return 0
 
 
