@@ -597,14 +597,11 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="where the report is written")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="also fit and score majority / median-point / TF-IDF+LogReg baselines on the train split (default: on)")
-    p.add_argument("--point", choices=POINT_CHOICES, default="both",
-                   help="point prediction(s) scored for distance metrics: the regression head, the state-median point, or both (default)")
+    p.add_argument("--point", choices=POINT_CHOICES, default="all",
+                   help="point prediction(s) scored for distance metrics: regression head, state-median point, "
+                        "Bayes point, or all the model provides (default; 'both' is an alias of 'all')")
     p.add_argument("--headline", choices=("model", *POINTS), default="model",
                    help="which point prediction gives the headline distance numbers "
                         "(default: the one the model chose on its validation users; baselines use the state-median point)")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines (default 0)")
     p.set_defaults(func=_cli)
-
-
-# The name ``geoae demo`` calls.
-run_evaluation = run_evaluate
