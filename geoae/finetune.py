@@ -59,10 +59,16 @@ class TrainingSet:
         return self.X.shape[0]
 
 
-def joint_loss(out: dict, x_clean: torch.Tensor, state: torch.Tensor, coords: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, dict]:
+def joint_loss(out: dict, state: torch.Tensor, coords: torch.Tensor, cfg: Config,
+               coord_std: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The weighted fine-tuning loss of one batch and its parts (floats, for logging).
+
+    ``coord_std`` (the model's coordinate scale) is needed only by ``coord_loss: mse``,
+    which measures the error in standardised units.
+    """
     w = cfg.finetune.loss_weights
     parts = {}
-    total = torch.zeros((), device=x_clean.device)
+    total = torch.zeros((), device=coords.device)
     has_state = state >= 0
     if w.state > 0 and bool(has_state.any()):
         parts["state"] = F.cross_entropy(out["state_logits"][has_state], state[has_state])
@@ -73,8 +79,7 @@ def joint_loss(out: dict, x_clean: torch.Tensor, state: torch.Tensor, coords: to
         if cfg.finetune.coord_loss == "haversine":
             parts["coord"] = haversine_km_torch(p[:, 0], p[:, 1], t[:, 0], t[:, 1]).mean() / 1000.0
         else:
-            model_std = out["_coord_std"]
-            parts["coord"] = (((p - t) / model_std) ** 2).sum(dim=1).mean()
+            parts["coord"] = (((p - t) / coord_std) ** 2).sum(dim=1).mean()
         total = total + w.coord * parts["coord"]
     if w.recon > 0:
         parts["recon"] = reconstruction_loss(out["recon"], out["target"])
@@ -209,8 +214,7 @@ def finetune(
             # Keep denoising during fine-tuning: the encoder sees the corrupted
             # input, the reconstruction head must recover the clean one.
             out = model(x, noise=lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"]))
-            out["_coord_std"] = model.coord_std
-            loss, parts = joint_loss(out, x, y_state[idx].to(device), y_xy[idx].to(device), cfg)
+            loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
