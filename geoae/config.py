@@ -53,6 +53,7 @@ class DataConfig:
     carve_from: list[str] = field(default_factory=lambda: ["train"])
     carve_label: str = "dev"
     on_bad_record: str = "skip"
+    fix_swapped: bool = False
     outside_us: str = "drop"
     min_tweets: int = 1
     seed: int = 0

@@ -53,7 +53,7 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         raise DataError("no input files: give them with --input or data.inputs in the config")
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
-        docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets)
+        docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped)
         docs = assign_splits(
             docs, d.split, seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
             carve_from=tuple(d.carve_from), dev_label=d.carve_label, log=rlog,
@@ -267,7 +267,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         cfg.data.format = args.format
     docs = prepare(cfg, args.out, args.input)
     print(f"prepared {len(docs)} users -> {Path(args.out) / DOCUMENTS}")
-    print(json.dumps(docs["split"].value_counts().to_dict()))
+    print("users by split:", json.dumps(docs["split"].value_counts().to_dict()))
+    bad = json.loads((Path(args.out) / "manifest.json").read_text())["bad_records"]
+    print(f"bad records: {bad['skipped_total']} {json.dumps(bad['skipped_by_reason'])} (examples in manifest.json)")
     return 0
 
 

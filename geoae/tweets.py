@@ -344,7 +344,7 @@ def _clean_coords(
     src = df["source"].to_numpy()
     lines = df["line"].to_numpy()
     for i in np.flatnonzero(bad_swap):
-        action = "swapped back" if fix_swapped else "set to NaN (pass fix_swapped=True to swap them back)"
+        action = "swapped back" if fix_swapped else "set to NaN (set data.fix_swapped: true, or fix_swapped=True, to swap them back)"
         log.bad(
             "swapped_coordinates",
             f"lat={_show(raw_lat, i)} lon={_show(raw_lon, i)} look swapped; {action}",
