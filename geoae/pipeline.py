@@ -278,8 +278,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model_dir = train(cfg, args.data, args.out, stage=args.stage, resume=not args.no_resume)
     print(f"{'model' if args.stage != 'pretrain' else 'pretrained checkpoint'}: {model_dir}")
     man = json.loads((Path(args.out) / "manifest.json").read_text())
-    if "dev_metrics" in man:
-        print("dev:", json.dumps(man["dev_metrics"]))
+    if man.get("dev_metrics"):
+        dm = man["dev_metrics"]
+        print(f"dev ({len(man.get('best_epochs', []))} members, point {man.get('point')}): "
+              + ", ".join(f"{k} {dm[k]:.4g}" for k in ("state_acc", "median_km", "mean_km", "acc161") if k in dm)
+              + " (full metrics in manifest.json)")
     print("timings:", json.dumps(man.get("timings")))
     return 0
 
