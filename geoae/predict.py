@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -41,7 +42,6 @@ import torch
 from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
-from geoae.checkpoint import Batches
 from geoae.errors import DataError, GeoaeError, RecordLog
 from geoae.geo import bayes_point_index
 
@@ -79,12 +79,25 @@ class Predictor:
         X = self.artifact.featurizer.transform(texts)
         nnz = np.asarray((X != 0).sum(axis=1)).ravel() if hasattr(X, "nnz") else np.count_nonzero(X, axis=1)
         model = self.artifact.model.eval()
-        # Densify one batch at a time: a whole streamed chunk as a dense matrix
-        # would be chunksize x n_features floats (hundreds of MB).
-        batches = Batches(X, self.device, dense_limit_bytes=0)
         probs, coords = [], []
-        for idx in batches.iterate(self.batch_size):
-            out = model(batches.take(idx))
+        sparse = hasattr(X, "tocsr")
+        if sparse:
+            X = X.tocsr().astype(np.float32)
+        for start in range(0, X.shape[0], self.batch_size):
+            xb = X[start : start + self.batch_size]
+            if sparse:
+                # Sparse (CSR) first layer: no dense [batch, n_features] matrix is ever
+                # built; ~3x faster than the dense product on GeoText (CSR, not COO,
+                # whose CPU product is slower than dense).
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                    t = torch.sparse_csr_tensor(
+                        torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
+                        torch.from_numpy(xb.data), size=xb.shape, device=self.device, check_invariants=True,
+                    )
+            else:
+                t = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(self.device)
+            out = model(t)
             probs.append(torch.softmax(out["state_logits"], 1).cpu().numpy())
             coords.append(out["coords"].cpu().numpy())
         if not probs:

@@ -146,10 +146,24 @@ class GeoSDAE(nn.Module):
         ``noise``, if given, corrupts the scaled input before encoding (denoising
         fine-tuning); ``target`` is the clean scaled input the decoder should recover.
         ``reconstruct=False`` skips the decoder (about half the work) at inference.
+
+        ``x`` may be a sparse (COO/CSR) tensor at inference: a TF-IDF row has a few
+        hundred non-zeros out of ~10k columns, so the first layer as a sparse
+        product does ~30x fewer multiply-adds than on the densified batch.
         """
-        target = x * self.input_scale
-        h = target if noise is None else noise(target)
-        for layer in self.layers:
+        if x.layout != torch.strided:
+            if noise is not None or reconstruct:
+                raise ValueError("sparse input is for inference only (no noise, reconstruct=False)")
+            first = self.layers[0]
+            # (s * x) W^T + b == s * (x W^T) + b: scale after the sparse product.
+            h = first.act(torch.sparse.mm(x, first.encoder.weight.t()) * self.input_scale + first.encoder.bias)
+            rest = self.layers[1:]
+            target = None
+        else:
+            target = x * self.input_scale
+            h = target if noise is None else noise(target)
+            rest = self.layers
+        for layer in rest:
             h = layer.encode(h)
         hd = self.head_dropout(h)
         z = self.coord_head(hd)

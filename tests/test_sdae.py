@@ -55,3 +55,21 @@ def test_model_shapes_tied_weights_and_coordinate_scaler():
     n_tied = sum(p.numel() for p in m.parameters())
     untied = GeoSDAE(50, 5, ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3, tied_weights=False))
     assert sum(p.numel() for p in untied.parameters()) == n_tied + 50 * 32 + 32 * 16 + 16 * 8
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_inference_matches_dense_and_is_inference_only():
+    import scipy.sparse as sp
+
+    cfg = ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3)
+    torch.manual_seed(0)
+    m = GeoSDAE(200, 5, cfg).eval()
+    X = sp.random(30, 200, density=0.03, format="csr", dtype="float32", random_state=0)
+    dense = m(torch.from_numpy(X.toarray()), reconstruct=False)
+    xs = torch.sparse_csr_tensor(torch.from_numpy(X.indptr).long(), torch.from_numpy(X.indices).long(),
+                                 torch.from_numpy(X.data), size=X.shape, check_invariants=True)
+    sparse = m(xs, reconstruct=False)
+    for k in ("h", "state_logits", "coords"):
+        assert torch.allclose(dense[k], sparse[k], atol=1e-5), k
+    with pytest.raises(ValueError, match="inference only"):
+        m(xs)
