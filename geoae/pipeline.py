@@ -100,6 +100,24 @@ def _targets(docs: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.nda
     return state, coords
 
 
+def _fingerprint(X, state: np.ndarray, coords: np.ndarray) -> str:
+    """sha256 of the training matrix and targets: ties checkpoints to the data they were trained on."""
+    import hashlib
+
+    import scipy.sparse as sp
+
+    h = hashlib.sha256()
+    if sp.issparse(X):
+        X = X.tocsr()
+        for a in (X.indptr, X.indices, X.data):
+            h.update(np.ascontiguousarray(a).tobytes())
+    else:
+        h.update(np.ascontiguousarray(X).tobytes())
+    h.update(np.ascontiguousarray(state).tobytes())
+    h.update(np.ascontiguousarray(coords).tobytes())
+    return h.hexdigest()
+
+
 def state_points(train: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """Median training coordinate of each state class (the protocol's point for a class prediction)."""
     pts = np.zeros((len(classes), 2))
@@ -171,14 +189,20 @@ def train(
     gens = make_generators(cfg.train.seed, device)
     model = GeoSDAE(X_tr.shape[1], len(classes), cfg.model).to(device)
     model.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
+    # What a checkpoint must match to be resumed: the training config and the training data
+    # (the data section of the config only names files; the features are what was trained on).
     config_key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "data"}, sort_keys=True)
+    config_key += ":" + _fingerprint(X_tr, train_set.state, train_set.coords)
 
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state[0]["position"].get("config") != config_key:
         log.warning("checkpoint in %s was made with another config; starting afresh", ckpt)
         state = None
     if not resume:
+        # Start afresh means the whole run: pretraining and every ensemble member.
         clear_checkpoint(ckpt)
+        for mdir in ckpt.glob("member*"):
+            clear_checkpoint(mdir)
     pos = state[0]["position"] if state else {"stage": "pretrain", "layer": 0, "epoch": 0}
     if stage == "finetune" and pos["stage"] == "pretrain" and cfg.pretrain.epochs > 0 and pos["layer"] < len(cfg.model.hidden):
         raise GeoaeError(f"pretraining is not complete in {out} (run `geoae train --stage pretrain` first)")
@@ -204,6 +228,8 @@ def train(
     if state is not None:
         restore(state[0], state[1], model, None, gens)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if state is not None else None
+    # A member checkpoint is only valid for the pretrained weights it started from.
+    member_tag = {**tag, "pretrained": state[0]["tensors_sha256"] if state is not None else "none"}
     members, results = [], []
     with Timer() as t:
         for k in range(cfg.finetune.ensemble):
@@ -213,15 +239,15 @@ def train(
             if pretrained is not None:
                 member.load_state_dict(pretrained)
             mdir = ckpt / f"member{k}"
-            if not resume:
-                clear_checkpoint(mdir)
             mstate = load_checkpoint(mdir) if resume else None
-            if mstate is not None and mstate[0]["position"].get("config") != config_key:
+            if mstate is not None and any(mstate[0]["position"].get(k) != v for k, v in member_tag.items()):
+                log.warning("checkpoint in %s was made from other pretrained weights or config; member %d starts afresh",
+                            mdir, k)
                 mstate = None
             hook = (lambda st, _layer, ep, k=k: on_epoch_end(st, k, ep)) if on_epoch_end else None
             results.append(finetune(member, train_set, dev_set, cfg, device=device, gens=mgens, ref_median_km=ref_median,
                                     class_points=class_points, ckpt_dir=mdir, resume=mstate, on_epoch_end=hook,
-                                    ckpt_tag=tag))
+                                    ckpt_tag=member_tag))
             members.append(member)
     timings["finetune_s"] = round(t.seconds, 3)
     ensemble = GeoSDAEEnsemble(members).eval()

@@ -199,3 +199,30 @@ def test_ensemble_killed_in_second_member_resumes_exactly(data, tmp_path):
         train(c, data, tmp_path / "killed", on_epoch_end=hook)
     assert hook.seen[-1] == ("finetune", 1, 1)
     assert_same_weights(ref, train(c, data, tmp_path / "killed", resume=True))
+
+
+def _count_finetune_epochs():
+    seen = []
+
+    def hook(stage, member, epoch):
+        if stage == "finetune":
+            seen.append((member, epoch))
+
+    return seen, hook
+
+
+def test_no_resume_pretraining_also_discards_member_checkpoints(data, tmp_path):
+    train(cfg(), data, tmp_path)  # a finished run: member checkpoints exist
+    train(cfg(), data, tmp_path, stage="pretrain", resume=False)
+    seen, hook = _count_finetune_epochs()
+    train(cfg(), data, tmp_path, stage="finetune", on_epoch_end=hook)
+    assert seen, "fine-tuning was skipped: stale member checkpoints were resumed after a fresh pretraining"
+
+
+def test_member_checkpoints_are_not_resumed_on_other_data(tmp_path_factory, tmp_path):
+    data_a = prepared_data(tmp_path_factory, n_users=150)
+    data_b = prepared_data(tmp_path_factory, n_users=120)
+    train(cfg(), data_a, tmp_path)
+    seen, hook = _count_finetune_epochs()
+    train(cfg(), data_b, tmp_path, on_epoch_end=hook)  # same config, other training users
+    assert seen, "a checkpoint trained on other data was resumed"
