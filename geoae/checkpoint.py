@@ -72,11 +72,10 @@ class Batches:
 
     DENSE_LIMIT_BYTES = 1 << 30
 
-    def __init__(self, X: Any, device: torch.device, dense_limit_bytes: int | None = None):
+    def __init__(self, X: Any, device: torch.device):
         self.n = X.shape[0]
         self.device = device
-        limit = self.DENSE_LIMIT_BYTES if dense_limit_bytes is None else dense_limit_bytes
-        self.sparse = sp.issparse(X) and X.shape[0] * X.shape[1] * 4 > limit
+        self.sparse = sp.issparse(X) and X.shape[0] * X.shape[1] * 4 > self.DENSE_LIMIT_BYTES
         if self.sparse:
             self.X = X.tocsr().astype(np.float32)
         else:
