@@ -439,21 +439,13 @@ def evaluate_predictions(
 
 
 def load_documents(data_dir: str | Path) -> tuple[pd.DataFrame, Path]:
-    """Read ``documents.parquet`` from a prepared directory, checking its columns."""
-    data_dir = Path(data_dir)
-    path = data_dir / "documents.parquet" if data_dir.is_dir() else data_dir
-    if not path.exists():
-        raise DataError(f"{path}: not found (run `geoae prepare` first, and pass its output directory as --data)")
-    try:
-        docs = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises many kinds
-        raise DataError(f"{path}: cannot read parquet ({e}); rerun `geoae prepare`") from e
-    missing = [c for c in ("user_id", "text", "lat", "lon", "split", "state") if c not in docs.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing} (have {list(docs.columns)}); rerun `geoae prepare`")
-    docs["user_id"] = docs["user_id"].astype(str)
+    """The prepared documents (``pipeline.load_documents``) with state codes normalised, and their path."""
+    from geoae.pipeline import documents_path
+    from geoae.pipeline import load_documents as _load
+
+    docs = _load(data_dir)
     docs["state"] = _codes(docs["state"])
-    return docs, path
+    return docs, documents_path(data_dir)
 
 
 def _model_provenance(model_dir: Path) -> tuple[dict | None, list[dict]]:

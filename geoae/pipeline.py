@@ -83,11 +83,26 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     return docs
 
 
+def documents_path(data_dir: str | Path) -> Path:
+    """``documents.parquet`` of a prepared directory (or the file itself if given one)."""
+    d = Path(data_dir)
+    return d / DOCUMENTS if d.is_dir() or not d.suffix else d
+
+
 def load_documents(data_dir: str | Path) -> pd.DataFrame:
-    p = Path(data_dir) / DOCUMENTS
+    """Read the table ``geoae prepare`` wrote, checking it is readable and has the expected columns."""
+    p = documents_path(data_dir)
     if not p.is_file():
         raise DataError(f"{p} not found: run `geoae prepare` first (or point --data at its output directory)")
-    return pd.read_parquet(p)
+    try:
+        docs = pd.read_parquet(p)
+    except Exception as e:  # pyarrow raises many kinds
+        raise DataError(f"{p}: cannot read parquet ({e}); rerun `geoae prepare`") from e
+    missing = [c for c in ("user_id", "text", "lat", "lon", "split", "state") if c not in docs.columns]
+    if missing:
+        raise DataError(f"{p}: missing columns {missing} (have {list(docs.columns)}); rerun `geoae prepare`")
+    docs["user_id"] = docs["user_id"].astype(str)
+    return docs
 
 
 # --------------------------------------------------------------------------- train

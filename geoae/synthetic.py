@@ -73,12 +73,16 @@ def generate_users(n_users: int = 600, seed: int = 0, tweets_per_user: tuple[int
         yield f"u{seed}_{u:06d}", lat_u, lon_u, state, tweets
 
 
+def _open_text(path: Path, encoding: str):
+    """Open ``path`` for text writing, gzip-compressed when it ends in ``.gz``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return (gzip.open if path.suffix == ".gz" else open)(path, "wt", encoding=encoding)
+
+
 def write_twitter_jsonl(path: str | Path, n_users: int = 600, seed: int = 0, **kw) -> Path:
     """Write the synthetic corpus as Twitter API v1.1 JSON lines (``coordinates`` is [lon, lat])."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8") as f:
+    with _open_text(path, "utf-8") as f:
         for uid, lat, lon, _state, tweets in generate_users(n_users, seed, **kw):
             for i, text in enumerate(tweets):
                 obj = {
@@ -94,9 +98,7 @@ def write_twitter_jsonl(path: str | Path, n_users: int = 600, seed: int = 0, **k
 def write_rahimi(path: str | Path, n_users: int = 300, seed: int = 0, **kw) -> Path:
     """Write the synthetic corpus in Rahimi's per-user format (``user\\tlat\\tlon\\ttweets joined by ' ||| '``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="latin-1") as f:
+    with _open_text(path, "latin-1") as f:
         for uid, lat, lon, _state, tweets in generate_users(n_users, seed, **kw):
             f.write(f"{uid}\t{lat:.6f}\t{lon:.6f}\t{' ||| '.join(tweets)}\n")
     return path
