@@ -27,13 +27,14 @@ hundred users, so it stops at a better epoch on small data.
 
 from __future__ import annotations
 
-import copy
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -42,7 +43,7 @@ from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config, FinetuneConfig
 from geoae.geo import bayes_point_index, haversine_km, haversine_km_torch
 from geoae.pretrain import reconstruction_loss
-from geoae.sdae import GeoSDAE, corrupt
+from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,31 @@ def joint_loss(out: dict, state: torch.Tensor, coords: torch.Tensor, cfg: Config
     return total, {k: v.item() for k, v in parts.items()}
 
 
+def _as_model_input(xb, device: torch.device) -> torch.Tensor:
+    """A batch of rows as the model's input: sparse CSR stays sparse (the first layer is then a
+    sparse product, ~3x faster on TF-IDF and never densified), dense rows become a float tensor."""
+    if sp.issparse(xb):
+        xb = xb.tocsr().astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
+                torch.from_numpy(xb.data), size=xb.shape, device=device, check_invariants=True,
+            )
+    return torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
+
+
 @torch.no_grad()
-def predict_arrays(model: GeoSDAE, X, device: torch.device, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [n, C] and coordinates [n, 2] for a feature matrix (eval mode)."""
+def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
+                   batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities [n, C] and coordinates [n, 2] for a feature matrix (eval mode, no decoder)."""
     was = model.training
     model.eval()
-    batches = Batches(X, device)
+    if sp.issparse(X):
+        X = X.tocsr()
     probs, coords = [], []
-    for idx in batches.iterate(batch_size):
-        out = model(batches.take(idx))
+    for start in range(0, X.shape[0], batch_size):
+        out = model(_as_model_input(X[start : start + batch_size], device), reconstruct=False)
         probs.append(torch.softmax(out["state_logits"], dim=1).cpu())
         coords.append(out["coords"].cpu())
     model.train(was)

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -43,6 +42,7 @@ from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog
+from geoae.finetune import predict_arrays
 from geoae.geo import bayes_point_index
 
 log = logging.getLogger(__name__)
@@ -78,35 +78,14 @@ class Predictor:
         """Probabilities [n, C], regression coordinates [n, 2], and whether any vocabulary word was seen."""
         X = self.artifact.featurizer.transform(texts)
         nnz = np.asarray((X != 0).sum(axis=1)).ravel() if hasattr(X, "nnz") else np.count_nonzero(X, axis=1)
-        model = self.artifact.model.eval()
-        probs, coords = [], []
-        sparse = hasattr(X, "tocsr")
-        if sparse:
-            X = X.tocsr().astype(np.float32)
-        for start in range(0, X.shape[0], self.batch_size):
-            xb = X[start : start + self.batch_size]
-            if sparse:
-                # Sparse (CSR) first layer: no dense [batch, n_features] matrix is ever
-                # built; ~3x faster than the dense product on GeoText (CSR, not COO,
-                # whose CPU product is slower than dense).
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                    t = torch.sparse_csr_tensor(
-                        torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
-                        torch.from_numpy(xb.data), size=xb.shape, device=self.device, check_invariants=True,
-                    )
-            else:
-                t = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(self.device)
-            out = model(t)
-            probs.append(torch.softmax(out["state_logits"], 1).cpu().numpy())
-            coords.append(out["coords"].cpu().numpy())
-        if not probs:
-            return np.zeros((0, len(self.classes_)), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, bool)
-        c = np.concatenate(coords).astype(np.float64)
+        probs, coords = predict_arrays(self.artifact.model, X, self.device, self.batch_size)
+        if not len(probs):
+            return probs, coords.astype(np.float64), np.zeros(0, bool)
+        c = coords.astype(np.float64)
         # The regressor is unconstrained; keep its points on the globe.
         c[:, 0] = np.clip(c[:, 0], -90.0, 90.0)
         c[:, 1] = (c[:, 1] + 180.0) % 360.0 - 180.0
-        return np.concatenate(probs), c, nnz > 0
+        return probs, c, nnz > 0
 
     def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
         """State probabilities [n_users, n_classes] in ``classes_`` order (empty text scores the empty vector)."""

@@ -198,7 +198,10 @@ class GeoSDAEEnsemble(nn.Module):
     def build(cls, n_members: int, n_features: int, n_states: int, cfg: ModelConfig) -> "GeoSDAEEnsemble":
         return cls([GeoSDAE(n_features, n_states, cfg) for _ in range(n_members)])
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, reconstruct: bool = False) -> dict[str, torch.Tensor]:
+        """Averaged heads; the ensemble is for inference, so ``reconstruct=True`` is refused."""
+        if reconstruct:
+            raise ValueError("an ensemble does not reconstruct; fine-tune its members individually")
         outs = [m(x, reconstruct=False) for m in self.members]
         probs = torch.stack([torch.softmax(o["state_logits"], dim=1) for o in outs]).mean(0)
         return {
