@@ -197,7 +197,9 @@ class TfidfLogReg(BaseEstimator):
     """TF-IDF + multinomial logistic regression (Rahimi et al. 2015 style); point = state median."""
 
     def __init__(self, max_features: int = 10000, min_df: int = 2, C: float | None = None,
-                 C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0):
+                 C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0,
+                 refit: bool = False):
+        self.refit = refit
         self.max_features = max_features
         self.min_df = min_df
         self.C = C
@@ -249,6 +251,16 @@ class TfidfLogReg(BaseEstimator):
         else:
             self.C_, self.C_source_ = float(self.default_C), "default (no dev users)"
             self.model_ = self._lr(self.C_).fit(X, y)
+        self.refit_users_ = 0
+        if self.refit and dev is not None:
+            # Same rule as the SDAE's finetune.refit: choose on dev, then refit the classifier on
+            # train + dev (features stay fitted on train) and take state points over both.
+            Xd = self.featurizer_.transform(dev["text"].fillna("").astype(str).tolist())
+            import scipy.sparse as sp
+
+            self.model_ = self._lr(self.C_).fit(sp.vstack([X, Xd]).tocsr(), np.concatenate([y, dev["state"].to_numpy()]))
+            self.state_points_ = state_medians(pd.concat([df, dev], ignore_index=True))
+            self.refit_users_ = int(X.shape[0] + Xd.shape[0])
         self.classes_ = [str(c) for c in self.model_.classes_]
         log.info("TfidfLogReg: C=%g (%s), %d classes, %d features", self.C_, self.C_source_, len(self.classes_), X.shape[1])
         return self
@@ -268,12 +280,16 @@ class TfidfLogReg(BaseEstimator):
         check_is_fitted(self)
         return {"C": self.C_, "C_source": self.C_source_, "dev_scores": dict(self.dev_scores_),
                 "max_features": self.max_features, "min_df": self.min_df, "sublinear_tf": True,
+                "refit_users": self.refit_users_,
                 "n_classes": len(self.classes_)}
 
 
 def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None,
-                  seed: int = 0) -> dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]]:
+                  seed: int = 0, refit: bool = False) -> dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]]:
     """Fit every baseline on ``train_docs`` (tuning on ``dev_docs``) and predict ``eval_docs``.
+
+    ``refit``: the TF-IDF + LR peer, after choosing C on dev, is refit on train + dev (as the
+    SDAE is with ``finetune.refit``); the constant baselines always use train only.
 
     Returns ``{name: (pred_df, proba or None, classes or None)}`` for
     ``majority_state``, ``median_point`` and ``tfidf_logreg``; each
@@ -291,7 +307,7 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     p.attrs["baseline"] = {"point": list(med.point_), "predicts_state": False}
     out["median_point"] = (p, None, None)
 
-    lr = TfidfLogReg(seed=seed).fit(train_docs, dev_docs)
+    lr = TfidfLogReg(seed=seed, refit=refit).fit(train_docs, dev_docs)
     proba = lr.predict_proba(eval_docs)
     p = lr.predict(eval_docs)
     p.attrs["baseline"] = lr.info()

@@ -40,6 +40,13 @@ class DataConfig:
     ``carve_label`` out of the users whose split is in ``carve_from`` (the
     in-house GeoText protocol trains on the official dev users, so it carves
     ``val`` from ``dev`` and trains on the rest of ``dev``).
+
+    ``unlabelled_splits`` names users whose *text only* (never their state or
+    coordinates) joins the unsupervised steps: the TF-IDF vocabulary and idf,
+    and greedy SDAE pretraining. This is the semi-supervised use an SDAE is
+    built for (pretrain on the users you are about to label); naming a split
+    that is later evaluated makes the run transductive, which the artifact
+    records and reports state.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -48,6 +55,7 @@ class DataConfig:
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     dev_splits: list[str] = field(default_factory=lambda: ["dev"])
     test_splits: list[str] = field(default_factory=lambda: ["test"])
+    unlabelled_splits: list[str] = field(default_factory=list)
     dev_fraction: float = 0.0
     test_fraction: float = 0.0
     carve_from: list[str] = field(default_factory=lambda: ["train"])
@@ -123,6 +131,10 @@ class FinetuneConfig:
     point: str = "auto"
     bayes_cap_km: float = 500.0
     ensemble: int = 1
+    # After early stopping on the dev users, fine-tune each member again from the same
+    # starting weights on train + dev for the epoch count it was stopped at (dev metrics
+    # reported are those measured before the refit, the only honest ones).
+    refit: bool = False
 
 
 @dataclass

@@ -524,7 +524,11 @@ def run_evaluate(
         else:
             from geoae.baselines import run_baselines
 
-            for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed).items():
+            # The peer gets the model's own data rule: a model refit on train + dev means the LR is too.
+            mft = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "finetune", None)
+            refit = bool(getattr(mft, "refit", False))
+            for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed,
+                                                                  refit=refit).items():
                 r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point,
                                          headline="state_median" if headline in ("model", "regression") else headline)
                 r["label"] = "baseline"

@@ -196,8 +196,13 @@ def finetune(
     resume: tuple[dict, dict] | None = None,
     on_epoch_end: Callable[[str, int, int], None] | None = None,
     ckpt_tag: dict | None = None,
+    fixed_epochs: bool = False,
 ) -> dict:
-    """Fine-tune all layers and heads jointly; leaves the best dev epoch's weights in ``model``."""
+    """Fine-tune all layers and heads jointly; leaves the best dev epoch's weights in ``model``.
+
+    ``fixed_epochs``: run exactly ``finetune.epochs`` epochs without dev users on purpose
+    (the refit on train + dev), so the missing early stopping is not worth a warning.
+    """
     ft = cfg.finetune
     opt = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
     batches = Batches(train.X, device)
@@ -218,7 +223,7 @@ def finetune(
         if extra:
             best_state = {k[5:]: v.to(device) for k, v in extra.items() if k.startswith("best.")}
     metric = ft.select_metric
-    if dev is None and metric != "loss":
+    if dev is None and metric != "loss" and not fixed_epochs:
         log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
     bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=None, leave=False)
     stopped_early = False

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from geoae.artifact import Artifact, save_artifact
@@ -119,8 +120,6 @@ def _fingerprint(X, state: np.ndarray, coords: np.ndarray) -> str:
     """sha256 of the training matrix and targets: ties checkpoints to the data they were trained on."""
     import hashlib
 
-    import scipy.sparse as sp
-
     h = hashlib.sha256()
     if sp.issparse(X):
         X = X.tocsr()
@@ -140,6 +139,46 @@ def state_points(train: pd.DataFrame, classes: list[str]) -> np.ndarray:
         g = train[train["state"] == c]
         pts[i] = median_point(g["lat"].to_numpy(), g["lon"].to_numpy())
     return pts
+
+
+def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingSet, dev_set: TrainingSet,
+           classes: list[str], results: list[dict], pretrained: dict | None, scaler: tuple, device,
+           ckpt: Path, member_tag: dict, resume: bool, on_epoch_end) -> tuple[GeoSDAEEnsemble, np.ndarray, dict]:
+    """Fine-tune every member again on train + dev for the epochs early stopping chose for it.
+
+    Same starting weights (the pretrained stack) and the same seeds as the selection pass,
+    so the only change is the extra labelled users. State points are recomputed over
+    train + dev; the class list stays the training one (a dev-only state has no class).
+    """
+    import dataclasses
+
+    X = sp.vstack([train_set.X, dev_set.X]).tocsr() if sp.issparse(train_set.X) else np.vstack([train_set.X, dev_set.X])
+    full = TrainingSet(X, np.concatenate([train_set.state, dev_set.state]),
+                       np.concatenate([train_set.coords, dev_set.coords]))
+    tag = {**member_tag, "refit_data": _fingerprint(full.X, full.state, full.coords)}
+    members, epochs = [], []
+    for k, r in enumerate(results):
+        n_ep = max(int(r["best_epoch"]), 1)
+        rcfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, epochs=n_ep))
+        # Same order as the selection pass: seeding first, so without pretraining the member
+        # starts from the same random initialisation as before.
+        gens = make_generators(cfg.train.seed + 1 + 7919 * k, device)
+        member = GeoSDAE(X.shape[1], len(classes), cfg.model).to(device)
+        member.set_coord_scaler(torch.tensor(scaler[0]), torch.tensor(scaler[1]))
+        if pretrained is not None:
+            member.load_state_dict(pretrained)
+        rdir = ckpt / f"refit{k}"
+        rstate = load_checkpoint(rdir) if resume else None
+        if rstate is not None and any(rstate[0]["position"].get(a) != b for a, b in {**tag, "epochs": n_ep}.items()):
+            rstate = None
+        hook = (lambda st, _layer, ep, k=k: on_epoch_end("refit", k, ep)) if on_epoch_end else None
+        finetune(member, full, None, rcfg, device=device, gens=gens,
+                 ckpt_dir=rdir, resume=rstate, on_epoch_end=hook, ckpt_tag={**tag, "epochs": n_ep}, fixed_epochs=True)
+        members.append(member)
+        epochs.append(n_ep)
+    log.info("refit %d members on %d train + dev users for %s epochs", len(members), len(full), epochs)
+    points = state_points(pd.concat([tr, dv], ignore_index=True), classes)
+    return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 
 def train(
@@ -181,10 +220,25 @@ def train(
     log.info("train users %d, dev users %d, %d states, device %s", len(tr), len(dv), len(classes), device)
 
     timings: dict[str, float] = {}
+    # Unlabelled users (data.unlabelled_splits): text only, for the unsupervised steps. Their
+    # labels and coordinates are dropped here so nothing downstream can touch them.
+    ul = docs[docs["split"].isin(d.unlabelled_splits)][["user_id", "text", "split"]].reset_index(drop=True) \
+        if d.unlabelled_splits else docs.iloc[:0][["user_id", "text", "split"]]
+    if d.unlabelled_splits:
+        missing = sorted(set(d.unlabelled_splits) - set(docs["split"].unique()))
+        if missing:
+            raise DataError(f"data.unlabelled_splits: no document has split {missing} (splits present: "
+                            f"{sorted(docs['split'].unique())})")
+        evaluated = sorted(set(d.unlabelled_splits) & set(d.dev_splits + d.test_splits))
+        log.info("unlabelled text for the unsupervised steps: %d users from %s%s", len(ul), d.unlabelled_splits,
+                 f" (transductive: {evaluated} are also evaluated; only their text is used)" if evaluated else "")
     with Timer() as t:
-        featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist())
+        # Users in both train and unlabelled splits are counted once.
+        extra = ul[~ul["user_id"].isin(tr["user_id"])] if len(ul) else ul
+        featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist() + extra["text"].tolist())
         X_tr = featurizer.transform(tr["text"].tolist())
         X_dv = featurizer.transform(dv["text"].tolist()) if len(dv) else None
+        X_ul = featurizer.transform(extra["text"].tolist()) if len(extra) else None
     timings["features_s"] = round(t.seconds, 3)
     train_set = TrainingSet(X_tr, *_targets(tr, classes))
     dev_set = TrainingSet(X_dv, *_targets(dv, classes)) if X_dv is not None else None
@@ -208,6 +262,10 @@ def train(
     # (the data section of the config only names files; the features are what was trained on).
     config_key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "data"}, sort_keys=True)
     config_key += ":" + _fingerprint(X_tr, train_set.state, train_set.coords)
+    X_pre = X_tr
+    if X_ul is not None:
+        X_pre = sp.vstack([X_tr, X_ul]).tocsr() if sp.issparse(X_tr) else np.vstack([X_tr, X_ul])
+        config_key += ":unlabelled:" + _fingerprint(X_ul, np.zeros(0, np.int64), np.zeros((0, 2), np.float32))
 
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state[0]["position"].get("config") != config_key:
@@ -216,7 +274,7 @@ def train(
     if not resume:
         # Start afresh means the whole run: pretraining and every ensemble member.
         clear_checkpoint(ckpt)
-        for mdir in ckpt.glob("member*"):
+        for mdir in [*ckpt.glob("member*"), *ckpt.glob("refit*")]:
             clear_checkpoint(mdir)
     pos = state[0]["position"] if state else {"stage": "pretrain", "layer": 0, "epoch": 0}
     if stage == "finetune" and pos["stage"] == "pretrain" and cfg.pretrain.epochs > 0 and pos["layer"] < len(cfg.model.hidden):
@@ -226,7 +284,7 @@ def train(
     tag = {"config": config_key}
     with Timer() as t:
         if pos["stage"] == "pretrain" and stage in ("pretrain", "all"):
-            pt_hist = pretrain(model, X_tr, cfg, device=device, gens=gens, ckpt_dir=ckpt,
+            pt_hist = pretrain(model, X_pre, cfg, device=device, gens=gens, ckpt_dir=ckpt,
                                resume=state if state and pos["stage"] == "pretrain" else None,
                                on_epoch_end=on_epoch_end, ckpt_tag=tag)
             state = load_checkpoint(ckpt)
@@ -266,7 +324,14 @@ def train(
             members.append(member)
     timings["finetune_s"] = round(t.seconds, 3)
     ensemble = GeoSDAEEnsemble(members).eval()
+    # Validation metrics of the early-stopped ensemble: the refit below sees the dev users.
     dev_metrics = score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune) if dev_set is not None else {}
+    refit_meta = None
+    if cfg.finetune.refit and dev_set is not None and len(dev_set):
+        with Timer() as t:
+            ensemble, class_points, refit_meta = _refit(cfg, tr, dv, train_set, dev_set, classes, results, pretrained,
+                                                        (mean, std), device, ckpt, member_tag, resume, on_epoch_end)
+        timings["refit_s"] = round(t.seconds, 3)
 
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     point = cfg.finetune.point
@@ -277,8 +342,11 @@ def train(
         "point": point,
         "train_users": int(len(tr)),
         "dev_users": int(len(dv)),
+        "unlabelled_users": int(0 if X_ul is None else X_ul.shape[0]),
+        "unlabelled_splits": list(d.unlabelled_splits),
         "data_dir": str(data_dir),
         "members": len(members),
+        "refit": refit_meta,
         "best_epochs": [r["best_epoch"] for r in results],
         "dev_metrics": dev_metrics,
         "member_dev_metrics": [r["best"] for r in results],

@@ -123,6 +123,14 @@ def test_tfidf_logreg_beats_majority_and_tunes_C():
     # no dev -> the default C, recorded
     lr2 = TfidfLogReg().fit(train)
     assert lr2.C_ == 10.0 and "default" in lr2.C_source_
+    assert lr.refit_users_ == 0 and lr2.refit_users_ == 0
+    # refit: same C, classifier refit on train + dev, state points over both
+    lr3 = TfidfLogReg(min_df=2, refit=True).fit(train, dev)
+    assert lr3.C_ == lr.C_ and lr3.refit_users_ == len(train) + len(dev) and lr3.info()["refit_users"] == lr3.refit_users_
+    both = pd.concat([train, dev])
+    st = lr3.predict(test).iloc[0]["state"]
+    assert lr3.state_points_[st][0] == pytest.approx(both[both.state == st].lat.median())
+    assert not np.allclose(lr3.model_.coef_, lr.model_.coef_)
 
 
 def test_run_baselines_in_the_same_tables():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from geoae.cli import main
 from tests.tiny_run import TINY, write_corpus
@@ -146,3 +147,55 @@ def test_geotext_prepare_splits(shared_geotext, tmp_path):
     assert not (test_users & train_users) and not (test_users & val_users) and not (train_users & val_users)
     man = json.loads((out / "manifest.json").read_text())
     assert man["counts"]["users"] == 3790
+
+
+def test_unlabelled_splits_feed_only_the_unsupervised_steps(run, tmp_path):
+    """Test users' text joins the vocabulary and pretraining; their labels never reach training."""
+    from geoae.artifact import load_artifact
+    from geoae.config import load_config
+    from geoae.pipeline import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    docs = pd.read_parquet(run / "data" / "documents.parquet")
+    test = docs["split"] == "test"
+    # A word only unlabelled users write; and labels that would break training if they were used.
+    docs.loc[test, "text"] = docs.loc[test, "text"] + " zzunlabelledword zzunlabelledword"
+    docs.loc[test, "state"] = "XX"
+    docs.loc[test, ["lat", "lon"]] = float("nan")
+    docs.to_parquet(data / "documents.parquet")
+    base = load_config(None, TINY)
+    model = train(load_config(None, TINY + ["data.unlabelled_splits=[test]"]), data, tmp_path / "ul")
+    plain = train(base, data, tmp_path / "plain")
+    art, art0 = load_artifact(model), load_artifact(plain)
+    assert "zzunlabelledword" in art.featurizer.vocabulary_
+    assert "zzunlabelledword" not in art0.featurizer.vocabulary_
+    assert "XX" not in art.classes and art.classes == art0.classes
+    assert art.meta["unlabelled_users"] == int(test.sum()) and art.meta["unlabelled_splits"] == ["test"]
+    assert art0.meta["unlabelled_users"] == 0
+    with pytest.raises(Exception, match="unlabelled_splits"):
+        train(load_config(None, TINY + ["data.unlabelled_splits=[nosuchsplit]"]), data, tmp_path / "bad")
+
+
+def test_refit_on_train_plus_dev(run, tmp_path):
+    """finetune.refit: members are fine-tuned again on train + dev for their early-stopped epoch count."""
+    from geoae.artifact import load_artifact
+    from geoae.config import load_config
+    from geoae.pipeline import train
+
+    docs = pd.read_parquet(run / "data" / "documents.parquet")
+    n_train, n_dev = int((docs["split"] == "train").sum()), int((docs["split"] == "dev").sum())
+    cfg = load_config(None, TINY + ["finetune.refit=true", "finetune.ensemble=2"])
+    art = load_artifact(train(cfg, run / "data", tmp_path / "refit"))
+    plain = load_artifact(train(load_config(None, TINY + ["finetune.ensemble=2"]), run / "data", tmp_path / "plain"))
+    refit = art.meta["refit"]
+    assert refit["users"] == n_train + n_dev
+    assert refit["epochs"] == [max(e, 1) for e in art.meta["best_epochs"]]
+    assert plain.meta["refit"] is None
+    # the dev metrics are the selection pass's, identical to the run without refit
+    assert art.meta["dev_metrics"] == plain.meta["dev_metrics"]
+    # ...but the shipped weights are new ones, and a rerun resumes them to the same file
+    sd, sd0 = art.model.state_dict(), plain.model.state_dict()
+    assert not all(torch.equal(sd[k], sd0[k]) for k in sd)
+    again = load_artifact(train(cfg, run / "data", tmp_path / "refit")).model.state_dict()
+    assert all(torch.equal(sd[k], again[k]) for k in sd)

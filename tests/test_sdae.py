@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from geoae.config import ModelConfig, NoiseConfig
-from geoae.sdae import GeoSDAE, corrupt
+from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
 
 
 @pytest.mark.parametrize("kind", ["masking", "dropout", "salt_pepper"])
@@ -73,3 +73,17 @@ def test_sparse_inference_matches_dense_and_is_inference_only():
         assert torch.allclose(dense[k], sparse[k], atol=1e-5), k
     with pytest.raises(ValueError, match="inference only"):
         m(xs)
+
+    # The ensemble's one-pass first layer over all members equals averaging the members' dense outputs.
+    torch.manual_seed(1)
+    members = [GeoSDAE(200, 5, cfg).eval() for _ in range(3)]
+    for mm in members:  # heads start at zero for coordinates; give them something to average
+        torch.nn.init.normal_(mm.coord_head.weight)
+    ens = GeoSDAEEnsemble(members).eval()
+    got = ens(xs)
+    probs = torch.stack([torch.softmax(mm(torch.from_numpy(X.toarray()), reconstruct=False)["state_logits"], 1)
+                         for mm in members]).mean(0)
+    coords = torch.stack([mm(torch.from_numpy(X.toarray()), reconstruct=False)["coords"] for mm in members]).mean(0)
+    assert torch.allclose(torch.softmax(got["state_logits"], 1), probs, atol=1e-5)
+    assert torch.allclose(got["coords"], coords, atol=1e-4)
+    assert torch.allclose(got["coords"], ens(torch.from_numpy(X.toarray()))["coords"], atol=1e-4)
