@@ -215,6 +215,54 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
     return OUT_FORMATS[suf]
 
 
+def _prefetch(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[pd.DataFrame]:
+    """Read the next chunks in a background thread while this one is scored.
+
+    Reading (decompression, parsing) and scoring (compiled tokenizer, torch) both spend
+    much of their time outside the GIL, so on two cores they overlap. At most ``depth``
+    chunks wait in the queue (memory stays bounded); a reader error is re-raised here,
+    in order, and an early exit of the consumer stops the reader.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(e)
+
+    th = threading.Thread(target=reader, name="geoae-read", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        th.join()
+
+
 def predict_files(
     model_dir: str | Path,
     inputs: Iterable[str | Path],
@@ -243,7 +291,7 @@ def predict_files(
     ok = False
     bar = tqdm(desc="predict", unit="user", disable=None if progress is None else not progress)
     try:
-        for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog):
+        for docs in _prefetch(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog)):
             if docs.empty:
                 continue
             users_in += len(docs)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from geoae.cli import main
+from geoae.errors import DataError
 from geoae.predict import OUTPUT_COLUMNS, load_predictor
 from geoae.synthetic import write_rahimi
 from tests.tiny_run import trained_model, write_corpus, write_users
@@ -291,3 +292,33 @@ def test_memory_is_flat_in_input_size(model, tmp_path):
 @pytest.mark.skipif(not os.environ.get("GEOAE_SLOW"), reason="slow (~40 s): set GEOAE_SLOW=1 to run")
 def test_memory_is_flat_in_input_size_200k(model, tmp_path):
     _check_flat_memory(model, tmp_path, 20_000, 200_000, chunksize=5000)
+
+
+def test_prefetch_keeps_order_reraises_and_stops_early():
+    from geoae.predict import _prefetch
+
+    frames = [pd.DataFrame({"i": [k]}) for k in range(7)]
+    assert [int(f["i"].iat[0]) for f in _prefetch(iter(frames))] == list(range(7))
+
+    def failing():
+        yield frames[0]
+        raise DataError("bad record at x:3")
+
+    got = []
+    with pytest.raises(DataError, match="x:3"):
+        for f in _prefetch(failing()):
+            got.append(f)
+    assert len(got) == 1
+
+    pulled = []
+
+    def endless():
+        k = 0
+        while True:
+            pulled.append(k)
+            yield pd.DataFrame({"i": [k]})
+            k += 1
+
+    for f in _prefetch(endless(), depth=2):
+        break
+    assert len(pulled) <= 5  # the reader stopped instead of running on
