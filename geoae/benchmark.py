@@ -55,6 +55,11 @@ ABLATIONS = {
     "noise_masking": ("input noise: masking 0.3", ["model.noise[0]=masking:0.3"]),
     "noise_none": ("no input noise (plain autoencoder on layer 1)", ["model.noise[0]=none:0"]),
     "sigmoid": ("sigmoid units as in Liu & Inkpen (instead of ReLU)", ["model.activation=sigmoid"]),
+    "transductive_pretrain": ("TF-IDF vocabulary and pretraining also see the val and test users' text "
+                              "(never their labels): semi-supervised, transductive",
+                              ["data.unlabelled_splits=[val,test]"]),
+    "refit": ("after early stopping on val, members refit on train + val (the LR peer is not refit here)",
+              ["finetune.refit=true"]),
 }
 
 

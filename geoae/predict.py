@@ -215,7 +215,7 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
     return OUT_FORMATS[suf]
 
 
-def _prefetch(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[pd.DataFrame]:
+def prefetch_chunks(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[pd.DataFrame]:
     """Read the next chunks in a background thread while this one is scored.
 
     Reading (decompression, parsing) and scoring (compiled tokenizer, torch) both spend
@@ -291,7 +291,7 @@ def predict_files(
     ok = False
     bar = tqdm(desc="predict", unit="user", disable=None if progress is None else not progress)
     try:
-        for docs in _prefetch(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog)):
+        for docs in prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog)):
             if docs.empty:
                 continue
             users_in += len(docs)

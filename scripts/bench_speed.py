@@ -58,7 +58,7 @@ QUICK_SETS = [
     "pretrain.epochs=1",
     "finetune.epochs=1",
 ]
-PROFILE_ORDER = ("load_model", "read_decode_documents", "tokenize", "tfidf_count_weight_excl_tokenize",
+PROFILE_ORDER = ("load_model", "read_decode_documents", "featurize",
                  "model_forward", "postprocess_frame_topk", "write_csv")
 FLAT_MARGIN = 0.10  # peak RSS at the largest scale within 10% of the next largest = flat
 
@@ -121,7 +121,8 @@ def _fit_lr(config: str, data_dir: str, C: str, sets_json: str):
     dv = docs[docs["split"].isin(cfg.data.dev_splits)].reset_index(drop=True)
     t0 = time.perf_counter()
     lr = TfidfLogReg(max_features=cfg.features.max_features, min_df=cfg.features.min_df,
-                     C=None if C == "grid" else float(C), seed=cfg.train.seed).fit(tr, dv if len(dv) else None)
+                     C=None if C == "grid" else float(C), seed=cfg.train.seed,
+                     refit=cfg.finetune.refit).fit(tr, dv if len(dv) else None)
     return lr, time.perf_counter() - t0, len(tr), len(dv)
 
 
@@ -145,6 +146,7 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     """
     from geoae.documents import iter_documents
     from geoae.errors import RecordLog
+    from geoae.predict import prefetch_chunks
 
     C = str(json.loads(Path(fitted).read_text())["C"])
     lr, _, _, _ = _fit_lr(config, data_dir, C, sets_json)
@@ -154,7 +156,8 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     tmp = Path(output).with_name(f".{Path(output).name}.partial")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         first = True
-        for docs in iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog):
+        # The same read-ahead thread as ``geoae predict``, so the ratio compares the models.
+        for docs in prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog)):
             if docs.empty:
                 continue
             users += len(docs)
@@ -166,6 +169,14 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     secs = time.perf_counter() - t0
     return 0, {"users_in": users, "rows_out": rows, "seconds": round(secs, 3),
                "users_per_second": round(users / secs, 1) if secs > 0 else None}
+
+
+def _fast_available() -> bool:
+    try:
+        from geoae import _fastcount  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int, dict]:
@@ -192,30 +203,26 @@ def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int
     users = sum(len(c) for c in chunks)
     n_chars = sum(len(s) for tx in texts_by_chunk for s in tx)
 
+    # The pure-Python reference tokenizer, for comparison only: prediction featurizes with
+    # the compiled path when ``geoae._fastcount`` is built (``featurize`` below).
     t0 = time.perf_counter()
     n_tokens = 0
     for tx in texts_by_chunk:
         for s in tx:
             n_tokens += len(tokenize(s))
-    t["tokenize"] = time.perf_counter() - t0
+    ref_tokenize_s = time.perf_counter() - t0
 
     feat = predictor.artifact.featurizer
     t0 = time.perf_counter()
     Xs = [feat.transform(tx) for tx in texts_by_chunk]
-    t_transform = time.perf_counter() - t0
-    t["tfidf_count_weight_excl_tokenize"] = max(t_transform - t["tokenize"], 0.0)
+    t["featurize"] = time.perf_counter() - t0
+
+    from geoae.finetune import predict_arrays
 
     model = predictor.artifact.model.eval()
-    from geoae.checkpoint import Batches
-
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for X in Xs:
-            b = Batches(X, predictor.device)
-            for idx in b.iterate(predictor.batch_size):
-                out = model(b.take(idx))
-                torch.softmax(out["state_logits"], 1).cpu().numpy()
-                out["coords"].cpu().numpy()
+    for X in Xs:  # the real scoring path: sparse CSR, all members' first layers in one product
+        predict_arrays(model, X, predictor.device, predictor.batch_size)
     t["model_forward"] = time.perf_counter() - t0
 
     # Post-processing alone (frame, top-k JSON, Bayes point): predict() with _score's results precomputed.
@@ -257,7 +264,10 @@ def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int
         "share_of_staged": {k: round(v / staged, 3) for k, v in t.items() if k != "load_model"},
         "staged_total_s_excl_load": round(staged, 3),
         "users_per_second_by_stage": {k: round(users / v, 1) for k, v in t.items() if k != "load_model" and v > 0},
-        "tokenize_mb_per_s": round(n_chars / 1e6 / t["tokenize"], 2) if t["tokenize"] > 0 else None,
+        "featurize_mb_per_s": round(n_chars / 1e6 / t["featurize"], 2) if t["featurize"] > 0 else None,
+        "featurize_path": "compiled (geoae._fastcount)" if _fast_available() else "pure Python (extension not built)",
+        "reference_python_tokenize_s": round(ref_tokenize_s, 4),
+        "reference_python_tokenize_mb_per_s": round(n_chars / 1e6 / ref_tokenize_s, 2) if ref_tokenize_s > 0 else None,
         "predict_files_under_cprofile_s": round(t_end_to_end, 3),
         "predict_files_summary_users_per_second": summary["users_per_second"],
         "cprofile_top_tottime": top,
@@ -538,6 +548,10 @@ def markdown(r: dict) -> str:
             if v is None:
                 continue
             lines.append(f"| {k} | {v:.3f} | {p['share_of_staged'].get(k, '')} | {p['users_per_second_by_stage'].get(k, '')} |")
+        if p.get("featurize_path"):
+            lines += ["", f"featurize path: {p['featurize_path']}, {p.get('featurize_mb_per_s')} MB/s; the pure-Python "
+                      f"reference tokenizer alone takes {p.get('reference_python_tokenize_s')} s "
+                      f"({p.get('reference_python_tokenize_mb_per_s')} MB/s) on the same text"]
     return "\n".join(lines)
 
 

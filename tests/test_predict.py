@@ -295,10 +295,10 @@ def test_memory_is_flat_in_input_size_200k(model, tmp_path):
 
 
 def test_prefetch_keeps_order_reraises_and_stops_early():
-    from geoae.predict import _prefetch
+    from geoae.predict import prefetch_chunks
 
     frames = [pd.DataFrame({"i": [k]}) for k in range(7)]
-    assert [int(f["i"].iat[0]) for f in _prefetch(iter(frames))] == list(range(7))
+    assert [int(f["i"].iat[0]) for f in prefetch_chunks(iter(frames))] == list(range(7))
 
     def failing():
         yield frames[0]
@@ -306,7 +306,7 @@ def test_prefetch_keeps_order_reraises_and_stops_early():
 
     got = []
     with pytest.raises(DataError, match="x:3"):
-        for f in _prefetch(failing()):
+        for f in prefetch_chunks(failing()):
             got.append(f)
     assert len(got) == 1
 
@@ -319,6 +319,6 @@ def test_prefetch_keeps_order_reraises_and_stops_early():
             yield pd.DataFrame({"i": [k]})
             k += 1
 
-    for f in _prefetch(endless(), depth=2):
+    for f in prefetch_chunks(endless(), depth=2):
         break
     assert len(pulled) <= 5  # the reader stopped instead of running on
