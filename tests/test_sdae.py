@@ -87,3 +87,14 @@ def test_sparse_inference_matches_dense_and_is_inference_only():
     assert torch.allclose(torch.softmax(got["state_logits"], 1), probs, atol=1e-5)
     assert torch.allclose(got["coords"], coords, atol=1e-4)
     assert torch.allclose(got["coords"], ens(torch.from_numpy(X.toarray()))["coords"], atol=1e-4)
+    # The cached side-by-side first layer follows in-place weight updates (optimizer steps, loads).
+    with torch.no_grad():
+        members[0].layers[0].encoder.weight.mul_(3.0)
+    members[1].load_state_dict(members[2].state_dict())
+    assert torch.allclose(ens(xs)["coords"], ens(torch.from_numpy(X.toarray()))["coords"], atol=1e-4)
+    assert not torch.allclose(ens(xs)["coords"], got["coords"], atol=1e-4)
+    with torch.no_grad():
+        m.layers[0].encoder.weight.mul_(2.0)
+    assert torch.allclose(m(xs, reconstruct=False)["state_logits"],
+                          m(torch.from_numpy(X.toarray()), reconstruct=False)["state_logits"], atol=1e-5)
+    assert not torch.allclose(m(xs, reconstruct=False)["state_logits"], sparse["state_logits"], atol=1e-5)
