@@ -243,6 +243,21 @@ static inline int no_word_at(const unsigned char *f, Py_ssize_t n, Py_ssize_t e)
     return e >= n || !(f[e] & F_W);
 }
 
+/* A greedy run ch+ (or, with ch == 0, a run of mouth characters) starting at q,
+ * backed off one character at a time until the (?!\w) lookahead passes: the end
+ * of the first accepted match, or -1 (the run must be non-empty). */
+static Py_ssize_t
+run_then_no_word(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Py_ssize_t q, Py_UCS4 ch)
+{
+    Py_ssize_t k = 0;
+    while (q + k < n && (ch ? t[q + k] == ch : is_mouth(t[q + k])))
+        k++;
+    for (; k >= 1; k--)
+        if (no_word_at(f, n, q + k))
+            return q + k;
+    return -1;
+}
+
 /* End of the emoticon starting at i (lookbehind already checked), or -1.
  * Each alternative explores its choices in the regex engine's order (greedy
  * optional first, longest repeat first) and accepts the first that passes the
@@ -251,7 +266,7 @@ static Py_ssize_t
 match_emoticon(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Py_ssize_t i)
 {
     Py_UCS4 c = t[i];
-    Py_ssize_t q, k;
+    Py_ssize_t q, k, e;
 
     /* [<>]?[:;=][\-o\*'^]?[mouth]+ */
     for (int lt = 1; lt >= 0; lt--) {
@@ -264,13 +279,8 @@ match_emoticon(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Py_ssize_
         for (int nose = 1; nose >= 0; nose--) {
             if (nose && !(p < n && is_nose(t[p])))
                 continue;
-            q = p + nose;
-            k = 0;
-            while (q + k < n && is_mouth(t[q + k]))
-                k++;
-            for (; k >= 1; k--)
-                if (no_word_at(f, n, q + k))
-                    return q + k;
+            if ((e = run_then_no_word(t, f, n, p + nose, 0)) >= 0)
+                return e;
         }
     }
     /* [\)\]\(\[/\\|][\-o\*'^]?[:;=] */
@@ -289,25 +299,13 @@ match_emoticon(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Py_ssize_
         for (int sl = 1; sl >= 0; sl--) {
             if (sl && !(i + 1 < n && t[i + 1] == '/'))
                 continue;
-            q = i + 1 + sl;
-            k = 0;
-            while (q + k < n && t[q + k] == '3')
-                k++;
-            for (; k >= 1; k--)
-                if (no_word_at(f, n, q + k))
-                    return q + k;
+            if ((e = run_then_no_word(t, f, n, i + 1 + sl, '3')) >= 0)
+                return e;
         }
     }
     /* xd+ */
-    if (c == 'x') {
-        q = i + 1;
-        k = 0;
-        while (q + k < n && t[q + k] == 'd')
-            k++;
-        for (; k >= 1; k--)
-            if (no_word_at(f, n, q + k))
-                return q + k;
-    }
+    if (c == 'x' && (e = run_then_no_word(t, f, n, i + 1, 'd')) >= 0)
+        return e;
     /* \^[_\-.]?\^ */
     if (c == '^') {
         for (int opt = 1; opt >= 0; opt--) {
