@@ -22,7 +22,7 @@
  * Objects:
  *   Vocab(terms)                 open-addressing hash table of code point
  *                                sequences -> column (the index in ``terms``)
- *   Vocab.count(texts, n_threads=1, lower=False) -> (indptr, indices, counts)
+ *   Vocab.count(texts, n_threads=1, lower=False, keep_mentions=False) -> (indptr, indices, counts)
  *                                bytearrays: int64 indptr (n + 1), int32
  *                                column indices sorted within each row, int32
  *                                counts. Out-of-vocabulary tokens are ignored.
@@ -360,6 +360,7 @@ typedef struct {
     int mode; /* 0 count, 1 list */
     struct Worker *w;
     PyObject *list;
+    int keep_mentions; /* a mention also yields the account itself ("@user_1a2b") */
 } Sink;
 
 static int sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e);
@@ -653,6 +654,7 @@ typedef struct Worker {
     Py_ssize_t ntouched;
     Buf buf;
     int failed;
+    int keep_mentions;
 } Worker;
 
 static inline void
@@ -683,6 +685,8 @@ sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e)
             break;
         case TOK_USER:
             count_col(w, v->col_user);
+            if (s->keep_mentions)
+                count_col(w, vocab_lookup(v, t + a, e - a, 0));
             break;
         default:
             count_col(w, vocab_lookup(v, t + a, e - a, 1));
@@ -717,6 +721,13 @@ sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e)
         break;
     case TOK_USER:
         o = PyUnicode_FromString("<user>");
+        if (o && s->keep_mentions) {
+            rc = PyList_Append(s->list, o);
+            Py_DECREF(o);
+            if (rc < 0)
+                return -1;
+            o = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a, e - a);
+        }
         break;
     default: {
         Py_UCS4 *tmp = (Py_UCS4 *)PyMem_Malloc((size_t)(e - a) * sizeof(Py_UCS4));
@@ -829,7 +840,7 @@ worker_run(void *arg)
         w->failed = 1;
         return NULL;
     }
-    Sink s = {0, w, NULL};
+    Sink s = {0, w, NULL, w->keep_mentions};
     for (Py_ssize_t d = w->d0; d < w->d1; d++) {
         Py_ssize_t n = normalise(&w->docs[d], &w->buf);
         if (n < 0 || scan(w->buf.t, w->buf.f, n, &s) < 0 || flush_doc(w, d) < 0) {
@@ -854,9 +865,9 @@ worker_free(Worker *w)
 static PyObject *
 Vocab_count(VocabObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"texts", "n_threads", "lower", NULL};
+    static char *kwlist[] = {"texts", "n_threads", "lower", "keep_mentions", NULL};
     PyObject *texts_arg, *seq = NULL, *result = NULL, *lowered = NULL;
-    int lower = 0;
+    int lower = 0, keep_mentions = 0;
     PyObject *b_indptr = NULL, *b_indices = NULL, *b_counts = NULL;
     int n_threads = 1;
     DocRef *docs = NULL;
@@ -864,7 +875,8 @@ Vocab_count(VocabObject *self, PyObject *args, PyObject *kwds)
     Worker *ws = NULL;
     int nw = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ip:count", kwlist, &texts_arg, &n_threads, &lower))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ipp:count", kwlist, &texts_arg, &n_threads, &lower,
+                                     &keep_mentions))
         return NULL;
     if (!self->slots) {
         PyErr_SetString(PyExc_RuntimeError, "Vocab is not initialised");
@@ -941,6 +953,7 @@ Vocab_count(VocabObject *self, PyObject *args, PyObject *kwds)
         Py_ssize_t d = 0, acc = 0;
         for (int k = 0; k < nw; k++) {
             ws[k].v = self;
+            ws[k].keep_mentions = keep_mentions;
             ws[k].docs = docs;
             ws[k].row_nnz = row_nnz;
             ws[k].d0 = d;
@@ -1034,7 +1047,7 @@ done:
 
 static PyMethodDef Vocab_methods[] = {
     {"count", (PyCFunction)(void (*)(void))Vocab_count, METH_VARARGS | METH_KEYWORDS,
-     "count(texts, n_threads=1, lower=False) -> (indptr, indices, counts)\n\n"
+     "count(texts, n_threads=1, lower=False, keep_mentions=False) -> (indptr, indices, counts)\n\n"
      "Token counts of lowercased texts (lower=True: lowercase them first, exactly as\n"
      "str.lower) over this vocabulary, as CSR parts in\n"
      "bytearrays: int64 indptr (len(texts) + 1), int32 column indices (ascending within\n"
@@ -1064,8 +1077,14 @@ static PyTypeObject VocabType = {
 /* ------------------------------------------------------------------ module functions */
 
 static PyObject *
-fc_tokenize(PyObject *module, PyObject *arg)
+fc_tokenize(PyObject *module, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"text", "keep_mentions", NULL};
+    PyObject *arg;
+    int keep_mentions = 0;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p:tokenize", kwlist, &arg, &keep_mentions))
+        return NULL;
     if (!PyUnicode_Check(arg)) {
         PyErr_Format(PyExc_TypeError, "tokenize() expects str, not %.100s", Py_TYPE(arg)->tp_name);
         return NULL;
@@ -1085,7 +1104,7 @@ fc_tokenize(PyObject *module, PyObject *arg)
         Py_DECREF(list);
         return PyErr_NoMemory();
     }
-    Sink s = {1, NULL, list};
+    Sink s = {1, NULL, list, keep_mentions};
     if (scan(b.t, b.f, n, &s) < 0) {
         buf_free(&b);
         Py_DECREF(list);
@@ -1109,10 +1128,10 @@ fc_char_flags(PyObject *module, PyObject *noargs)
 }
 
 static PyMethodDef module_methods[] = {
-    {"tokenize", (PyCFunction)fc_tokenize, METH_O,
-     "tokenize(text) -> list[str]\n\n"
-     "Tokens of an already lowercased text; equals geoae.features.tokenize(t) for\n"
-     "text = t.lower()."},
+    {"tokenize", (PyCFunction)(void (*)(void))fc_tokenize, METH_VARARGS | METH_KEYWORDS,
+     "tokenize(text, keep_mentions=False) -> list[str]\n\n"
+     "Tokens of an already lowercased text; equals geoae.features.tokenize(t, keep_mentions)\n"
+     "for text = t.lower()."},
     {"_char_flags", (PyCFunction)fc_char_flags, METH_NOARGS,
      "bytes of length 0x110000: per code point, 1 = \\w, 2 = \\d, 4 = \\s (test helper)."},
     {NULL, NULL, 0, NULL},

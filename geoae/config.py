@@ -78,6 +78,7 @@ class FeatureConfig:
     sublinear_tf: bool = True
     binary: bool = False
     ngram_max: int = 1
+    mentions: str = "mask"   # mask: @anyone -> <user>; keep: also the account itself (@user_1a2b)
     transformer_model: str = ""
     transformer_max_length: int = 128
     transformer_batch_size: int = 32
@@ -255,6 +256,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"features.min_df: must be >= 1; got {f.min_df}")
     if not 0.0 < f.max_df <= 1.0:
         raise ConfigError(f"features.max_df: must be in (0, 1]; got {f.max_df}")
+    _check_choice("features.mentions", f.mentions, ("mask", "keep"))
     if f.ngram_max < 1:
         raise ConfigError(f"features.ngram_max: must be >= 1; got {f.ngram_max}")
     if f.kind == "transformer" and not f.transformer_model:

@@ -104,6 +104,14 @@ def test_tokenize_fuzz_identical():
     assert not bad[:5]
 
 
+def test_keep_mentions_identical():
+    texts = _fuzz(5_000, seed=99) + ["@USER_ab12 hi @@x a@b (@Zed) @é_1 rt @user_1:", "@user_a", ""]
+    bad = [t for t in texts if tokenize(t, keep_mentions=True) != _fastcount.tokenize(t.lower(), keep_mentions=True)]
+    assert not bad[:5]
+    assert tokenize("RT @USER_ab12: hi", keep_mentions=True) == ["rt", "<user>", "@user_ab12", "hi"]
+    assert "@user_ab12" not in tokenize("RT @USER_ab12: hi")
+
+
 def test_tokenize_rejects_non_str():
     with pytest.raises(TypeError):
         _fastcount.tokenize(b"bytes")
@@ -241,6 +249,7 @@ def _sklearn_transform(f, texts):
     {"binary": True},
     {"binary": True, "sublinear_tf": False, "max_features": None},
     {"max_features": 50, "min_df": 1},
+    {"mentions": "keep", "min_df": 1},
 ])
 def test_transform_fast_path_matches_sklearn(params):
     texts = TRICKY + _fuzz(2000, seed=5) + [None, float("nan"), ""]
