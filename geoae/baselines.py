@@ -181,16 +181,11 @@ class MedianPoint(BaseEstimator):
         return out
 
 
-def _make_featurizer(max_features: int, min_df: int):
-    """``geoae.features.TfidfFeaturizer`` with sublinear tf, whatever its constructor style."""
+def _make_featurizer(max_features: int, min_df: int, mentions: str = "mask"):
+    """``geoae.features.TfidfFeaturizer`` with sublinear tf (the recipe's setting)."""
     from geoae.features import TfidfFeaturizer
 
-    try:
-        return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True)
-    except TypeError:
-        from geoae.config import FeatureConfig
-
-        return TfidfFeaturizer(FeatureConfig(kind="tfidf", max_features=max_features, min_df=min_df, sublinear_tf=True))
+    return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True, mentions=mentions)
 
 
 class TfidfLogReg(BaseEstimator):
@@ -198,8 +193,9 @@ class TfidfLogReg(BaseEstimator):
 
     def __init__(self, max_features: int = 10000, min_df: int = 2, C: float | None = None,
                  C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0,
-                 refit: bool = False):
+                 refit: bool = False, mentions: str = "mask"):
         self.refit = refit
+        self.mentions = mentions
         self.max_features = max_features
         self.min_df = min_df
         self.C = C
@@ -220,7 +216,7 @@ class TfidfLogReg(BaseEstimator):
         if df["state"].nunique() < 2:
             raise DataError("TfidfLogReg: needs training users from at least two states")
         texts = df["text"].fillna("").astype(str).tolist()
-        self.featurizer_ = _make_featurizer(self.max_features, self.min_df)
+        self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions)
         self.featurizer_.fit(texts)
         X = self.featurizer_.transform(texts)
         y = df["state"].to_numpy()
@@ -280,16 +276,20 @@ class TfidfLogReg(BaseEstimator):
         check_is_fitted(self)
         return {"C": self.C_, "C_source": self.C_source_, "dev_scores": dict(self.dev_scores_),
                 "max_features": self.max_features, "min_df": self.min_df, "sublinear_tf": True,
-                "refit_users": self.refit_users_,
+                "refit_users": self.refit_users_, "mentions": self.mentions,
                 "n_classes": len(self.classes_)}
 
 
 def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None,
-                  seed: int = 0, refit: bool = False) -> dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]]:
+                  seed: int = 0, refit: bool = False, same_features: dict | None = None,
+                  ) -> dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]]:
     """Fit every baseline on ``train_docs`` (tuning on ``dev_docs``) and predict ``eval_docs``.
 
     ``refit``: the TF-IDF + LR peer, after choosing C on dev, is refit on train + dev (as the
     SDAE is with ``finetune.refit``); the constant baselines always use train only.
+    ``same_features`` (``max_features``, ``min_df``, ``mentions`` of the model's TF-IDF), when
+    it differs from the recipe, adds ``tfidf_logreg_same_features``: the same classifier on
+    the model's own input, so a gain can be told apart from a better feature set.
 
     Returns ``{name: (pred_df, proba or None, classes or None)}`` for
     ``majority_state``, ``median_point`` and ``tfidf_logreg``; each
@@ -312,4 +312,11 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     p = lr.predict(eval_docs)
     p.attrs["baseline"] = lr.info()
     out["tfidf_logreg"] = (p, proba, list(lr.classes_))
+    recipe = {"max_features": lr.max_features, "min_df": lr.min_df, "mentions": lr.mentions}
+    if same_features and {k: same_features.get(k, v) for k, v in recipe.items()} != recipe:
+        lr2 = TfidfLogReg(seed=seed, refit=refit, **{k: same_features.get(k, v) for k, v in recipe.items()})
+        lr2.fit(train_docs, dev_docs)
+        p = lr2.predict(eval_docs)
+        p.attrs["baseline"] = lr2.info()
+        out["tfidf_logreg_same_features"] = (p, lr2.predict_proba(eval_docs), list(lr2.classes_))
     return out

@@ -178,13 +178,15 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
             rows.append(_row("geoae SDAE (this work)", metrics["geoae-sdae"], kind, "other point of the same model"))
     for name, a in results["ablations"].items():
         rows.append(_row(f"ablation: {name}", a["metrics"], note=a["description"]))
-    for name in ("baseline:tfidf_logreg", "baseline:majority_state", "baseline:median_point"):
+    notes = {"baseline:tfidf_logreg": "Rahimi/pigeo recipe, C tuned on val",
+             "baseline:tfidf_logreg_same_features": "same classifier on the SDAE's own TF-IDF input, C tuned on val"}
+    for name in ("baseline:tfidf_logreg", "baseline:tfidf_logreg_same_features", "baseline:majority_state",
+                 "baseline:median_point"):
         if name in metrics:
             m = metrics[name]
-            # Majority / median point have one point each; the LR peer gets both its points.
+            # Majority / median point have one point each; the LR peers get both their points.
             for kind in (m["points"] if "logreg" in name else [m["headline_point"]]):
-                rows.append(_row(name.replace("baseline:", "baseline: "), m, kind,
-                                 "Rahimi/pigeo recipe, C tuned on val" if "logreg" in name else "",
+                rows.append(_row(name.replace("baseline:", "baseline: "), m, kind, notes.get(name, ""),
                                  "median training point" if "median_point" in name else None))
     results["rows"] = rows
     results["table_md"] = table(rows)

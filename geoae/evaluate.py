@@ -527,8 +527,11 @@ def run_evaluate(
             # The peer gets the model's own data rule: a model refit on train + dev means the LR is too.
             mft = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "finetune", None)
             refit = bool(getattr(mft, "refit", False))
+            mfeat = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "features", None)
+            same = ({"max_features": mfeat.max_features, "min_df": mfeat.min_df, "mentions": mfeat.mentions}
+                    if mfeat is not None and mfeat.kind == "tfidf" else None)
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed,
-                                                                  refit=refit).items():
+                                                                  refit=refit, same_features=same).items():
                 r = evaluate_predictions(ev, bpred, bproba, bclasses, point=point,
                                          headline="state_median" if headline in ("model", "regression") else headline)
                 r["label"] = "baseline"

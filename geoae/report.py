@@ -514,7 +514,9 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
             f"Headline distance numbers use the {_point_label(head)}.",
             "Baselines are fitted on the train split of the same data: majority_state (most common train state for everyone), "
             "median_point (median train coordinate for everyone; predicts no state, so its state metrics are n/a), "
-            "tfidf_logreg (TF-IDF + multinomial logistic regression, C tuned on dev users when available).",
+            "tfidf_logreg (TF-IDF + multinomial logistic regression, C tuned on dev users when available; the Rahimi/pigeo "
+            "recipe: 10k features, min_df 2, mentions masked) and, when the model's TF-IDF differs from that recipe, "
+            "tfidf_logreg_same_features (the same classifier on the model's own TF-IDF settings).",
         ]),
         ("h", 2, f"Headline metrics (distance: {_point_label(head)})"),
         ("table", headline_table(results)),

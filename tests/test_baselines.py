@@ -145,3 +145,14 @@ def test_run_baselines_in_the_same_tables():
     assert "C" in out["tfidf_logreg"][0].attrs["baseline"]
     for r in res.values():
         json.dumps(r["metrics"], allow_nan=False)
+
+
+def test_same_features_peer_only_when_the_model_input_differs():
+    train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
+    recipe = {"max_features": 10000, "min_df": 2, "mentions": "mask"}
+    assert "tfidf_logreg_same_features" not in run_baselines(train, test, dev, same_features=recipe)
+    out = run_baselines(train, test, dev, same_features={**recipe, "mentions": "keep", "min_df": 1})
+    p, proba, classes = out["tfidf_logreg_same_features"]
+    info = p.attrs["baseline"]
+    assert info["mentions"] == "keep" and info["min_df"] == 1 and out["tfidf_logreg"][0].attrs["baseline"]["mentions"] == "mask"
+    assert proba.shape == (len(test), len(classes)) and list(p.columns) == list(PRED_COLUMNS)
