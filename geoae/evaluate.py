@@ -564,10 +564,11 @@ def run_evaluate(
 def print_summary(paths: dict) -> None:
     """One line per model (state acc, median km, Acc@161) and where the report is: the CLI's output."""
     metrics = json.loads(Path(paths["metrics.json"]).read_text("utf-8"))
+    width = max((len(n) for n in metrics["models"]), default=0) + 1
     for name, m in metrics["models"].items():
         acc = m.get("state_acc")
         print(
-            f"{name:28s} state acc {'n/a' if acc is None else f'{acc:.3f}'}  "
+            f"{name:{width}s} state acc {'n/a' if acc is None else f'{acc:.3f}'}  "
             f"median {m.get('median_km') if m.get('median_km') is None else round(m['median_km'], 1)} km  "
             f"Acc@161 {m.get('acc_at_161') if m.get('acc_at_161') is None else round(m['acc_at_161'], 3)}"
         )
