@@ -365,6 +365,15 @@ typedef struct {
 
 static int sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e);
 
+/* End of the run of \w characters starting at e. */
+static inline Py_ssize_t
+word_end(const unsigned char *f, Py_ssize_t n, Py_ssize_t e)
+{
+    while (e < n && (f[e] & F_W))
+        e++;
+    return e;
+}
+
 /* findall over the normalised buffer; returns 0 or -1 (error from the sink) */
 static int
 scan(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Sink *s)
@@ -390,10 +399,7 @@ scan(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Sink *s)
         /* 2 mention: (?<![\w@])@\w+ */
         if (c == '@' && i + 1 < n && (f[i + 1] & F_W) &&
             (i == 0 || (!(f[i - 1] & F_W) && t[i - 1] != '@'))) {
-            e = i + 2;
-            while (e < n && (f[e] & F_W))
-                e++;
-            if (sink_emit(s, TOK_USER, t, i, e) < 0)
+            if (sink_emit(s, TOK_USER, t, i, e = word_end(f, n, i + 2)) < 0)
                 return -1;
             i = e;
             continue;
@@ -411,10 +417,7 @@ scan(const Py_UCS4 *t, const unsigned char *f, Py_ssize_t n, Sink *s)
         /* 4 word: \#\w+ | \d+(?:[.,]\d+)+ | \w+(?:['’]\w+)* */
         if (c == '#') {
             if (i + 1 < n && (f[i + 1] & F_W)) {
-                e = i + 2;
-                while (e < n && (f[e] & F_W))
-                    e++;
-                if (sink_emit(s, TOK_WORD, t, i, e) < 0)
+                if (sink_emit(s, TOK_WORD, t, i, e = word_end(f, n, i + 2)) < 0)
                     return -1;
                 i = e;
                 continue;
@@ -668,6 +671,17 @@ count_col(Worker *w, int32_t col)
     }
 }
 
+/* Append a new reference (NULL: the error is already set) to a list, consuming it. */
+static int
+append_new(PyObject *list, PyObject *o)
+{
+    if (!o)
+        return -1;
+    int rc = PyList_Append(list, o);
+    Py_DECREF(o);
+    return rc;
+}
+
 static int
 sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e)
 {
@@ -696,38 +710,22 @@ sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e)
     }
     /* list mode (GIL held) */
     PyObject *o;
-    int rc;
     switch (type) {
     case TOK_WORD:
-        o = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a, e - a);
-        if (!o)
+        if (append_new(s->list, PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a, e - a)) < 0)
             return -1;
-        rc = PyList_Append(s->list, o);
-        Py_DECREF(o);
-        if (rc < 0)
+        if (t[a] == '#' &&
+            append_new(s->list, PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a + 1, e - a - 1)) < 0)
             return -1;
-        if (t[a] == '#') {
-            o = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a + 1, e - a - 1);
-            if (!o)
-                return -1;
-            rc = PyList_Append(s->list, o);
-            Py_DECREF(o);
-            if (rc < 0)
-                return -1;
-        }
         return 0;
     case TOK_URL:
         o = PyUnicode_FromString("<url>");
         break;
     case TOK_USER:
-        o = PyUnicode_FromString("<user>");
-        if (o && s->keep_mentions) {
-            rc = PyList_Append(s->list, o);
-            Py_DECREF(o);
-            if (rc < 0)
-                return -1;
-            o = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a, e - a);
-        }
+        if (s->keep_mentions && append_new(s->list, PyUnicode_FromString("<user>")) < 0)
+            return -1;
+        o = s->keep_mentions ? PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, t + a, e - a)
+                             : PyUnicode_FromString("<user>");
         break;
     default: {
         Py_UCS4 *tmp = (Py_UCS4 *)PyMem_Malloc((size_t)(e - a) * sizeof(Py_UCS4));
@@ -742,11 +740,7 @@ sink_emit(Sink *s, int type, const Py_UCS4 *t, Py_ssize_t a, Py_ssize_t e)
         break;
     }
     }
-    if (!o)
-        return -1;
-    rc = PyList_Append(s->list, o);
-    Py_DECREF(o);
-    return rc;
+    return append_new(s->list, o);
 }
 
 static void
