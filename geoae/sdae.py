@@ -154,7 +154,9 @@ class GeoSDAE(nn.Module):
         if x.layout != torch.strided:
             if noise is not None or reconstruct:
                 raise ValueError("sparse input is for inference only (no noise, reconstruct=False)")
-            return self.from_first_product(x @ first_layer_rows(self, [self]))
+            # A single network is scored sparsely while it trains (dev users after every epoch),
+            # when its weights change between calls: a transient contiguous copy, no cache.
+            return self.from_first_product(x @ self.layers[0].encoder.weight.t().contiguous())
         target = x * self.input_scale
         h = target if noise is None else noise(target)
         for layer in self.layers:
