@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from geoae.errors import DataError
+from geoae.labels import region_of, state_codes
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +47,8 @@ PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lo
 DEFAULT_C_GRID = (1.0, 5.0, 10.0, 50.0)
 
 
-def _clean_states(values: Any) -> np.ndarray:
-    out = []
-    for v in np.asarray(values, dtype=object).ravel():
-        out.append("" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v).strip())
-    return np.asarray(out, dtype=object)
-
-
 def _regions(codes: Sequence[str]) -> list:
-    from geoae.labels import region_of
-
-    codes = list(codes)
-    try:
-        res = region_of(codes)
-        if isinstance(res, str) or len(res) != len(codes):
-            raise TypeError
-        return [r if r else None for r in res]
-    except Exception:
-        out = []
-        for c in codes:
-            try:
-                out.append(region_of(c) or None if c else None)
-            except Exception:
-                out.append(None)
-        return out
+    return [r or None for r in region_of(list(codes))]
 
 
 def _labelled(train_docs: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -77,7 +56,7 @@ def _labelled(train_docs: pd.DataFrame, what: str) -> pd.DataFrame:
         if col not in train_docs.columns:
             raise DataError(f"{what}: training documents lack column {col!r}")
     df = train_docs.copy()
-    df["state"] = _clean_states(df["state"])
+    df["state"] = state_codes(df["state"])
     return df
 
 
@@ -267,10 +246,16 @@ class TfidfLogReg(BaseEstimator):
         return self.model_.predict_proba(X)
 
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
+        return self.predict_with_proba(docs)[0]
+
+    def predict_with_proba(self, docs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """``predict``'s frame and ``predict_proba``'s matrix from one featurization."""
         proba = self.predict_proba(docs)
         j = np.argmax(proba, axis=1)
         states = [self.classes_[i] for i in j]
-        return _frame(docs["user_id"].to_numpy(), states, proba[np.arange(len(j)), j], self.state_points_, proba, self.classes_)
+        frame = _frame(docs["user_id"].to_numpy(), states, proba[np.arange(len(j)), j], self.state_points_, proba,
+                       self.classes_)
+        return frame, proba
 
     def info(self) -> dict:
         check_is_fitted(self)
@@ -307,16 +292,15 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     p.attrs["baseline"] = {"point": list(med.point_), "predicts_state": False}
     out["median_point"] = (p, None, None)
 
-    lr = TfidfLogReg(seed=seed, refit=refit).fit(train_docs, dev_docs)
-    proba = lr.predict_proba(eval_docs)
-    p = lr.predict(eval_docs)
-    p.attrs["baseline"] = lr.info()
-    out["tfidf_logreg"] = (p, proba, list(lr.classes_))
-    recipe = {"max_features": lr.max_features, "min_df": lr.min_df, "mentions": lr.mentions}
-    if same_features and {k: same_features.get(k, v) for k, v in recipe.items()} != recipe:
-        lr2 = TfidfLogReg(seed=seed, refit=refit, **{k: same_features.get(k, v) for k, v in recipe.items()})
-        lr2.fit(train_docs, dev_docs)
-        p = lr2.predict(eval_docs)
-        p.attrs["baseline"] = lr2.info()
-        out["tfidf_logreg_same_features"] = (p, lr2.predict_proba(eval_docs), list(lr2.classes_))
+    recipe = TfidfLogReg().get_params()  # the Rahimi/pigeo settings are the estimator's defaults
+    recipe = {k: recipe[k] for k in ("max_features", "min_df", "mentions")}
+    peers = {"tfidf_logreg": recipe}
+    same = {k: (same_features or {}).get(k, v) for k, v in recipe.items()}
+    if same != recipe:
+        peers["tfidf_logreg_same_features"] = same
+    for name, features in peers.items():
+        lr = TfidfLogReg(seed=seed, refit=refit, **features).fit(train_docs, dev_docs)
+        p, proba = lr.predict_with_proba(eval_docs)
+        p.attrs["baseline"] = lr.info()
+        out[name] = (p, proba, list(lr.classes_))
     return out

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 
 from geoae.errors import ArtifactError, DataError, GeoaeError
+from geoae.geo import haversine_km, valid_coordinates
+from geoae.labels import region_of, state_codes
 
 log = logging.getLogger(__name__)
 
@@ -62,44 +64,16 @@ DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split", "state", "r
 # --------------------------------------------------------------------------- helpers
 
 
-def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    from geoae.geo import haversine_km
-
-    return np.asarray(haversine_km(lat1, lon1, lat2, lon2), dtype=np.float64)
-
-
 def _codes(values: Any, n: int | None = None) -> np.ndarray:
-    """State codes as an object array of ``str``, missing ones as ``""``."""
+    """State codes as an object array of ``str``, missing ones as ``""`` (``n`` of them for ``None``)."""
     if values is None:
         return np.full(n or 0, "", dtype=object)
-    arr = np.asarray(values, dtype=object).ravel()
-    out = np.empty(arr.shape[0], dtype=object)
-    for i, v in enumerate(arr):
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
-            out[i] = ""
-        else:
-            out[i] = str(v).strip()
-    return out
+    return state_codes(values)
 
 
 def _regions(codes: np.ndarray) -> np.ndarray:
-    """Census region of each code via ``geoae.labels.region_of``; ``""`` when unknown."""
-    from geoae.labels import region_of
-
-    codes = list(codes)
-    try:
-        res = region_of(codes)
-        if isinstance(res, str) or len(res) != len(codes):
-            raise TypeError
-        res = list(res)
-    except Exception:  # scalar-only implementation, or an unknown code raising
-        res = []
-        for c in codes:
-            try:
-                res.append(region_of(c) if c else "")
-            except Exception:
-                res.append("")
-    return _codes(res)
+    """Census region of each code; ``""`` when unknown."""
+    return region_of(list(codes)).astype(object)
 
 
 def _float_or_none(x: Any) -> float | None:
@@ -115,18 +89,14 @@ def _floats(values: Any, n: int) -> np.ndarray:
     return pd.to_numeric(pd.Series(np.asarray(values, dtype=object).ravel()), errors="coerce").to_numpy(dtype=np.float64)
 
 
-def _valid_coords(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-
-
 def error_km(true_lat, true_lon, pred_lat, pred_lon) -> np.ndarray:
     """Great-circle error per user in km; ``nan`` where either point is missing or invalid."""
     tl, tn = np.asarray(true_lat, dtype=np.float64), np.asarray(true_lon, dtype=np.float64)
     pl, pn = np.asarray(pred_lat, dtype=np.float64), np.asarray(pred_lon, dtype=np.float64)
     out = np.full(tl.shape[0], np.nan)
-    ok = _valid_coords(tl, tn) & _valid_coords(pl, pn)
+    ok = valid_coordinates(tl, tn) & valid_coordinates(pl, pn)
     if ok.any():
-        out[ok] = _haversine_km(tl[ok], tn[ok], pl[ok], pn[ok])
+        out[ok] = haversine_km(tl[ok], tn[ok], pl[ok], pn[ok])
     return out
 
 
@@ -197,7 +167,7 @@ def compute_metrics(
         m["top3_state_acc"] = None
 
     err = error_km(tlat, tlon, plat, plon)
-    has_truth = _valid_coords(tlat, tlon)
+    has_truth = valid_coordinates(tlat, tlon)
     ok = np.isfinite(err)
     m["n_distance"] = int(ok.sum())
     m["n_no_point"] = int((has_truth & ~ok).sum())
@@ -510,9 +480,13 @@ def run_evaluate(
     if predictor is not None:
         # Only what a prediction-time document has: no labels reach the model.
         inputs = ev[[c for c in ("user_id", "text", "n_tweets") if c in ev.columns]]
-        pred = predictor.predict(inputs)
         classes = list(getattr(predictor, "classes_", []) or []) or None
-        proba = predictor.predict_proba(inputs) if classes is not None and hasattr(predictor, "predict_proba") else None
+        if hasattr(predictor, "predict_with_proba"):  # one scoring pass for both
+            pred, proba = predictor.predict_with_proba(inputs)
+            proba = proba if classes is not None else None
+        else:
+            pred = predictor.predict(inputs)
+            proba = predictor.predict_proba(inputs) if classes is not None and hasattr(predictor, "predict_proba") else None
         head = getattr(predictor, "point_", "regression") if headline == "model" else headline
         results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=head)
         results[model_name]["label"] = "SDAE (this model)"

@@ -66,6 +66,13 @@ OUTSIDE_US_POLICIES = ("drop", "keep", "fail")
 _KM_PER_DEG = 111.19
 
 
+def state_codes(values) -> np.ndarray:
+    """State codes as an object array of stripped ``str``; missing ones (None, NaN, NA) as ``""``."""
+    arr = np.asarray(values, dtype=object).ravel()
+    return np.array(["" if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v))
+                     else str(v).strip() for v in arr], dtype=object)
+
+
 def region_of(codes) -> np.ndarray:
     """Census region for each USPS code ("" for "", territories and unknown codes)."""
     arr = np.asarray(codes, dtype=object).ravel()

@@ -42,8 +42,7 @@ from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog
-from geoae.finetune import predict_arrays
-from geoae.geo import bayes_point_index
+from geoae.finetune import point_predictions, predict_arrays
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class Predictor:
     def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities [n, C], regression coordinates [n, 2], and whether any vocabulary word was seen."""
         X = self.artifact.featurizer.transform(texts)
-        nnz = np.asarray((X != 0).sum(axis=1)).ravel() if hasattr(X, "nnz") else np.count_nonzero(X, axis=1)
+        nnz = X.getnnz(axis=1) if hasattr(X, "getnnz") else np.count_nonzero(X, axis=1)
         probs, coords = predict_arrays(self.artifact.model, X, self.device, self.batch_size)
         if not len(probs):
             return probs, coords.astype(np.float64), np.zeros(0, bool)
@@ -94,10 +93,15 @@ class Predictor:
 
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
         """One row per input row (same order) with the columns in ``OUTPUT_COLUMNS``."""
+        return self.predict_with_proba(docs)[0]
+
+    def predict_with_proba(self, docs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """``predict``'s frame and ``predict_proba``'s matrix from one scoring pass."""
         if "text" not in docs.columns:
             raise DataError("predict needs a 'text' column (one document per user)")
         texts = docs["text"].fillna("").astype(str).tolist()
         n = len(texts)
+        probs, coords, seen = self._score(texts)  # empty texts score the empty vector, as in predict_proba
         uid = docs["user_id"].astype(str).to_numpy() if "user_id" in docs.columns else np.arange(n).astype(str)
         ntw = docs["n_tweets"].to_numpy() if "n_tweets" in docs.columns else np.ones(n, dtype=np.int64)
         empty = np.array([not t.strip() for t in texts], dtype=bool)
@@ -110,35 +114,29 @@ class Predictor:
         keep = np.flatnonzero(~empty)
         out.loc[empty, "status"] = "empty_text"
         if len(keep):
-            probs, coords, seen = self._score([texts[i] for i in keep])
-            k = self.top_k
-            top = np.argsort(-probs, axis=1)[:, :k]
+            kp = probs[keep]
+            top = np.argsort(-kp, axis=1)[:, :self.top_k]
             best = top[:, 0]
-            pbest = probs[np.arange(len(keep)), best]
-            pts = self.artifact.state_points[best]
+            pbest = kp[np.arange(len(keep)), best]
             out.loc[keep, "state"] = self._classes[best]
             out.loc[keep, "region"] = self._regions[best]
             out.loc[keep, "state_prob"] = pbest
             out.loc[keep, "confidence"] = pbest
-            bayes = self.artifact.state_points[
-                bayes_point_index(probs, self.artifact.state_points, self.artifact.config.finetune.bayes_cap_km)]
-            out.loc[keep, "reg_lat"] = coords[:, 0]
-            out.loc[keep, "reg_lon"] = coords[:, 1]
-            out.loc[keep, "state_lat"] = pts[:, 0]
-            out.loc[keep, "state_lon"] = pts[:, 1]
-            out.loc[keep, "bayes_lat"] = bayes[:, 0]
-            out.loc[keep, "bayes_lon"] = bayes[:, 1]
+            points = point_predictions(kp, coords[keep], self.artifact.state_points,
+                                       self.artifact.config.finetune.bayes_cap_km)
+            for kind, (la, lo) in POINT_KINDS.items():
+                out.loc[keep, la] = points[kind][:, 0]
+                out.loc[keep, lo] = points[kind][:, 1]
             la, lo = POINT_KINDS[self.point_]
             out.loc[keep, "lat"] = out.loc[keep, la]
             out.loc[keep, "lon"] = out.loc[keep, lo]
-            tp = np.take_along_axis(probs, top, axis=1)
+            tp = np.take_along_axis(kp, top, axis=1)
             out.loc[keep, "top_states"] = [
                 json.dumps([[self.classes_[j], round(float(p), 6)] for j, p in zip(row, prow)])
                 for row, prow in zip(top, tp)
             ]
-            unseen = keep[~seen]
-            out.loc[unseen, "status"] = "no_known_words"
-        return out[OUTPUT_COLUMNS]
+            out.loc[keep[~seen[keep]], "status"] = "no_known_words"
+        return out[OUTPUT_COLUMNS], probs
 
 
 def load_predictor(model_dir: str | Path, *, device: str = "cpu", top_k: int = 3) -> Predictor:
