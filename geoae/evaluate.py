@@ -468,7 +468,8 @@ def run_evaluate(
         predictor = load_predictor(model_dir)
         model_cfg, model_files = _model_provenance(model_dir)
     # Baselines train and tune on exactly the users the model did (its config's splits).
-    mdata = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "data", None)
+    mcfg = getattr(getattr(predictor, "artifact", None), "config", None)  # None for a duck-typed predictor
+    mdata = getattr(mcfg, "data", None)
     train_splits = list(train_splits or (mdata.train_splits if mdata else ["train"]))
     dev_splits = list(dev_splits or (mdata.dev_splits if mdata else ["dev"]))
     if split in train_splits or split in dev_splits:
@@ -499,9 +500,8 @@ def run_evaluate(
             from geoae.baselines import run_baselines
 
             # The peer gets the model's own data rule: a model refit on train + dev means the LR is too.
-            mft = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "finetune", None)
-            refit = bool(getattr(mft, "refit", False))
-            mfeat = getattr(getattr(getattr(predictor, "artifact", None), "config", None), "features", None)
+            refit = bool(getattr(getattr(mcfg, "finetune", None), "refit", False))
+            mfeat = getattr(mcfg, "features", None)
             same = ({"max_features": mfeat.max_features, "min_df": mfeat.min_df, "mentions": mfeat.mentions}
                     if mfeat is not None and mfeat.kind == "tfidf" else None)
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed,

@@ -141,6 +141,30 @@ def state_points(train: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return pts
 
 
+def _start_member(k: int, cfg: Config, n_features: int, n_classes: int, scaler: tuple, pretrained: dict | None,
+                  device) -> tuple[GeoSDAE, dict]:
+    """Ensemble member ``k`` at its starting point, and its generators.
+
+    Seeding comes first, so without pretraining member ``k`` always starts from the same
+    random initialisation (the selection pass and the refit share it).
+    """
+    gens = make_generators(cfg.train.seed + 1 + 7919 * k, device)
+    member = GeoSDAE(n_features, n_classes, cfg.model).to(device)
+    member.set_coord_scaler(torch.tensor(scaler[0]), torch.tensor(scaler[1]))
+    if pretrained is not None:
+        member.load_state_dict(pretrained)
+    return member, gens
+
+
+def _matching_checkpoint(d: Path, tag: dict, resume: bool) -> tuple[dict, dict] | None:
+    """The checkpoint in ``d`` if resuming and it was made with ``tag`` (config, data, start weights)."""
+    state = load_checkpoint(d) if resume else None
+    if state is not None and any(state[0]["position"].get(a) != b for a, b in tag.items()):
+        log.warning("checkpoint in %s was made from other pretrained weights, data or config; it starts afresh", d)
+        return None
+    return state
+
+
 def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingSet, dev_set: TrainingSet,
            classes: list[str], results: list[dict], pretrained: dict | None, scaler: tuple, device,
            ckpt: Path, member_tag: dict, resume: bool, on_epoch_end) -> tuple[GeoSDAEEnsemble, np.ndarray, dict]:
@@ -160,20 +184,11 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
     for k, r in enumerate(results):
         n_ep = max(int(r["best_epoch"]), 1)
         rcfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, epochs=n_ep))
-        # Same order as the selection pass: seeding first, so without pretraining the member
-        # starts from the same random initialisation as before.
-        gens = make_generators(cfg.train.seed + 1 + 7919 * k, device)
-        member = GeoSDAE(X.shape[1], len(classes), cfg.model).to(device)
-        member.set_coord_scaler(torch.tensor(scaler[0]), torch.tensor(scaler[1]))
-        if pretrained is not None:
-            member.load_state_dict(pretrained)
-        rdir = ckpt / f"refit{k}"
-        rstate = load_checkpoint(rdir) if resume else None
-        if rstate is not None and any(rstate[0]["position"].get(a) != b for a, b in {**tag, "epochs": n_ep}.items()):
-            rstate = None
+        member, gens = _start_member(k, cfg, X.shape[1], len(classes), scaler, pretrained, device)
+        rdir, rtag = ckpt / f"refit{k}", {**tag, "epochs": n_ep}
         hook = (lambda st, _layer, ep, k=k: on_epoch_end("refit", k, ep)) if on_epoch_end else None
-        finetune(member, full, None, rcfg, device=device, gens=gens,
-                 ckpt_dir=rdir, resume=rstate, on_epoch_end=hook, ckpt_tag={**tag, "epochs": n_ep}, fixed_epochs=True)
+        finetune(member, full, None, rcfg, device=device, gens=gens, ckpt_dir=rdir,
+                 resume=_matching_checkpoint(rdir, rtag, resume), on_epoch_end=hook, ckpt_tag=rtag, fixed_epochs=True)
         members.append(member)
         epochs.append(n_ep)
     log.info("refit %d members on %d train + dev users for %s epochs", len(members), len(full), epochs)
@@ -222,8 +237,7 @@ def train(
     timings: dict[str, float] = {}
     # Unlabelled users (data.unlabelled_splits): text only, for the unsupervised steps. Their
     # labels and coordinates are dropped here so nothing downstream can touch them.
-    ul = docs[docs["split"].isin(d.unlabelled_splits)][["user_id", "text", "split"]].reset_index(drop=True) \
-        if d.unlabelled_splits else docs.iloc[:0][["user_id", "text", "split"]]
+    ul = docs.loc[docs["split"].isin(d.unlabelled_splits), ["user_id", "text"]]  # empty when none are named
     if d.unlabelled_splits:
         missing = sorted(set(d.unlabelled_splits) - set(docs["split"].unique()))
         if missing:
@@ -234,7 +248,7 @@ def train(
                  f" (transductive: {evaluated} are also evaluated; only their text is used)" if evaluated else "")
     with Timer() as t:
         # Users in both train and unlabelled splits are counted once.
-        extra = ul[~ul["user_id"].isin(tr["user_id"])] if len(ul) else ul
+        extra = ul[~ul["user_id"].isin(tr["user_id"])]
         featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist() + extra["text"].tolist())
         X_tr = featurizer.transform(tr["text"].tolist())
         X_dv = featurizer.transform(dv["text"].tolist()) if len(dv) else None
@@ -306,17 +320,9 @@ def train(
     members, results = [], []
     with Timer() as t:
         for k in range(cfg.finetune.ensemble):
-            mgens = make_generators(cfg.train.seed + 1 + 7919 * k, device)
-            member = GeoSDAE(X_tr.shape[1], len(classes), cfg.model).to(device)
-            member.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
-            if pretrained is not None:
-                member.load_state_dict(pretrained)
+            member, mgens = _start_member(k, cfg, X_tr.shape[1], len(classes), (mean, std), pretrained, device)
             mdir = ckpt / f"member{k}"
-            mstate = load_checkpoint(mdir) if resume else None
-            if mstate is not None and any(mstate[0]["position"].get(k) != v for k, v in member_tag.items()):
-                log.warning("checkpoint in %s was made from other pretrained weights or config; member %d starts afresh",
-                            mdir, k)
-                mstate = None
+            mstate = _matching_checkpoint(mdir, member_tag, resume)
             hook = (lambda st, _layer, ep, k=k: on_epoch_end(st, k, ep)) if on_epoch_end else None
             results.append(finetune(member, train_set, dev_set, cfg, device=device, gens=mgens, ref_median_km=ref_median,
                                     class_points=class_points, ckpt_dir=mdir, resume=mstate, on_epoch_end=hook,

@@ -171,14 +171,6 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
                "users_per_second": round(users / secs, 1) if secs > 0 else None}
 
 
-def _fast_available() -> bool:
-    try:
-        from geoae import _fastcount  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int, dict]:
     """Where predict time goes at x1: stage timers, then cProfile of a plain ``predict_files``."""
     import cProfile
@@ -187,6 +179,7 @@ def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int
 
     import torch
 
+    from geoae import features
     from geoae.documents import iter_documents
     from geoae.features import tokenize
     from geoae.predict import _Writer, load_predictor, predict_files
@@ -269,7 +262,7 @@ def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int
         "staged_total_s_excl_load": round(staged, 3),
         "users_per_second_by_stage": {k: round(users / v, 1) for k, v in t.items() if k != "load_model" and v > 0},
         "featurize_mb_per_s": round(n_chars / 1e6 / t["featurize"], 2) if t["featurize"] > 0 else None,
-        "featurize_path": "compiled (geoae._fastcount)" if _fast_available() else "pure Python (extension not built)",
+        "featurize_path": "compiled (geoae._fastcount)" if features._fastcount is not None else "pure Python (extension not built)",
         "reference_python_tokenize_s": round(ref_tokenize_s, 4),
         "reference_python_tokenize_mb_per_s": round(n_chars / 1e6 / ref_tokenize_s, 2) if ref_tokenize_s > 0 else None,
         "predict_files_under_cprofile_s": round(t_end_to_end, 3),

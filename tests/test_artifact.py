@@ -20,7 +20,7 @@ from geoae.errors import ArtifactError
 from geoae.pipeline import load_documents
 from geoae.predict import Predictor
 from geoae.sdae import GeoSDAE
-from tests.tiny_run import refused, prepared_data, tiny_config, trained_model
+from tests.tiny_run import killed_on_call, prepared_data, refused, tiny_config, trained_model
 
 
 @pytest.fixture(scope="module")
@@ -253,16 +253,8 @@ def test_kill_mid_save_leaves_previous_artifact_loadable(model_dir, docs, monkey
 def test_kill_mid_weight_write_leaves_previous_artifact_loadable(model_dir, docs, monkeypatch):
     proba0, _ = _outputs(load_artifact(model_dir), docs)
     new = _perturbed(load_artifact(model_dir))
-    real = artifact_mod.atomic_write_bytes
-    calls = []
-
-    def dies_on_second(path, data):
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed while writing the featurizer weights")
-        real(path, data)
-
-    monkeypatch.setattr(artifact_mod, "atomic_write_bytes", dies_on_second)
+    monkeypatch.setattr(artifact_mod, "atomic_write_bytes",
+                        killed_on_call(artifact_mod.atomic_write_bytes, 2, "killed while writing the featurizer weights"))
     with pytest.raises(KeyboardInterrupt):
         save_artifact(model_dir, new)
     monkeypatch.undo()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import geoae.checkpoint as checkpoint_mod
 from geoae.errors import ArtifactError, GeoaeError
 from geoae.pipeline import train
-from tests.tiny_run import refused, prepared_data, tiny_config
+from tests.tiny_run import killed_on_call, prepared_data, refused, tiny_config
 
 # Three pretraining epochs per layer and four fine-tuning epochs (patience high
 # enough that early stopping never ends the run before the kill points).
@@ -105,16 +105,9 @@ def test_killed_then_resumed_equals_uninterrupted(where, extra, data, reference,
 
 def test_kill_between_checkpoint_writes_resumes_from_previous_checkpoint(data, reference, tmp_path, monkeypatch):
     """A kill after the tensors of a checkpoint were written but before its JSON: the previous checkpoint holds."""
-    real = checkpoint_mod.atomic_write_text
-    calls = []
-
-    def dies_on_third(path, text):
-        calls.append(path)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed between the tensor and JSON writes of a checkpoint")
-        real(path, text)
-
-    monkeypatch.setattr(checkpoint_mod, "atomic_write_text", dies_on_third)
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_text",
+                        killed_on_call(checkpoint_mod.atomic_write_text, 3,
+                                       "killed between the tensor and JSON writes of a checkpoint"))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(), data, tmp_path)
     monkeypatch.undo()

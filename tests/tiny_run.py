@@ -88,3 +88,17 @@ def refused(exc: type[BaseException], pattern: str, *paths: str | Path):
     for p in sorted((str(p) for p in paths), key=len, reverse=True):
         msg = msg.replace(p, "<path>")
     assert re.search(pattern, msg), f"{pattern!r} not in {msg!r}"
+
+
+def killed_on_call(real, n: int, message: str):
+    """A stand-in for the writer ``real`` that raises ``KeyboardInterrupt(message)`` on its ``n``-th
+    call (a kill at that moment) and otherwise writes as ``real`` does."""
+    calls = []
+
+    def write(path, data):
+        calls.append(path)
+        if len(calls) == n:
+            raise KeyboardInterrupt(message)
+        real(path, data)
+
+    return write
