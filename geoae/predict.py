@@ -54,6 +54,17 @@ POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
+def top_states_json(top: np.ndarray, prob: np.ndarray, classes: np.ndarray) -> list[str]:
+    """``[[code, prob], ...]`` per row as JSON text, probabilities rounded to 6 decimals.
+
+    Formatted directly (state codes are plain ASCII and ``repr`` of a float is what
+    ``json.dumps`` writes), ~5x faster than one ``json.dumps`` call per user.
+    """
+    head = [f'["{c}", ' for c in classes.tolist()]
+    return ["[" + ", ".join(f"{head[j]}{round(p, 6)!r}]" for j, p in zip(row, prow)) + "]"
+            for row, prow in zip(top.tolist(), prob.astype(np.float64).tolist())]
+
+
 class Predictor:
     """Scores user documents with a loaded artifact. ``classes_`` lists the state codes of the proba columns."""
 
@@ -105,37 +116,34 @@ class Predictor:
         uid = docs["user_id"].astype(str).to_numpy() if "user_id" in docs.columns else np.arange(n).astype(str)
         ntw = docs["n_tweets"].to_numpy() if "n_tweets" in docs.columns else np.ones(n, dtype=np.int64)
         empty = np.array([not t.strip() for t in texts], dtype=bool)
-        out = pd.DataFrame({"user_id": uid, "n_tweets": ntw})
-        out["status"] = "ok"
-        for col in ("state", "region", "top_states"):
-            out[col] = pd.Series([None] * n, dtype=object)
-        for col in ("state_prob", "lat", "lon", "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "confidence"):
-            out[col] = np.nan
         keep = np.flatnonzero(~empty)
-        out.loc[empty, "status"] = "empty_text"
+        # Columns are filled as whole arrays and the frame is built once: per-column ``.loc``
+        # writes into an object frame cost more than the model's forward pass on big chunks.
+        cols: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS[6:-2] + ["state_prob", "confidence"]}
+        state = np.full(n, None, dtype=object)
+        region = np.full(n, None, dtype=object)
+        tops = np.full(n, None, dtype=object)
+        status = np.where(empty, "empty_text", "ok").astype(object)
         if len(keep):
             kp = probs[keep]
             top = np.argsort(-kp, axis=1)[:, :self.top_k]
             best = top[:, 0]
             pbest = kp[np.arange(len(keep)), best]
-            out.loc[keep, "state"] = self._classes[best]
-            out.loc[keep, "region"] = self._regions[best]
-            out.loc[keep, "state_prob"] = pbest
-            out.loc[keep, "confidence"] = pbest
+            state[keep] = self._classes[best]
+            region[keep] = self._regions[best]
+            cols["state_prob"][keep] = pbest
+            cols["confidence"][keep] = pbest
             points = point_predictions(kp, coords[keep], self.artifact.state_points,
                                        self.artifact.config.finetune.bayes_cap_km)
             for kind, (la, lo) in POINT_KINDS.items():
-                out.loc[keep, la] = points[kind][:, 0]
-                out.loc[keep, lo] = points[kind][:, 1]
+                cols[la][keep] = points[kind][:, 0]
+                cols[lo][keep] = points[kind][:, 1]
             la, lo = POINT_KINDS[self.point_]
-            out.loc[keep, "lat"] = out.loc[keep, la]
-            out.loc[keep, "lon"] = out.loc[keep, lo]
-            tp = np.take_along_axis(kp, top, axis=1)
-            out.loc[keep, "top_states"] = [
-                json.dumps([[self.classes_[j], round(float(p), 6)] for j, p in zip(row, prow)])
-                for row, prow in zip(top, tp)
-            ]
-            out.loc[keep[~seen[keep]], "status"] = "no_known_words"
+            cols["lat"], cols["lon"] = cols[la].copy(), cols[lo].copy()
+            tops[keep] = top_states_json(top, np.take_along_axis(kp, top, axis=1), self._classes)
+            status[keep[~seen[keep]]] = "no_known_words"
+        obj = {c: pd.Series(v, dtype=object) for c, v in (("state", state), ("region", region), ("top_states", tops))}
+        out = pd.DataFrame({"user_id": uid, "n_tweets": ntw, "status": status.astype(str), **obj, **cols})
         return out[OUTPUT_COLUMNS], probs
 
 
