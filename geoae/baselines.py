@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from geoae.errors import DataError
 from geoae.labels import region_of, state_codes
+from geoae.tweets import text_list
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class TfidfLogReg(BaseEstimator):
         df = df[df["state"] != ""]
         if df["state"].nunique() < 2:
             raise DataError("TfidfLogReg: needs training users from at least two states")
-        texts = df["text"].fillna("").astype(str).tolist()
+        texts = text_list(df["text"])
         self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions)
         self.featurizer_.fit(texts)
         X = self.featurizer_.transform(texts)
@@ -211,7 +212,7 @@ class TfidfLogReg(BaseEstimator):
             self.C_, self.C_source_ = float(self.C), "given"
             self.model_ = self._lr(self.C_).fit(X, y)
         elif dev is not None and len(self.C_grid) > 1:
-            Xd = self.featurizer_.transform(dev["text"].fillna("").astype(str).tolist())
+            Xd = self.featurizer_.transform(text_list(dev["text"]))
             yd = dev["state"].to_numpy()
             best = None
             for C in self.C_grid:
@@ -230,7 +231,7 @@ class TfidfLogReg(BaseEstimator):
         if self.refit and dev is not None:
             # Same rule as the SDAE's finetune.refit: choose on dev, then refit the classifier on
             # train + dev (features stay fitted on train) and take state points over both.
-            Xd = self.featurizer_.transform(dev["text"].fillna("").astype(str).tolist())
+            Xd = self.featurizer_.transform(text_list(dev["text"]))
             import scipy.sparse as sp
 
             self.model_ = self._lr(self.C_).fit(sp.vstack([X, Xd]).tocsr(), np.concatenate([y, dev["state"].to_numpy()]))
@@ -242,7 +243,7 @@ class TfidfLogReg(BaseEstimator):
 
     def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self)
-        X = self.featurizer_.transform(docs["text"].fillna("").astype(str).tolist())
+        X = self.featurizer_.transform(text_list(docs["text"]))
         return self.model_.predict_proba(X)
 
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:

@@ -44,13 +44,14 @@ import numpy as np
 import pandas as pd
 
 from geoae.errors import ConfigError, DataError, RecordLog
-from geoae.tweets import GRANULARITY_ATTR, TWEET_COLUMNS, geotext_fold_split, iter_tweets
+from geoae.tweets import GRANULARITY_ATTR, TWEET_COLUMNS, blank_texts, geotext_fold_split, iter_tweets, text_array
 
 log_ = logging.getLogger(__name__)
 
 DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split")
 SPLIT_RULES = ("column", "geotext_folds", "random")
-_DTYPES = {"user_id": "str", "text": "str", "n_tweets": "int64", "lat": "float64", "lon": "float64", "split": "str"}
+# Text stays a numpy object column of Python strings (see ``tweets.text_array``).
+_DTYPES = {"user_id": "str", "text": object, "n_tweets": "int64", "lat": "float64", "lon": "float64", "split": "str"}
 
 
 def empty_documents() -> pd.DataFrame:
@@ -84,20 +85,21 @@ def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
     Empty tweets are left out of the text so they do not add blank lines; they
     still count in ``n_tweets``.
     """
-    text = df["text"].fillna("").astype("str")
-    nonempty = text.str.strip() != ""
+    text = text_array(df["text"])
+    nonempty = ~blank_texts(text)
     g = df.groupby(key, sort=False)
     out = pd.DataFrame({"user_id": g["user_id"].first()})
     # Join each group's tweets without a per-group pandas call (``agg("\n".join)`` runs a Python
     # function on a Series per user, which dominated reading time): factorize gives the same
     # first-appearance group order as ``groupby(sort=False)``, a stable sort keeps tweet order.
     codes, uniques = pd.factorize(np.asarray(key), sort=False)
-    ne = nonempty.to_numpy()
-    c, t = codes[ne], text.to_numpy(dtype=object)[ne]
+    ne = nonempty
+    c, t = codes[ne], text[ne]
     order = np.argsort(c, kind="stable")
     t = t[order].tolist()
     bounds = np.searchsorted(c[order], np.arange(len(uniques) + 1))
-    out["text"] = ["\n".join(t[a:b]) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    out["text"] = pd.Series(["\n".join(t[a:b]) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())],
+                            index=out.index, dtype=object)
     out["n_tweets"] = g["n_tweets"].sum()
     has = df["lat"].notna() & df["lon"].notna()
     coords = df.loc[has, ["lat", "lon"]].groupby(np.asarray(key)[has.to_numpy()], sort=False).first()
@@ -154,7 +156,7 @@ def build_documents(
             bad("duplicate_user", [u], f"has {counts[u]} per-user rows; merged into one document")
 
     docs = _aggregate(df, df["user_id"])
-    empty = (docs["text"].str.strip() == "").to_numpy()
+    empty = blank_texts(docs["text"])
     bad("empty_user", docs.loc[empty, "user_id"], "has no text after stripping; left out of the documents")
     few = ~empty & (docs["n_tweets"].to_numpy() < min_tweets)
     bad("too_few_tweets", docs.loc[few, "user_id"], f"has fewer than min_tweets={min_tweets} tweets; left out")
@@ -189,7 +191,7 @@ def iter_documents(
         docs = _aggregate(part, runs)
         # Plain lists and a set: per-user pandas indexing here cost more than reading the file.
         users = docs["user_id"].tolist()
-        empty = (docs["text"].str.strip() == "").to_numpy()
+        empty = blank_texts(docs["text"])
         repeated = []
         for i, u in enumerate(users):
             if u in seen:

@@ -130,3 +130,67 @@ def bayes_point_index(probs: np.ndarray, points: np.ndarray, cap_km: float | Non
     d[~ok, :] = 1e12  # a class without a point is never chosen (finite: 0 * inf would be NaN)
     risk = np.asarray(probs, dtype=np.float64) @ d.T
     return np.argmin(risk, axis=1)
+
+
+class LocationRisk:
+    """Minimum-Bayes-risk points over the training users' own locations.
+
+    ``bayes_point_index`` represents each state by one point (its median), which throws away
+    where inside a state the users live: California's median point lies between Los Angeles
+    and San Francisco, near neither. Here the location of a user whose state distribution is
+    ``p`` is modelled as the mixture ``sum_c p[c] * (uniform over the training users of state
+    c)``, and the prediction is the candidate point ``x`` (a training location) with the least
+    expected capped error ``sum_c p[c] * mean_{j in c} min(d(x, y_j), cap_km)``. The
+    per-class risk of every candidate is precomputed at ``fit`` ([classes, candidates]), so
+    scoring is one [n, C] x [C, M] product, as cheap as the state-point rule.
+
+    Candidates are the training locations rounded to ``grid_deg`` (about 1 km), the
+    ``max_candidates`` most populous of them; at most ``max_per_class`` users per class
+    (a seeded sample) enter a class's risk, which bounds the work on large corpora.
+    Fitted state: ``candidates_`` [M, 2] (lat, lon) and ``risk_`` [C, M] in km.
+    """
+
+    def __init__(self, cap_km: float | None = 500.0, grid_deg: float = 0.01, max_candidates: int = 4000,
+                 max_per_class: int = 2000, seed: int = 0):
+        self.cap_km = cap_km
+        self.grid_deg = grid_deg
+        self.max_candidates = max_candidates
+        self.max_per_class = max_per_class
+        self.seed = seed
+
+    def fit(self, lat, lon, state, classes) -> "LocationRisk":
+        lat = np.asarray(lat, dtype=np.float64).ravel()
+        lon = np.asarray(lon, dtype=np.float64).ravel()
+        state = np.asarray(state, dtype=object).ravel()
+        index = {str(c): i for i, c in enumerate(classes)}
+        cls = np.array([index.get(str(s), -1) for s in state], dtype=np.int64)
+        ok = valid_coordinates(lat, lon) & (cls >= 0)
+        if not ok.any():
+            raise ValueError("LocationRisk.fit: no training user has both valid coordinates and a known class")
+        lat, lon, cls = lat[ok], lon[ok], cls[ok]
+        cells, counts = np.unique(np.round(np.c_[lat, lon] / self.grid_deg).astype(np.int64), axis=0, return_counts=True)
+        keep = np.argsort(-counts, kind="stable")[: self.max_candidates]
+        cand = cells[np.sort(keep)] * self.grid_deg
+        rng = np.random.default_rng(self.seed)
+        risk = np.full((len(classes), len(cand)), 1e12)  # a class without users is never the likely one
+        for c in range(len(classes)):
+            members = np.flatnonzero(cls == c)
+            if not len(members):
+                continue
+            if len(members) > self.max_per_class:
+                members = np.sort(rng.choice(members, self.max_per_class, replace=False))
+            d = haversine_km(cand[:, None, 0], cand[:, None, 1], lat[None, members], lon[None, members])
+            if self.cap_km is not None:
+                d = np.minimum(d, self.cap_km)
+            risk[c] = d.mean(axis=1)
+        self.candidates_ = cand
+        self.risk_ = risk
+        return self
+
+    def points(self, probs: np.ndarray) -> np.ndarray:
+        """The least-risk candidate [n, 2] for each row of class probabilities [n, C]."""
+        if not hasattr(self, "risk_"):
+            raise RuntimeError("LocationRisk is not fitted; call fit first")
+        p = np.asarray(probs, dtype=np.float64)
+        # Classes without users carry a huge risk; a zero probability must not turn it into NaN.
+        return self.candidates_[np.argmin(p @ np.minimum(self.risk_, 1e9), axis=1)]

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog
 from geoae.finetune import point_predictions, predict_arrays
+from geoae.tweets import blank_texts, text_list
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Predictor:
 
     def predict_proba(self, docs: pd.DataFrame) -> np.ndarray:
         """State probabilities [n_users, n_classes] in ``classes_`` order (empty text scores the empty vector)."""
-        texts = docs["text"].fillna("").astype(str).tolist()
+        texts = text_list(docs["text"])
         return self._score(texts)[0]
 
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
@@ -110,12 +111,12 @@ class Predictor:
         """``predict``'s frame and ``predict_proba``'s matrix from one scoring pass."""
         if "text" not in docs.columns:
             raise DataError("predict needs a 'text' column (one document per user)")
-        texts = docs["text"].fillna("").astype(str).tolist()
+        texts = text_list(docs["text"])
         n = len(texts)
         probs, coords, seen = self._score(texts)  # empty texts score the empty vector, as in predict_proba
         uid = docs["user_id"].astype(str).to_numpy() if "user_id" in docs.columns else np.arange(n).astype(str)
         ntw = docs["n_tweets"].to_numpy() if "n_tweets" in docs.columns else np.ones(n, dtype=np.int64)
-        empty = np.array([not t.strip() for t in texts], dtype=bool)
+        empty = blank_texts(texts)
         keep = np.flatnonzero(~empty)
         # Columns are filled as whole arrays and the frame is built once: per-column ``.loc``
         # writes into an object frame cost more than the model's forward pass on big chunks.
