@@ -84,3 +84,61 @@ def test_median_point_is_coordinatewise_and_ignores_invalid():
     lon = [5.0, -3.0, 0.0, 0.0]
     assert median_point(lat, lon) == (2.0, 0.0)
     assert all(np.isnan(v) for v in median_point([np.nan], [np.nan]))
+
+
+# --------------------------------------------------------------------------- LocationRisk
+
+from geoae.geo import LocationRisk  # noqa: E402
+
+# Two Californian metros 560 km apart (LA has more users), one user in Fresno between them, and New York.
+_LA, _SF, _NY, _FRESNO = (34.05, -118.24), (37.77, -122.42), (40.71, -74.01), (36.74, -119.79)
+
+
+def _users():
+    pts = [_LA] * 5 + [_FRESNO] + [_SF] * 4 + [_NY] * 5
+    states = ["CA"] * 10 + ["NY"] * 5
+    lat, lon = np.array(pts).T
+    return lat, lon, states
+
+
+def test_location_risk_picks_the_denser_metro_not_the_state_median():
+    lat, lon, states = _users()
+    r = LocationRisk(cap_km=161).fit(lat, lon, states, ["CA", "NY"])
+    # Sure of California: the least expected error is Los Angeles itself (5 of 10 users).
+    np.testing.assert_allclose(r.points(np.array([[1.0, 0.0]])), [_LA], atol=0.006)
+    # The state-median rule would put it in between, >250 km from both cities.
+    med = median_point(lat[:10], lon[:10])
+    assert haversine_km(med[0], med[1], *_LA) > 150 and haversine_km(med[0], med[1], *_SF) > 150
+    np.testing.assert_allclose(r.points(np.array([[0.0, 1.0]])), [_NY], atol=0.006)
+
+
+def test_location_risk_table_is_the_capped_mean_distance_per_class():
+    lat, lon, states = _users()
+    r = LocationRisk(cap_km=300).fit(lat, lon, states, ["CA", "NY", "TX"])
+    assert r.risk_.shape == (3, len(r.candidates_)) == (3, 4)
+    for j, (a, b) in enumerate(r.candidates_):
+        d_ca = np.minimum(haversine_km(a, b, lat[:10], lon[:10]), 300).mean()
+        assert r.risk_[0, j] == pytest.approx(d_ca)
+    assert (r.risk_[2] >= 1e12).all()  # no Texan user: never chosen, even at probability 0
+    p = np.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    assert np.isfinite(r.points(p)).all()
+
+
+def test_location_risk_uncapped_hedges_between_far_states():
+    lat, lon, states = _users()
+    r = LocationRisk(cap_km=None).fit(lat, lon, states, ["CA", "NY"])
+    # Half NY, half CA and no cap: the mean-error choice is one of the candidates, and with the
+    # risk linear in p the chosen point changes from CA to NY as p(NY) grows.
+    picks = [tuple(r.points(np.array([[1 - q, q]]))[0]) for q in (0.0, 0.3, 0.7, 1.0)]
+    assert picks[0] != picks[-1]
+
+
+def test_location_risk_bounds_candidates_and_needs_labelled_users():
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(30, 45, 300), rng.uniform(-120, -75, 300)
+    r = LocationRisk(max_candidates=50, max_per_class=20).fit(lat, lon, ["A"] * 300, ["A"])
+    assert r.candidates_.shape == (50, 2)
+    with pytest.raises(ValueError, match="no training user"):
+        LocationRisk().fit([np.nan], [0.0], ["A"], ["A"])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LocationRisk().points(np.ones((1, 1)))
