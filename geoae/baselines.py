@@ -25,7 +25,6 @@ None of the baselines has a regression head: ``lat, lon`` equal
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from typing import Sequence
@@ -36,7 +35,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from geoae.errors import DataError
-from geoae.labels import region_of, state_codes
+from geoae.labels import region_of, state_codes, top_states_json
 from geoae.tweets import text_list
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,8 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
     slon = np.array([points.get(s, (np.nan, np.nan))[1] if s else np.nan for s in states], dtype=np.float64)
     if proba is not None and classes is not None:
         top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-        tops = [json.dumps([[str(classes[j]), round(float(proba[i, j]), 6)] for j in top[i]]) for i in range(n)]
+        tops = top_states_json(top, np.take_along_axis(np.asarray(proba), top, axis=1),
+                               np.asarray([str(c) for c in classes], dtype=object))
     else:
         tops = ["[]"] * n
     probs = np.asarray(probs, dtype=np.float64)

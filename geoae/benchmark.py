@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 from geoae.config import Config, load_config

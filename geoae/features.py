@@ -353,8 +353,6 @@ class TransformerEmbedder(BaseEstimator, TransformerMixin):
 
     def transform(self, texts: Iterable[str]) -> np.ndarray:
         """``(n_users, hidden)`` float32, rows L2-normalised (zero rows for empty documents)."""
-        import torch
-
         check_is_fitted(self, "n_features_")
         tok, model, dev = self._load()
         texts = _as_texts(texts)

@@ -79,6 +79,17 @@ def region_of(codes) -> np.ndarray:
     return np.array([STATE_REGION.get(c, "") if isinstance(c, str) else "" for c in arr], dtype=object).astype(str)
 
 
+def top_states_json(top: np.ndarray, prob: np.ndarray, classes: np.ndarray) -> list[str]:
+    """``[[code, prob], ...]`` per row as JSON text, probabilities rounded to 6 decimals.
+
+    Formatted directly (state codes are plain ASCII and ``repr`` of a float is what
+    ``json.dumps`` writes), ~5x faster than one ``json.dumps`` call per user.
+    """
+    head = [f'["{c}", ' for c in classes.tolist()]
+    return ["[" + ", ".join(f"{head[j]}{round(p, 6)!r}]" for j, p in zip(row, prow)) + "]"
+            for row, prow in zip(top.tolist(), prob.astype(np.float64).tolist())]
+
+
 def shapefile_path() -> Path:
     """Path of the bundled ``cb_2016_us_state_500k.shp`` (raises ``DataError`` if missing)."""
     try:

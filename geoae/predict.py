@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog
 from geoae.finetune import point_predictions, predict_arrays
+from geoae.labels import top_states_json
 from geoae.tweets import blank_texts, text_list
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,6 @@ OUTPUT_COLUMNS = [
 ]
 POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon")}
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def top_states_json(top: np.ndarray, prob: np.ndarray, classes: np.ndarray) -> list[str]:
-    """``[[code, prob], ...]`` per row as JSON text, probabilities rounded to 6 decimals.
-
-    Formatted directly (state codes are plain ASCII and ``repr`` of a float is what
-    ``json.dumps`` writes), ~5x faster than one ``json.dumps`` call per user.
-    """
-    head = [f'["{c}", ' for c in classes.tolist()]
-    return ["[" + ", ".join(f"{head[j]}{round(p, 6)!r}]" for j, p in zip(row, prow)) + "]"
-            for row, prow in zip(top.tolist(), prob.astype(np.float64).tolist())]
 
 
 class Predictor:
@@ -156,12 +146,12 @@ def load_predictor(model_dir: str | Path, *, device: str = "cpu", top_k: int = 3
 # --------------------------------------------------------------------------- streaming files
 
 
-def _arrow_schema():
+def _arrow_schema(columns=OUTPUT_COLUMNS):
     import pyarrow as pa
 
     types = {"user_id": pa.string(), "n_tweets": pa.int64(), "status": pa.string(), "state": pa.string(),
              "region": pa.string(), "top_states": pa.string()}
-    return pa.schema([(c, types.get(c, pa.float64())) for c in OUTPUT_COLUMNS])
+    return pa.schema([(c, types.get(c, pa.float64())) for c in columns])
 
 
 class _Writer:
@@ -186,7 +176,7 @@ class _Writer:
 
             # Arrow's CSV writer is ~4x faster than DataFrame.to_csv on these rows (it formats
             # floats in C++); strings are always quoted, missing values are empty fields.
-            table = pa.Table.from_pandas(df, preserve_index=False, schema=_arrow_schema())
+            table = pa.Table.from_pandas(df, preserve_index=False, schema=_arrow_schema(list(df.columns)))
             pacsv.write_csv(table, self._fh, pacsv.WriteOptions(include_header=self._first, quoting_style="needed"))
         elif self.fmt == "jsonl":
             text = df.to_json(orient="records", lines=True, force_ascii=False)

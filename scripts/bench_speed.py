@@ -146,26 +146,27 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     """
     from geoae.documents import iter_documents
     from geoae.errors import RecordLog
-    from geoae.predict import prefetch_chunks
+    from geoae.predict import _Writer, prefetch_chunks
 
     C = str(json.loads(Path(fitted).read_text())["C"])
     lr, _, _, _ = _fit_lr(config, data_dir, C, sets_json)
     t0 = time.perf_counter()
     users = rows = 0
     rlog = RecordLog(policy="skip")
-    tmp = Path(output).with_name(f".{Path(output).name}.partial")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        first = True
-        # The same read-ahead thread as ``geoae predict``, so the ratio compares the models.
+    # The same writer and read-ahead thread as ``geoae predict``, so the ratio compares the models.
+    w = _Writer(Path(output), "csv")
+    ok = False
+    try:
         for docs in prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog)):
             if docs.empty:
                 continue
             users += len(docs)
             pred = lr.predict(docs)
-            pred.to_csv(fh, header=first, index=False)
-            first = False
+            w.write(pred)
             rows += len(pred)
-    os.replace(tmp, output)
+        ok = True
+    finally:
+        w.close(ok)
     secs = time.perf_counter() - t0
     return 0, {"users_in": users, "rows_out": rows, "seconds": round(secs, 3),
                "users_per_second": round(users / secs, 1) if secs > 0 else None}

@@ -6,7 +6,7 @@ from geoae.finetune import finetune, joint_loss, predict_arrays
 from geoae.geo import haversine_km
 from geoae.pretrain import pretrain
 from geoae.sdae import GeoSDAE
-from tests.helpers import CENTRES, tiny_config, tiny_set
+from tests.helpers import tiny_config, tiny_set
 
 
 def _train(cfg, train, dev):
