@@ -33,7 +33,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -268,6 +268,26 @@ def prefetch_chunks(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[
         th.join()
 
 
+def _release_freed_memory() -> Callable[[], None]:
+    """A function that hands freed heap memory back to the OS (glibc's ``malloc_trim``), or a no-op.
+
+    Each chunk allocates and frees tens of MB (texts, sparse features, activations) from two
+    threads; glibc keeps freed pages in per-thread arenas and fragments them, so without a
+    trim the resident size creeps up by ~3 MB per chunk (measured: 805 -> 923 MB over 38
+    chunks of 5,000 GeoText users; 746 -> 773 MB with a trim after every chunk).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0) and None
+
+
 def predict_files(
     model_dir: str | Path,
     inputs: Iterable[str | Path],
@@ -295,6 +315,7 @@ def predict_files(
     writer = _Writer(out_path, ofmt)
     ok = False
     bar = tqdm(desc="predict", unit="user", disable=None if progress is None else not progress)
+    release = _release_freed_memory()
     try:
         for docs in prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog)):
             if docs.empty:
@@ -306,6 +327,8 @@ def predict_files(
             writer.write(pred)
             rows_out += len(pred)
             bar.update(len(pred))
+            del docs, pred
+            release()
         ok = True
     finally:
         bar.close()

@@ -202,3 +202,24 @@ def test_assign_splits_rejects_bad_rule_and_fractions():
         assign_splits(_docs(3), "random", dev_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ConfigError, match="no user has a split"):
         assign_splits(_docs(3, "dev"), "column", dev_fraction=0.5)
+
+
+def test_seen_ids_matches_a_set_and_stays_compact():
+    import random
+
+    from geoae.documents import SeenIds
+
+    seen, ref, rng = SeenIds(), set(), random.Random(1)
+    for _ in range(2000):
+        ids = [f"user{rng.randrange(20000)}" for _ in range(rng.randrange(0, 40))]
+        expected = []
+        for u in ids:  # a repeat inside one call counts too, from its second occurrence
+            expected.append(u in ref)
+            ref.add(u)
+        assert seen.add(ids).tolist() == expected
+    assert len(seen) == len(ref)
+    # Sorted levels, each more than twice the size of the next: logarithmically many to search.
+    sizes = [len(a) for a in seen._levels]
+    assert all(a > 2 * b for a, b in zip(sizes, sizes[1:]))
+    assert all((np.diff(a) > 0).all() for a in seen._levels)
+    assert seen.add([]).shape == (0,)
