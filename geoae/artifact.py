@@ -7,6 +7,8 @@ Layout of ``MODEL_DIR``::
                                     # and the sha256 + size of every weight file
     model-<sha12>.safetensors       # SDAE ensemble members + heads (incl. the scaler buffers)
     featurizer-<sha12>.safetensors  # featurizer arrays (e.g. idf)
+    points-<sha12>.safetensors      # where the training users live, per class (geo.LocationRisk);
+                                    # optional: artifacts without it have no location point
 
 Why content-addressed weight names: saving writes the new weight files beside
 the old ones, then atomically replaces ``artifact.json`` (the only file that
@@ -41,6 +43,7 @@ from safetensors.torch import save as st_save
 from geoae import __version__
 from geoae.config import Config, config_from_dict
 from geoae.errors import ArtifactError, ConfigError
+from geoae.geo import LocationRisk
 from geoae.manifest import atomic_write_bytes, atomic_write_text
 from geoae.sdae import GeoSDAEEnsemble
 
@@ -61,14 +64,15 @@ class Artifact:
     classes: list[str]                 # class index -> USPS state code
     state_points: np.ndarray           # [n_classes, 2] median (lat, lon) of training users per class
     meta: dict = field(default_factory=dict)  # training summary, data provenance
+    location: LocationRisk | None = None      # for the location point; None in older artifacts
 
     @property
     def n_features(self) -> int:
         return self.model.n_features
 
 
-_WEIGHT_NAME = re.compile(r"^(model|featurizer)-[0-9a-f]{12}\.safetensors$")
-_WEIGHT_TMP = re.compile(r"^\.(model|featurizer)-[0-9a-f]{12}\.safetensors\..*\.tmp$")
+_WEIGHT_NAME = re.compile(r"^(model|featurizer|points)-[0-9a-f]{12}\.safetensors$")
+_WEIGHT_TMP = re.compile(r"^\.(model|featurizer|points)-[0-9a-f]{12}\.safetensors\..*\.tmp$")
 
 
 def _sha(b: bytes) -> str:
@@ -84,8 +88,12 @@ def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
     feat_blob = np_st_save({k: np.ascontiguousarray(v) for k, v in feat_arrays.items()}) if feat_arrays else np_st_save(
         {"_empty": np.zeros(1, dtype=np.float32)}
     )
+    blobs = [("model", model_blob), ("featurizer", feat_blob)]
+    if art.location is not None:
+        blobs.append(("points", np_st_save({"candidates": np.ascontiguousarray(art.location.candidates_, dtype=np.float64),
+                                            "mass": np.ascontiguousarray(art.location.mass_, dtype=np.float64)})))
     files = {}
-    for role, blob in (("model", model_blob), ("featurizer", feat_blob)):
+    for role, blob in blobs:
         name = f"{role}-{_sha(blob)[:12]}.safetensors"
         atomic_write_bytes(out / name, blob)
         files[role] = {"name": name, "sha256": _sha(blob), "bytes": len(blob)}
@@ -178,6 +186,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         files = idx["files"]
         model_blob = _read_verified(d, files["model"], "model")
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
+        points_blob = _read_verified(d, files["points"], "points") if "points" in files else None
     except ConfigError as e:
         raise ArtifactError(f"{ip}: stored config is invalid: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
@@ -188,6 +197,16 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     except (SafetensorError, Exception) as e:  # safetensors raises its own error types on bad headers
         raise ArtifactError(f"{d}: weight file is not valid safetensors ({e}); re-train the model") from None
     arrays.pop("_empty", None)
+    location = None
+    if points_blob is not None:
+        try:
+            pa = np_st_load(points_blob)
+            location = LocationRisk.from_arrays(pa["candidates"], pa["mass"], cfg.finetune.bayes_cap_km)
+        except Exception as e:  # safetensors' own error types, missing keys, shapes that do not fit
+            raise ArtifactError(f"{d}: points file is not valid ({e}); re-train the model") from None
+        if location.mass_.shape[0] != len(classes):
+            raise ArtifactError(f"{d}: points file has {location.mass_.shape[0]} classes, the model {len(classes)}; "
+                                "the artifact is damaged — re-train the model")
     featurizer = featurizer_from_state(idx["featurizer"], arrays)
     model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
     try:
@@ -195,4 +214,5 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     except RuntimeError as e:
         raise ArtifactError(f"{d}: weights do not fit the stored config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
-    return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points, meta=idx.get("meta", {}))
+    return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points,
+                    meta=idx.get("meta", {}), location=location)

@@ -34,16 +34,19 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from geoae.config import FinetuneConfig
 from geoae.errors import DataError
+from geoae.geo import LocationRisk
 from geoae.labels import region_of, state_codes, top_states_json
 from geoae.tweets import text_list
 
 log = logging.getLogger(__name__)
 
-# Same default cap as ``FinetuneConfig.bayes_cap_km``: the peer gets the identical decision rule.
-BAYES_CAP_KM = 500.0
+# Same defaults as ``FinetuneConfig``: the peer gets the identical decision rules.
+BAYES_CAP_KM = FinetuneConfig().bayes_cap_km
+LOCATION_GATE = FinetuneConfig().location_gate
 PRED_COLUMNS = ("user_id", "status", "state", "state_prob", "region", "lat", "lon", "state_lat", "state_lon",
-                "bayes_lat", "bayes_lon", "top_states", "confidence")
+                "bayes_lat", "bayes_lon", "loc_lat", "loc_lon", "top_states", "confidence")
 DEFAULT_C_GRID = (1.0, 5.0, 10.0, 50.0)
 
 
@@ -71,7 +74,8 @@ def state_medians(train_docs: pd.DataFrame) -> dict[str, tuple[float, float]]:
     return {str(s): (float(r.lat), float(r.lon)) for s, r in med.iterrows()}
 
 
-def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, classes: Sequence[str] | None, k: int = 3) -> pd.DataFrame:
+def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, classes: Sequence[str] | None, k: int = 3,
+           location: LocationRisk | None = None) -> pd.DataFrame:
     n = len(user_ids)
     states = list(states)
     slat = np.array([points.get(s, (np.nan, np.nan))[0] if s else np.nan for s in states], dtype=np.float64)
@@ -84,6 +88,7 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
         tops = ["[]"] * n
     probs = np.asarray(probs, dtype=np.float64)
     blat, blon = np.full(n, np.nan), np.full(n, np.nan)
+    llat, llon = np.full(n, np.nan), np.full(n, np.nan)
     if proba is not None and classes is not None and n:
         # The same minimum-expected-distance rule the SDAE may use, so the peer gets it too.
         from geoae.geo import bayes_point_index
@@ -91,6 +96,12 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
         cpts = np.array([points.get(str(c), (np.nan, np.nan)) for c in classes], dtype=np.float64)
         b = cpts[bayes_point_index(proba, cpts, BAYES_CAP_KM)]
         blat, blon = b[:, 0], b[:, 1]
+        if location is not None:
+            # The SDAE's location point minus what the peer lacks (a coordinate head): same gate, same cells.
+            from geoae.finetune import location_points
+
+            lp = location_points(np.asarray(proba), None, cpts, location, LOCATION_GATE, None)
+            llat, llon = lp[:, 0], lp[:, 1]
     return pd.DataFrame(
         {
             "user_id": np.asarray(user_ids, dtype=object),
@@ -104,6 +115,8 @@ def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, clas
             "state_lon": slon,
             "bayes_lat": blat,
             "bayes_lon": blon,
+            "loc_lat": llat,
+            "loc_lon": llon,
             "top_states": tops,
             "confidence": probs,
         },
@@ -201,6 +214,7 @@ class TfidfLogReg(BaseEstimator):
         X = self.featurizer_.transform(texts)
         y = df["state"].to_numpy()
         self.state_points_ = state_medians(df)
+        fitted = df
         self.dev_scores_: dict[str, float] = {}
         dev = None
         if dev_docs is not None and len(dev_docs):
@@ -235,9 +249,11 @@ class TfidfLogReg(BaseEstimator):
             import scipy.sparse as sp
 
             self.model_ = self._lr(self.C_).fit(sp.vstack([X, Xd]).tocsr(), np.concatenate([y, dev["state"].to_numpy()]))
-            self.state_points_ = state_medians(pd.concat([df, dev], ignore_index=True))
+            fitted = pd.concat([df, dev], ignore_index=True)
+            self.state_points_ = state_medians(fitted)
             self.refit_users_ = int(X.shape[0] + Xd.shape[0])
         self.classes_ = [str(c) for c in self.model_.classes_]
+        self.location_ = LocationRisk(cap_km=BAYES_CAP_KM).fit(fitted["lat"], fitted["lon"], fitted["state"], self.classes_)
         log.info("TfidfLogReg: C=%g (%s), %d classes, %d features", self.C_, self.C_source_, len(self.classes_), X.shape[1])
         return self
 
@@ -255,7 +271,7 @@ class TfidfLogReg(BaseEstimator):
         j = np.argmax(proba, axis=1)
         states = [self.classes_[i] for i in j]
         frame = _frame(docs["user_id"].to_numpy(), states, proba[np.arange(len(j)), j], self.state_points_, proba,
-                       self.classes_)
+                       self.classes_, location=self.location_)
         return frame, proba
 
     def info(self) -> dict:

@@ -82,7 +82,8 @@ def _apply(cfg_path: str, overrides: list[str]) -> list[str]:
     return out
 
 
-POINT_NAMES = {"regression": "regression head", "state_median": "state-median point", "bayes": "Bayes point"}
+POINT_NAMES = {"regression": "regression head", "state_median": "state-median point", "bayes": "Bayes point",
+               "location": "location point"}
 
 
 def _row(name: str, m: dict, point: str | None = None, note: str = "", point_name: str | None = None) -> dict:

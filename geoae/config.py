@@ -131,6 +131,12 @@ class FinetuneConfig:
     select_metric: str = "dev_loss"
     point: str = "auto"
     bayes_cap_km: float = 500.0
+    # The location point (geo.LocationRisk): users whose top state has probability >= gate keep
+    # that state's point; the others get the least-risk training-location cell, with the
+    # regression head's estimate as a kernel of this width (km). Chosen by 5-fold CV over the
+    # official GeoText dev users (scripts/crossval_geotext.py), never on test.
+    location_gate: float = 0.15
+    location_tau_km: float = 500.0
     ensemble: int = 1
     # After early stopping on the dev users, fine-tune each member again from the same
     # starting weights on train + dev for the epoch count it was stopped at (dev metrics
@@ -298,7 +304,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"finetune.bayes_cap_km: must be > 0; got {ft.bayes_cap_km}")
     if ft.ensemble < 1:
         raise ConfigError(f"finetune.ensemble: must be >= 1; got {ft.ensemble}")
-    _check_choice("finetune.point", ft.point, ("auto", "regression", "state_median", "bayes"))
+    _check_choice("finetune.point", ft.point, ("auto", "regression", "state_median", "bayes", "location"))
+    if not 0.0 <= ft.location_gate <= 1.0:
+        raise ConfigError(f"finetune.location_gate: must be in [0, 1]; got {ft.location_gate}")
+    if ft.location_tau_km <= 0:
+        raise ConfigError(f"finetune.location_tau_km: must be > 0; got {ft.location_tau_km}")
     w = ft.loss_weights
     for name in ("state", "coord", "recon"):
         if getattr(w, name) < 0:

@@ -56,8 +56,10 @@ POINTS = {
     "regression": ("reg_lat", "reg_lon", "regression head (lat, lon predicted directly)"),
     "state_median": ("state_lat", "state_lon", "state-median point (median training coordinate of the predicted state)"),
     "bayes": ("bayes_lat", "bayes_lon", "Bayes point (state point with least expected error under the predicted distribution)"),
+    "location": ("loc_lat", "loc_lon", "location point (state point if the state head is sure, else the training-location "
+                 "cell with least expected error under the state head and, if the model has one, the coordinate head)"),
 }
-POINT_CHOICES = ("regression", "state_median", "bayes", "both", "all")
+POINT_CHOICES = ("regression", "state_median", "bayes", "location", "both", "all")
 DOC_COLUMNS = ("user_id", "text", "n_tweets", "lat", "lon", "split", "state", "region")
 
 
@@ -335,7 +337,8 @@ def evaluate_predictions(
         raise GeoaeError(f"point must be one of {POINT_CHOICES}, got {point!r}")
     kinds = list(POINTS) if point in ("both", "all") else [point]
     # Score only the points this model provides (baselines have no regression head).
-    kinds = [k for k in kinds if POINTS[k][0] in pred_df.columns and POINTS[k][1] in pred_df.columns] or kinds
+    kinds = [k for k in kinds if POINTS[k][0] in pred_df.columns and POINTS[k][1] in pred_df.columns
+             and (pred_df[POINTS[k][0]].notna().any() or not len(pred_df))] or kinds
     if headline not in kinds:
         headline = "state_median" if "state_median" in kinds else kinds[0]
     for col in ("user_id", "lat", "lon", "state"):

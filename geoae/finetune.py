@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config, FinetuneConfig
-from geoae.geo import bayes_point_index, haversine_km, haversine_km_torch
+from geoae.geo import LocationRisk, bayes_point_index, haversine_km, haversine_km_torch
 from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
 
@@ -123,18 +123,36 @@ def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
     return torch.cat(probs).numpy(), torch.cat(coords).numpy()
 
 
+def location_points(probs: np.ndarray, coords: np.ndarray | None, class_points: np.ndarray,
+                    location: LocationRisk, gate: float, tau_km: float | None) -> np.ndarray:
+    """The location point [n, 2]: the arg-max state's point where the classifier is sure
+    (top probability >= ``gate``), elsewhere the least-risk training cell (``geo.LocationRisk``),
+    sharpened by ``coords`` (the regression head; ``None`` for a model without one)."""
+    out = class_points[probs.argmax(1)].astype(np.float64)
+    unsure = probs.max(1) < gate
+    if unsure.any():
+        out[unsure] = location.points(probs[unsure], None if coords is None else coords[unsure], tau_km)
+    return out
+
+
 def point_predictions(probs: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None,
-                      cap_km: float | None = None) -> dict[str, np.ndarray]:
-    """The three point predictions [n, 2]: regression head, arg-max state's point, Bayes point."""
+                      cap_km: float | None = None, location: LocationRisk | None = None,
+                      ft: FinetuneConfig | None = None) -> dict[str, np.ndarray]:
+    """The point predictions [n, 2]: regression head, arg-max state's point, Bayes point and,
+    given a fitted ``location`` (and ``ft`` for its gate and kernel), the location point."""
     out = {"regression": coords}
     if class_points is not None and len(probs):
         out["state_median"] = class_points[probs.argmax(1)]
         out["bayes"] = class_points[bayes_point_index(probs, class_points, cap_km)]
+        if location is not None:
+            ft = ft or FinetuneConfig()
+            out["location"] = location_points(probs, coords, class_points, location, ft.location_gate, ft.location_tau_km)
     return out
 
 
 def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km: float | None = None,
-          class_points: np.ndarray | None = None, ft: FinetuneConfig | None = None) -> dict:
+          class_points: np.ndarray | None = None, ft: FinetuneConfig | None = None,
+          location: LocationRisk | None = None) -> dict:
     """Dev metrics used for early stopping and point choice (full reports live in ``evaluate.py``).
 
     Distance metrics are given per point kind (``median_km@bayes`` ...); the
@@ -151,7 +169,7 @@ def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km
     if ok.any():
         best = None
         cap = ft.bayes_cap_km if ft is not None else None
-        for kind, pts in point_predictions(probs, coords, class_points, cap).items():
+        for kind, pts in point_predictions(probs, coords, class_points, cap, location, ft).items():
             err = haversine_km(pts[ok, 0], pts[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
             pm = {"mean_km": float(err.mean()), "median_km": float(np.median(err)), "acc161": float((err < 161).mean())}
             m.update({f"{k}@{kind}": v for k, v in pm.items()})

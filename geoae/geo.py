@@ -133,30 +133,29 @@ def bayes_point_index(probs: np.ndarray, points: np.ndarray, cap_km: float | Non
 
 
 class LocationRisk:
-    """Minimum-Bayes-risk points over the training users' own locations.
+    """Minimum-Bayes-risk points over where the training users actually are.
 
     ``bayes_point_index`` represents each state by one point (its median), which throws away
-    where inside a state the users live: California's median point lies between Los Angeles
-    and San Francisco, near neither. Here the location of a user whose state distribution is
-    ``p`` is modelled as the mixture ``sum_c p[c] * (uniform over the training users of state
-    c)``, and the prediction is the candidate point ``x`` (a training location) with the least
-    expected capped error ``sum_c p[c] * mean_{j in c} min(d(x, y_j), cap_km)``. The
-    per-class risk of every candidate is precomputed at ``fit`` ([classes, candidates]), so
-    scoring is one [n, C] x [C, M] product, as cheap as the state-point rule.
+    where inside a state the users live. Here the training locations are binned into cells of
+    ``grid_deg`` (0.1 deg, ~10 km; the ``max_candidates`` most populous cells, users of other
+    cells go to the nearest kept one) and each class keeps its users' distribution over the
+    cells (``mass_`` [C, M], rows sum to 1). A user's location distribution is then
 
-    Candidates are the training locations rounded to ``grid_deg`` (about 1 km), the
-    ``max_candidates`` most populous of them; at most ``max_per_class`` users per class
-    (a seeded sample) enter a class's risk, which bounds the work on large corpora.
-    Fitted state: ``candidates_`` [M, 2] (lat, lon) and ``risk_`` [C, M] in km.
+        w(m) ~ sum_c p[c] * mass[c, m]                           (state head only), or
+        w(m) ~ sum_c p[c] * mass[c, m] * exp(-d(r, m) / tau_km)  (with a coordinate estimate r,
+                                                                   e.g. the SDAE's regression head)
+
+    and the prediction is the cell with the least expected capped error
+    ``sum_m' w(m') min(d(m, m'), cap_km)``. The kernel is how the coordinate head helps: the
+    state head knows *which* states are likely, the regression head *which side of the country*
+    the user writes from, and a far-away state the regression head rules out stops pulling the
+    point. Fitted state: ``candidates_`` [M, 2] (lat, lon of cell centres) and ``mass_``.
     """
 
-    def __init__(self, cap_km: float | None = 500.0, grid_deg: float = 0.01, max_candidates: int = 4000,
-                 max_per_class: int = 2000, seed: int = 0):
+    def __init__(self, cap_km: float | None = 500.0, grid_deg: float = 0.1, max_candidates: int = 1500):
         self.cap_km = cap_km
         self.grid_deg = grid_deg
         self.max_candidates = max_candidates
-        self.max_per_class = max_per_class
-        self.seed = seed
 
     def fit(self, lat, lon, state, classes) -> "LocationRisk":
         lat = np.asarray(lat, dtype=np.float64).ravel()
@@ -168,29 +167,60 @@ class LocationRisk:
         if not ok.any():
             raise ValueError("LocationRisk.fit: no training user has both valid coordinates and a known class")
         lat, lon, cls = lat[ok], lon[ok], cls[ok]
-        cells, counts = np.unique(np.round(np.c_[lat, lon] / self.grid_deg).astype(np.int64), axis=0, return_counts=True)
-        keep = np.argsort(-counts, kind="stable")[: self.max_candidates]
-        cand = cells[np.sort(keep)] * self.grid_deg
-        rng = np.random.default_rng(self.seed)
-        risk = np.full((len(classes), len(cand)), 1e12)  # a class without users is never the likely one
-        for c in range(len(classes)):
-            members = np.flatnonzero(cls == c)
-            if not len(members):
-                continue
-            if len(members) > self.max_per_class:
-                members = np.sort(rng.choice(members, self.max_per_class, replace=False))
-            d = haversine_km(cand[:, None, 0], cand[:, None, 1], lat[None, members], lon[None, members])
-            if self.cap_km is not None:
-                d = np.minimum(d, self.cap_km)
-            risk[c] = d.mean(axis=1)
-        self.candidates_ = cand
-        self.risk_ = risk
+        cells, cell_of, counts = np.unique(np.round(np.c_[lat, lon] / self.grid_deg).astype(np.int64), axis=0,
+                                           return_inverse=True, return_counts=True)
+        cell_of = cell_of.ravel()
+        keep = np.sort(np.argsort(-counts, kind="stable")[: self.max_candidates])
+        cand = cells[keep] * self.grid_deg
+        if len(keep) < len(cells):  # users of dropped cells count at the nearest kept cell
+            d = haversine_km(cells[:, None, 0] * self.grid_deg, cells[:, None, 1] * self.grid_deg,
+                             cand[None, :, 0], cand[None, :, 1])
+            cell_of = np.argmin(d, axis=1)[cell_of]
+        else:
+            cell_of = np.searchsorted(keep, cell_of)
+        mass = np.zeros((len(classes), len(cand)))
+        np.add.at(mass, (cls, cell_of), 1.0)
+        mass /= np.maximum(mass.sum(axis=1, keepdims=True), 1.0)
+        self.candidates_, self.mass_ = cand, mass
         return self
 
-    def points(self, probs: np.ndarray) -> np.ndarray:
-        """The least-risk candidate [n, 2] for each row of class probabilities [n, C]."""
-        if not hasattr(self, "risk_"):
+    @classmethod
+    def from_arrays(cls, candidates: np.ndarray, mass: np.ndarray, cap_km: float | None) -> "LocationRisk":
+        """A fitted instance from stored ``candidates_`` and ``mass_`` (model artifacts keep these)."""
+        cand = np.asarray(candidates, dtype=np.float64)
+        mass = np.asarray(mass, dtype=np.float64)
+        if cand.ndim != 2 or cand.shape[1] != 2 or mass.ndim != 2 or mass.shape[1] != cand.shape[0]:
+            raise ValueError(f"location arrays do not fit together: candidates {cand.shape}, mass {mass.shape}")
+        out = cls(cap_km=cap_km)
+        out.candidates_, out.mass_ = cand, mass
+        return out
+
+    def _loss(self) -> np.ndarray:
+        cached = self.__dict__.get("_loss_cache")
+        if cached is None or cached[0] is not self.candidates_:
+            c = self.candidates_
+            d = haversine_km(c[:, None, 0], c[:, None, 1], c[None, :, 0], c[None, :, 1])
+            cached = (c, d if self.cap_km is None else np.minimum(d, self.cap_km))
+            self.__dict__["_loss_cache"] = cached
+        return cached[1]
+
+    def points(self, probs: np.ndarray, coords: np.ndarray | None = None, tau_km: float | None = None,
+               batch: int = 2048) -> np.ndarray:
+        """The least-risk cell centre [n, 2] per row of class probabilities [n, C]
+        (optionally sharpened by coordinate estimates [n, 2] with kernel width ``tau_km``)."""
+        if not hasattr(self, "mass_"):
             raise RuntimeError("LocationRisk is not fitted; call fit first")
         p = np.asarray(probs, dtype=np.float64)
-        # Classes without users carry a huge risk; a zero probability must not turn it into NaN.
-        return self.candidates_[np.argmin(p @ np.minimum(self.risk_, 1e9), axis=1)]
+        out = np.empty((len(p), 2))
+        loss, cand = self._loss(), self.candidates_
+        for s in range(0, len(p), batch):  # bounded [batch, M] intermediates
+            w = p[s:s + batch] @ self.mass_
+            if coords is not None and tau_km:
+                r = np.asarray(coords[s:s + batch], dtype=np.float64)
+                k = np.exp(-haversine_km(r[:, None, 0], r[:, None, 1], cand[None, :, 0], cand[None, :, 1]) / tau_km)
+                wk = w * k
+                # A coordinate estimate far from every likely cell (or NaN) must not erase the state head.
+                good = np.isfinite(wk).all(axis=1) & (wk.sum(axis=1) > 0)
+                w[good] = wk[good]
+            out[s:s + batch] = cand[np.argmin(w @ loss, axis=1)]
+        return out

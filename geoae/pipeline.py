@@ -25,7 +25,7 @@ from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators,
 from geoae.config import Config, load_config
 from geoae.errors import DataError, GeoaeError, RecordLog
 from geoae.finetune import TrainingSet, finetune, score
-from geoae.geo import haversine_km, median_point
+from geoae.geo import LocationRisk, haversine_km, median_point
 from geoae.manifest import Timer, file_record, write_json, write_run_files
 from geoae.pretrain import pretrain
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble
@@ -139,6 +139,11 @@ def state_points(train: pd.DataFrame, classes: list[str]) -> np.ndarray:
         g = train[train["state"] == c]
         pts[i] = median_point(g["lat"].to_numpy(), g["lon"].to_numpy())
     return pts
+
+
+def _location_model(users: pd.DataFrame, classes: list[str], cfg: Config) -> LocationRisk:
+    """Where the labelled users live, per class, for the location point (``geo.LocationRisk``)."""
+    return LocationRisk(cap_km=cfg.finetune.bayes_cap_km).fit(users["lat"], users["lon"], users["state"], classes)
 
 
 def _start_member(k: int, cfg: Config, n_features: int, n_classes: int, scaler: tuple, pretrained: dict | None,
@@ -330,13 +335,16 @@ def train(
             members.append(member)
     timings["finetune_s"] = round(t.seconds, 3)
     ensemble = GeoSDAEEnsemble(members).eval()
+    location = _location_model(tr, classes, cfg)
     # Validation metrics of the early-stopped ensemble: the refit below sees the dev users.
-    dev_metrics = score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune) if dev_set is not None else {}
+    dev_metrics = (score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune, location)
+                   if dev_set is not None else {})
     refit_meta = None
     if cfg.finetune.refit and dev_set is not None and len(dev_set):
         with Timer() as t:
             ensemble, class_points, refit_meta = _refit(cfg, tr, dv, train_set, dev_set, classes, results, pretrained,
                                                         (mean, std), device, ckpt, member_tag, resume, on_epoch_end)
+            location = _location_model(pd.concat([tr, dv], ignore_index=True), classes, cfg)
         timings["refit_s"] = round(t.seconds, 3)
 
     timings["total_s"] = round(time.perf_counter() - t0, 3)
@@ -362,7 +370,7 @@ def train(
         "train_median_point": [float(center[0]), float(center[1])],
     }
     art = Artifact(config=cfg, model=ensemble.cpu(), featurizer=featurizer, classes=classes,
-                   state_points=class_points, meta=meta)
+                   state_points=class_points, meta=meta, location=location)
     model_dir = out / "model"
     save_artifact(model_dir, art)
     write_json(out / "history.json", {"pretrain": pt_hist, "finetune": [r["history"] for r in results]})

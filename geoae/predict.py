@@ -20,6 +20,10 @@ Output columns (one row per user):
 - ``state_lat``, ``state_lon``: the median training point of the predicted state
 - ``bayes_lat``, ``bayes_lon``: the state point with the least expected error
   under the predicted state distribution (``geo.bayes_point_index``)
+- ``loc_lat``, ``loc_lon``: the location point: the predicted state's point where
+  the state head is sure, otherwise the training-location cell with the least
+  expected error under both heads (``finetune.location_points``); empty for
+  models trained before it existed
 - ``top_states``: JSON ``[[code, prob], ...]`` of the top-k states
 - ``confidence``: the predicted state's probability (the quantity to abstain on)
 """
@@ -50,9 +54,11 @@ log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = [
     "user_id", "n_tweets", "status", "state", "state_prob", "region", "lat", "lon",
-    "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "top_states", "confidence",
+    "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "loc_lat", "loc_lon", "top_states",
+    "confidence",
 ]
-POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon")}
+POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon"),
+               "location": ("loc_lat", "loc_lon")}
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -72,6 +78,8 @@ class Predictor:
         self.point_ = artifact.meta.get("point", "regression")
         if self.point_ not in POINT_KINDS:
             raise GeoaeError(f"artifact names an unknown point kind {self.point_!r}")
+        if self.point_ == "location" and artifact.location is None:
+            raise GeoaeError("artifact's point is 'location' but it has no points file; re-train the model")
 
     # ----------------------------------------------------------------- scoring
     @torch.no_grad()
@@ -125,8 +133,11 @@ class Predictor:
             cols["state_prob"][keep] = pbest
             cols["confidence"][keep] = pbest
             points = point_predictions(kp, coords[keep], self.artifact.state_points,
-                                       self.artifact.config.finetune.bayes_cap_km)
+                                       self.artifact.config.finetune.bayes_cap_km, self.artifact.location,
+                                       self.artifact.config.finetune)
             for kind, (la, lo) in POINT_KINDS.items():
+                if kind not in points:
+                    continue
                 cols[la][keep] = points[kind][:, 0]
                 cols[lo][keep] = points[kind][:, 1]
             la, lo = POINT_KINDS[self.point_]

@@ -70,7 +70,8 @@ def _save(path: Path, probs, reg, classes, fitted: pd.DataFrame) -> None:
              fit_state=lab["state"].to_numpy().astype(str))
 
 
-def run_fold(k: int, docs: pd.DataFrame, cfg_path: str, out: Path, variants: list[str]) -> None:
+def run_fold(k: int, docs: pd.DataFrame, cfg_path: str, out: Path, variants: list[str],
+             extra: dict[str, list[str]] | None = None) -> None:
     from geoae.artifact import load_artifact
     from geoae.finetune import predict_arrays
     import torch
@@ -84,11 +85,11 @@ def run_fold(k: int, docs: pd.DataFrame, cfg_path: str, out: Path, variants: lis
         if (fdir / f"{v}.npz").exists():
             log.info("fold %d %s: done already", k, v)
             continue
-        refit = v.endswith("_refit")
+        refit = v.endswith("_refit") or "finetune.refit=true" in (extra or {}).get(v, [])
         if v.startswith("sdae"):
             cfg = load_config(cfg_path, ["data.split=column", "data.dev_fraction=0.0", "data.train_splits=[dev]",
                                          "data.dev_splits=[val]", "data.test_splits=[cvtest]",
-                                         f"finetune.refit={'true' if refit else 'false'}"])
+                                         f"finetune.refit={'true' if refit else 'false'}", *(extra or {}).get(v, [])])
             model_dir = train(cfg, fdir / "data", fdir / v, resume=True)
             art = load_artifact(model_dir)
             probs, reg = predict_arrays(art.model, art.featurizer.transform(te["text"].tolist()), torch.device("cpu"))
@@ -189,18 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="sdae,sdae_refit,lr,lr_refit")
+    ap.add_argument("--sdae-variant", action="append", default=[], metavar="NAME=KEY=VALUE;KEY=VALUE",
+                    help="an extra SDAE variant (name must start with sdae_) trained with these config overrides")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
     variants = [v for v in args.variants.split(",") if v]
+    extra = {}
+    for spec in args.sdae_variant:
+        name, _, ovs = spec.partition("=")
+        if not name.startswith("sdae_") or not ovs:
+            ap.error(f"--sdae-variant {spec!r}: expected sdae_NAME=key=value;key=value")
+        extra[name] = [o for o in ovs.split(";") if o]
+        variants.append(name)
     if not args.analyse_only:
         docs = load_documents(args.data)
         # The pool: the official dev users only (in-house 'dev' + 'val'); test users never enter.
         pool = docs[docs["split"].isin(["dev", "val"])].reset_index(drop=True)
         log.info("cross-validation pool: %d official dev users, %d folds", len(pool), args.folds)
         for k, fd in enumerate(folds(pool, args.folds, args.seed, 0.15)):
-            run_fold(k, fd, args.config, out, variants)
+            run_fold(k, fd, args.config, out, variants, extra)
     res = analyse(out, args.folds, variants)
     (out / "cv.json").write_text(json.dumps(res, indent=1))
     md = f"{res['n_users']} held-out official dev users, {args.folds} folds\n\n" + table(res["pooled"])

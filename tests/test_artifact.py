@@ -96,7 +96,7 @@ def test_artifact_json_records_hash_and_size_of_every_file(model_dir):
 # --------------------------------------------------------------------------- damaged directories
 
 
-@pytest.mark.parametrize("role", ["model", "featurizer"])
+@pytest.mark.parametrize("role", ["model", "featurizer", "points"])
 def test_flipped_byte_is_refused_by_sha256(model_dir, role):
     p = _weights(model_dir, role)
     blob = bytearray(p.read_bytes())
@@ -113,10 +113,46 @@ def test_truncated_file_is_refused(model_dir):
         load_artifact(model_dir)
 
 
-@pytest.mark.parametrize("role", ["model", "featurizer"])
+@pytest.mark.parametrize("role", ["model", "featurizer", "points"])
 def test_missing_weight_file_is_refused(model_dir, role):
     _weights(model_dir, role).unlink()
     with refused(ArtifactError, "weights .* missing", model_dir.parent):
+        load_artifact(model_dir)
+
+
+def test_location_model_round_trips_and_older_artifacts_load_without_it(model_dir, docs):
+    art = load_artifact(model_dir)
+    assert art.location is not None and art.location.mass_.shape[0] == len(art.classes)
+    before = Predictor(art).predict(docs)
+    assert before.loc[before["status"] == "ok", "loc_lat"].notna().all()
+    # An artifact written before the points file existed: no location point, everything else works.
+    idx = _index(model_dir)
+    idx["files"].pop("points")
+    if idx["meta"].get("point") == "location":
+        idx["meta"]["point"] = "bayes"
+    _write_index(model_dir, idx)
+    old = load_artifact(model_dir)
+    assert old.location is None
+    out = Predictor(old).predict(docs)
+    assert out["loc_lat"].isna().all()
+    np.testing.assert_array_equal(out["bayes_lat"].to_numpy(), before["bayes_lat"].to_numpy())
+
+
+def test_points_file_with_the_wrong_class_count_is_refused(model_dir):
+    from safetensors.numpy import load as np_load
+    from safetensors.numpy import save as np_save
+
+    import hashlib
+
+    idx = _index(model_dir)
+    p = _weights(model_dir, "points")
+    arrays = np_load(p.read_bytes())
+    blob = np_save({"candidates": arrays["candidates"], "mass": arrays["mass"][:-1]})
+    name = f"points-{hashlib.sha256(blob).hexdigest()[:12]}.safetensors"
+    (model_dir / name).write_bytes(blob)
+    idx["files"]["points"] = {"name": name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    _write_index(model_dir, idx)
+    with refused(ArtifactError, "points file has", model_dir.parent):
         load_artifact(model_dir)
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from geoae.baselines import PRED_COLUMNS, MajorityState, MedianPoint, TfidfLogReg, run_baselines
+import geoae.baselines as baselines_mod
+from geoae.baselines import LOCATION_GATE, PRED_COLUMNS, MajorityState, MedianPoint, TfidfLogReg, run_baselines
 from geoae.evaluate import evaluate_predictions
 
 CENTRES = {"CA": (36.5, -119.5), "TX": (31.0, -99.0), "NY": (42.5, -75.5), "IL": (40.0, -89.0)}
@@ -104,7 +105,7 @@ def test_not_fitted():
         TfidfLogReg().predict(corpus(EVAL, 1, "test"))
 
 
-def test_tfidf_logreg_beats_majority_and_tunes_C():
+def test_tfidf_logreg_beats_majority_and_tunes_C(monkeypatch):
     train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
     lr = TfidfLogReg(min_df=2).fit(train, dev)
     assert lr.C_ in (1.0, 5.0, 10.0, 50.0) and lr.C_source_.startswith("dev grid")
@@ -120,6 +121,14 @@ def test_tfidf_logreg_beats_majority_and_tunes_C():
     row = p.iloc[0]
     tr = train[train.state == row["state"]]
     assert row["state_lat"] == pytest.approx(tr.lat.median()) and row["lat"] == row["state_lat"]
+    # the location point: sure users keep their state's point, the rest a training-location cell
+    sure = p["confidence"].to_numpy() >= LOCATION_GATE
+    assert p["loc_lat"].notna().all()
+    np.testing.assert_array_equal(p.loc[sure, "loc_lat"], p.loc[sure, "state_lat"])
+    monkeypatch.setattr(baselines_mod, "LOCATION_GATE", 1.01)  # nobody is sure: every row is a training cell
+    unsure = lr.predict(test)
+    cells = {tuple(c) for c in np.round(lr.location_.candidates_, 6)}
+    assert all((round(a, 6), round(b, 6)) in cells for a, b in unsure[["loc_lat", "loc_lon"]].to_numpy())
     # no dev -> the default C, recorded
     lr2 = TfidfLogReg().fit(train)
     assert lr2.C_ == 10.0 and "default" in lr2.C_source_

@@ -55,3 +55,20 @@ def test_early_stopping_stops_and_keeps_best_epoch():
     m, res = _train(cfg, train, dev)
     assert res["stopped_early"] and len(res["history"]) < 200
     assert len(res["history"]) - res["best_epoch"] == 3
+
+
+def test_location_points_keep_sure_users_on_their_state_point():
+    from geoae.finetune import location_points
+    from geoae.geo import LocationRisk
+
+    lat = np.array([34.05, 34.05, 37.77, 40.71, 40.71])
+    lon = np.array([-118.24, -118.24, -122.42, -74.01, -74.01])
+    loc = LocationRisk(cap_km=500).fit(lat, lon, ["CA", "CA", "CA", "NY", "NY"], ["CA", "NY"])
+    class_points = np.array([[36.0, -120.0], [40.71, -74.01]])
+    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.1, 0.9]])
+    got = location_points(probs, None, class_points, loc, gate=0.6, tau_km=None)
+    np.testing.assert_array_equal(got[[0, 2]], class_points[[0, 1]])  # sure: the state's own point
+    assert not np.allclose(got[1], class_points[0])                      # unsure: a training cell
+    assert any(np.allclose(got[1], c) for c in loc.candidates_)
+    # gate 0: nobody is unsure, the rule is the state-median point
+    np.testing.assert_array_equal(location_points(probs, None, class_points, loc, 0.0, None), class_points[probs.argmax(1)])

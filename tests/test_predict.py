@@ -15,7 +15,7 @@ import pytest
 
 from geoae.cli import main
 from geoae.errors import DataError
-from geoae.predict import OUTPUT_COLUMNS, load_predictor
+from geoae.predict import POINT_KINDS, OUTPUT_COLUMNS, load_predictor
 from geoae.synthetic import write_rahimi
 from tests.tiny_run import trained_model, write_corpus, write_users
 
@@ -63,6 +63,8 @@ def test_predict_columns_rows_and_order(predictor):
     assert ok["lat"].between(-90, 90).all() and ok["lon"].between(-180, 180).all()
     assert (ok["state_prob"] == ok["confidence"]).all()
     assert ok["region"].notna().all()
+    for kind, (la, lo) in POINT_KINDS.items():  # every point kind, the location point included
+        assert ok[la].between(-90, 90).all() and ok[lo].between(-180, 180).all(), kind
 
 
 def test_empty_text_gets_status_and_empty_fields(predictor):
