@@ -13,11 +13,13 @@ compared afterwards without retraining (``--analyse-only``).
     python scripts/crossval_geotext.py --data runs/benchmark/data --out runs/cv
     python scripts/crossval_geotext.py --data runs/benchmark/data --out runs/cv --analyse-only
 
-Variants: ``sdae`` (configs/geotext.yaml), ``sdae_refit`` (+ finetune.refit), and the
-TF-IDF + LR peer ``lr`` / ``lr_refit`` (same refit rule). Point rules compared for every
-variant: arg-max state's median point, the Bayes point over state medians (cap 500 km),
-and the minimum-Bayes-risk point over the training users' own locations for several caps
-(``geo.LocationRisk``). Writes ``cv.json`` and ``cv.md`` in ``--out``.
+Variants: ``sdae`` (configs/geotext.yaml), ``sdae_refit`` (+ finetune.refit), the TF-IDF + LR
+peer ``lr`` / ``lr_refit`` (same refit rule), and any ``--sdae-variant`` given. Point rules
+compared for every variant: arg-max state's median point, the Bayes point over state medians
+(cap 500 km), the location point as shipped (``finetune.location_points``: gate and kernel
+from ``FinetuneConfig``; the kernel only for models with a regression head), and the
+minimum-Bayes-risk point over the training locations without gate or kernel (cap 500 km, no
+cap). Writes ``cv.json`` and ``cv.md`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from geoae.baselines import TfidfLogReg
-from geoae.config import load_config
+from geoae.config import FinetuneConfig, load_config
+from geoae.finetune import location_points
 from geoae.evaluate import compute_metrics
 from geoae.geo import LocationRisk, bayes_point_index
 from geoae.labels import region_of
@@ -40,7 +43,7 @@ from geoae.pipeline import load_documents, state_points, train
 
 log = logging.getLogger("crossval")
 
-CAPS = [161, 300, 500, 800, None]
+CAPS = [500, None]
 METRICS = ("state_acc", "region_acc", "acc_at_161", "mean_km", "median_km")
 
 
@@ -118,13 +121,18 @@ def points_for(z, rule: str) -> np.ndarray:
         return sp[probs.argmax(1)]
     if rule == "bayes500":
         return sp[bayes_point_index(probs, sp, 500)]
+    if rule == "location":  # the shipped rule: FinetuneConfig's gate and kernel, the kernel only with a regression head
+        ft = FinetuneConfig()
+        loc = LocationRisk(cap_km=ft.bayes_cap_km).fit(fit["lat"], fit["lon"], fit["state"], classes)
+        reg = z["reg"] if np.isfinite(z["reg"]).all() else None
+        return location_points(probs, reg, sp, loc, ft.location_gate, ft.location_tau_km)
     cap = None if rule == "users_nocap" else float(rule.split("users")[1])
     risk = LocationRisk(cap_km=cap).fit(fit["lat"], fit["lon"], fit["state"], classes)
     return risk.points(probs)
 
 
 def analyse(out: Path, k: int, variants: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
-    rules = ["state_median", "bayes500", *[f"users{c}" if c else "users_nocap" for c in CAPS]]
+    rules = ["state_median", "bayes500", "location", *[f"users{c}" if c else "users_nocap" for c in CAPS]]
     pooled: dict[str, dict] = {}
     per_user: dict[str, dict] = {}
     for v in variants:
