@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geoae.errors import ConfigError, DataError, RecordLog
+from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog
 from geoae.tweets import GRANULARITY_ATTR, TWEET_COLUMNS, blank_texts, geotext_fold_split, iter_tweets, text_array
 
 log_ = logging.getLogger(__name__)
@@ -258,6 +258,23 @@ def iter_documents(
             yield emit(done)
     if carry is not None and len(carry):
         yield emit(carry)
+
+
+def read_documents_into(q, paths: list[str], fmt: str, chunksize: int, policy: str) -> None:
+    """Body of a reader *process*: ``iter_documents`` chunks into the queue ``q``, then its log.
+
+    Messages: ``("chunk", frame)``, then ``("done", RecordLog)`` or ``("error", (exc, RecordLog))``.
+    Lives here, not in ``predict``, so a spawned child imports pandas but not torch.
+    """
+    log = RecordLog(policy=policy)
+    try:
+        for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log):
+            q.put(("chunk", docs))
+        q.put(("done", log))
+    except BaseException as e:  # every failure is handed to the parent, which raises it
+        if not isinstance(e, GeoaeError):  # our errors carry one message and cross the queue intact
+            e = DataError(f"reading failed: {type(e).__name__}: {e}")
+        q.put(("error", (e, log)))
 
 
 def read_documents(

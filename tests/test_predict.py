@@ -178,7 +178,8 @@ def test_cli_unknown_output_suffix_is_a_clear_error(model, users_file, tmp_path,
     assert "cannot tell the output format" in capsys.readouterr().err
 
 
-def test_bad_records_are_counted_and_good_rows_written(model, tmp_path):
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_bad_records_are_counted_and_good_rows_written(model, tmp_path, reader):
     src = write_corpus(tmp_path / "tweets.jsonl", n_users=25, seed=5)
     good_lines = src.read_text().splitlines()
     extra = [
@@ -192,9 +193,11 @@ def test_bad_records_are_counted_and_good_rows_written(model, tmp_path):
     lines = good_lines[:10] + extra[:2] + good_lines[10:] + extra[2:]
     src.write_text("\n".join(lines) + "\n")
     out, summary = tmp_path / "pred.csv", tmp_path / "summary.json"
-    assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(out), "--summary", str(summary)]) == 0
+    assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(out), "--summary", str(summary),
+                 "--reader", reader]) == 0
     df = _read(out)
     s = json.loads(summary.read_text())
+    assert s["reader"] == reader  # the child's record log reached the summary (counts below)
     users = {json.loads(l)["user"]["id_str"] for l in good_lines}
     assert set(df["user_id"]) == users | {"badcoord", "silent"}
     assert len(df) == s["rows_out"] == s["users_in"] == len(users) + 2
@@ -206,11 +209,13 @@ def test_bad_records_are_counted_and_good_rows_written(model, tmp_path):
     assert s["rows_by_status"] == {"empty_text": 1, "ok": len(users) + 1}
 
 
-def test_bad_records_under_fail_policy_stop_with_a_clear_error(model, tmp_path, capsys):
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_bad_records_under_fail_policy_stop_with_a_clear_error(model, tmp_path, capsys, reader):
     src = write_corpus(tmp_path / "tweets.jsonl", n_users=5, seed=6)
     src.write_text(src.read_text() + "{oops\n")
     out = tmp_path / "pred.csv"
-    rc = main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(out), "--on-bad-record", "fail"])
+    rc = main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(out), "--on-bad-record", "fail",
+               "--reader", reader])
     assert rc == 2
     assert "malformed_json" in capsys.readouterr().err
     assert not out.exists()  # no half result under the real name
@@ -324,3 +329,15 @@ def test_prefetch_keeps_order_reraises_and_stops_early():
     for f in prefetch_chunks(endless(), depth=2):
         break
     assert len(pulled) <= 5  # the reader stopped instead of running on
+
+
+def test_process_reader_writes_what_the_thread_reader_writes(model, users_file, tmp_path):
+    from geoae.predict import predict_files
+
+    a = predict_files(model, [users_file], tmp_path / "a.csv", chunksize=7, progress=False, reader="thread")
+    b = predict_files(model, [users_file], tmp_path / "b.csv", chunksize=7, progress=False, reader="process")
+    assert (a["reader"], b["reader"]) == ("thread", "process")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert a["users_in"] == b["users_in"] == 40
+    # auto: a small input is read in a thread (a process start-up costs more than it saves)
+    assert predict_files(model, [users_file], tmp_path / "c.csv", progress=False)["reader"] == "thread"
