@@ -94,8 +94,12 @@ def _child_main(argv: list[str]) -> int:
     finally:
         from geoae.manifest import write_json
 
+        # A reader process (``geoae predict --reader process``) has its own peak: the largest
+        # waited-for child's, reported beside the main process's (the two add up at most).
+        reader_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         write_json(result_path, {"rc": rc, "inproc_seconds": round(time.perf_counter() - t0, 3),
-                                 "peak_rss_mb": _peak_rss_mb(), **extra})
+                                 "peak_rss_mb": _peak_rss_mb(), "reader_peak_rss_mb": round(reader_kb / 1024.0, 1),
+                                 **extra})
     return rc
 
 
@@ -146,18 +150,23 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     """
     from geoae.documents import iter_documents
     from geoae.errors import RecordLog
-    from geoae.predict import _Writer, prefetch_chunks
+    from geoae.predict import PROCESS_READER_MIN_BYTES, _Writer, prefetch_chunks, read_ahead_process
 
     C = str(json.loads(Path(fitted).read_text())["C"])
     lr, _, _, _ = _fit_lr(config, data_dir, C, sets_json)
     t0 = time.perf_counter()
     users = rows = 0
     rlog = RecordLog(policy="skip")
-    # The same writer and read-ahead thread as ``geoae predict``, so the ratio compares the models.
+    # The same writer and reader (process or thread, by the same size rule) as ``geoae predict``,
+    # so the ratio compares the models.
     w = _Writer(Path(output), "csv")
     ok = False
+    if os.path.getsize(inp) >= PROCESS_READER_MIN_BYTES:
+        chunks = read_ahead_process([inp], "rahimi", int(chunksize), rlog)
+    else:
+        chunks = prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog))
     try:
-        for docs in prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog)):
+        for docs in chunks:
             if docs.empty:
                 continue
             users += len(docs)
@@ -465,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
             "users_per_s_wall": round(s["users_in"] / r["wall_seconds"], 1),
             "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
+            "reader_peak_rss_mb": r.get("reader_peak_rss_mb"), "reader": s.get("reader"),
         }
         o2 = outs / f"lr_x{k:03d}.csv"
         r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [args.config, str(data_dir), str(lr_model), json.dumps(sets), str(files[k]), str(o2),
@@ -473,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             "users": r["users_in"], "rows_out": r["rows_out"], "wall_seconds": r["wall_seconds"],
             "users_per_s_wall": round(r["users_in"] / r["wall_seconds"], 1),
             "users_per_s_summary": r["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
+            "reader_peak_rss_mb": r.get("reader_peak_rss_mb"),
         }
         if not args.keep_outputs:
             for p in (o, o2):
@@ -520,12 +531,13 @@ def markdown(r: dict) -> str:
         for k, v in r["stages"].items():
             lines.append(f"| {k} | {v['wall_seconds']:.1f} | {v['peak_rss_mb']:.0f} |")
         lines.append("")
-    lines += ["| model | scale | users | wall s | users/s (wall) | users/s (summary) | peak RSS MB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| model | scale | users | wall s | users/s (wall) | users/s (summary) | peak RSS MB | reader process peak MB |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, per in r["predict"].items():
         for k, v in per.items():
+            rd = v.get("reader_peak_rss_mb") or 0
             lines.append(f"| {name} | x{k} | {v['users']} | {v['wall_seconds']:.1f} | {v['users_per_s_wall']:.0f} | "
-                         f"{v['users_per_s_summary']:.0f} | {v['peak_rss_mb']:.0f} |")
+                         f"{v['users_per_s_summary']:.0f} | {v['peak_rss_mb']:.0f} | {f'{rd:.0f}' if rd else '–'} |")
     lines += ["", "| scale | SDAE/LR users/s (wall) | SDAE/LR users/s (summary) | SDAE/LR peak RSS |", "|---:|---:|---:|---:|"]
     for k, v in r["ratios_sdae_over_lr"].items():
         lines.append(f"| x{k} | {v['users_per_s_wall_sdae_over_lr']} | {v['users_per_s_summary_sdae_over_lr']} | "
