@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from geoae.evaluate import POINTS
 from geoae.manifest import atomic_write_bytes, atomic_write_text, versions, write_json
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ POINT_LABELS = {
     "regression": "regression head",
     "state_median": "state-median point",
     "bayes": "Bayes point",
+    "location": "location point",
 }
-POINT_COLUMNS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon")}
+# The prediction columns of each point kind, as evaluation scores them (one definition).
+POINT_COLUMNS = {kind: (la, lo) for kind, (la, lo, _desc) in POINTS.items()}
 
 
 # --------------------------------------------------------------------------- state shapes
@@ -510,7 +513,10 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
             "Distances are great-circle (haversine, R = 6371.0088 km) over users with valid true coordinates and a predicted "
             "point; 'no point' counts users without one. Acc@161 = share of those users with error < 161 km (100 miles).",
             "Point predictions: 'regression head' = the model's directly predicted (lat, lon); 'state-median point' = median "
-            "training coordinate of the predicted state. Baselines have no regression head, so for them both are the same point.",
+            "training coordinate of the predicted state; 'Bayes point' = the state point with the least expected (capped) "
+            "error under the predicted state distribution; 'location point' = the state-median point when the top state's "
+            "probability reaches the gate, otherwise the training-location cell with the least expected error under the state "
+            "probabilities (and, for the SDAE, a kernel around the regression head's point). Baselines have no regression head.",
             f"Headline distance numbers use the {_point_label(head)}.",
             "Baselines are fitted on the train split of the same data: majority_state (most common train state for everyone), "
             "median_point (median train coordinate for everyone; predicts no state, so its state metrics are n/a), "
