@@ -103,3 +103,15 @@ def test_report_survives_a_model_without_states(tmp_path):
     paths = write_report(tmp_path, {"median_point": r}, {})
     m = json.loads(paths["metrics.json"].read_text())["models"]["median_point"]
     assert m["state_acc"] is None and "n/a" in paths["report.md"].read_text()
+
+
+@pytest.mark.parametrize("headline", ["bayes", "location"])
+def test_every_figure_is_drawn_whatever_the_headline_point(tmp_path, headline):
+    truth, pdf, proba, codes = _synthetic()
+    la, lo = {"bayes": ("bayes_lat", "bayes_lon"), "location": ("loc_lat", "loc_lon")}[headline]
+    pdf = pdf.assign(**{la: pdf["state_lat"], lo: pdf["state_lon"]})
+    sdae = evaluate_predictions(truth, pdf, proba, codes, point="all", headline=headline)
+    assert sdae["metrics"]["headline_point"] == headline
+    paths = write_report(tmp_path / "rep", {"geoae-sdae": sdae}, {"split": "test"})
+    for name in FIGURES:
+        assert paths[name].read_bytes().startswith(PNG_MAGIC), name
