@@ -172,19 +172,38 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
         results["ablations"][name] = {"description": desc, "overrides": ovs, "train_s": round(t.seconds, 1), "metrics": m}
         log.info("ablation %s: state %.3f, median %.0f km (%.0fs)", name, m["state_acc"] or 0, m["median_km"] or 0, t.seconds)
 
+    return write_tables(results, out)
+
+
+def write_tables(results: dict, out: str | Path) -> dict:
+    """The results table (``benchmark.md``, ``rows`` in ``benchmark.json``) from a benchmark's metrics.
+
+    Ablation rows are given at the main model's headline point (each ablation's own
+    validation choice is named in its note when it differs), so that a row differs from the
+    main model by the one setting it names, not also by how its point is chosen.
+    """
+    out = Path(out)
+    metrics = results["models"]
+    head = metrics["geoae-sdae"]["headline_point"]
     rows = [_row("geoae SDAE (this work)", metrics["geoae-sdae"], note="headline point chosen on val")]
     for kind in metrics["geoae-sdae"]["points"]:
-        if kind != metrics["geoae-sdae"]["headline_point"]:
+        if kind != head:
             rows.append(_row("geoae SDAE (this work)", metrics["geoae-sdae"], kind, "other point of the same model"))
     for name, a in results["ablations"].items():
-        rows.append(_row(f"ablation: {name}", a["metrics"], note=a["description"]))
+        m = a["metrics"]
+        # An ablation that fixes its own point (coord_only: no state head to locate with) keeps it.
+        fixed = any(o.startswith("finetune.point=") for o in a.get("overrides", []))
+        kind = head if head in m["points"] and not fixed else m["headline_point"]
+        own = m["headline_point"]
+        note = a["description"] + ("" if own == kind else f" (its own val choice: {POINT_NAMES.get(own, own)})")
+        rows.append(_row(f"ablation: {name}", m, kind, note))
     notes = {"baseline:tfidf_logreg": "Rahimi/pigeo recipe, C tuned on val",
              "baseline:tfidf_logreg_same_features": "same classifier on the SDAE's own TF-IDF input, C tuned on val"}
     for name in ("baseline:tfidf_logreg", "baseline:tfidf_logreg_same_features", "baseline:majority_state",
                  "baseline:median_point"):
         if name in metrics:
             m = metrics[name]
-            # Majority / median point have one point each; the LR peers get both their points.
+            # Majority / median point have one point each; the LR peers get all their points.
             for kind in (m["points"] if "logreg" in name else [m["headline_point"]]):
                 rows.append(_row(name.replace("baseline:", "baseline: "), m, kind, notes.get(name, ""),
                                  "median training point" if "median_point" in name else None))
@@ -193,7 +212,8 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
     results["anchors_md"] = anchors_table()
     write_json(out / "benchmark.json", results)
     (out / "benchmark.md").write_text(
-        f"# GeoText benchmark\n\nProtocol: {protocol}.\n\nConfig: `{config}` {' '.join(sets)}\n\n"
+        f"# GeoText benchmark\n\nProtocol: {results['protocol']}.\n\nConfig: `{results['config']}` "
+        f"{' '.join(results.get('overrides', []))}\n\n"
         f"{results['table_md']}\n\nPublished anchors (trained on about 3x more users than the in-house protocol):\n\n"
         f"{results['anchors_md']}\n\nStage times (s): {json.dumps(results['stages'])}\n", encoding="utf-8")
     return results
@@ -201,7 +221,15 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
 
 def _cmd(args: argparse.Namespace) -> int:
     abl = list(ABLATIONS) if args.ablations == "all" else [a for a in (args.ablations or "").split(",") if a]
-    res = run_benchmark(args.config, args.out, ablations=abl, full_text=args.full_text, sets=args.set)
+    if args.tables_only:
+        src = Path(args.out) / "benchmark.json"
+        if not src.is_file():
+            from geoae.errors import GeoaeError
+
+            raise GeoaeError(f"--tables-only: {src} not found; run the benchmark first")
+        res = write_tables(json.loads(src.read_text(encoding="utf-8")), args.out)
+    else:
+        res = run_benchmark(args.config, args.out, ablations=abl, full_text=args.full_text, sets=args.set)
     print(f"Protocol: {res['protocol']}\n")
     print(res["table_md"])
     print("\nPublished anchors (about 3x more training users):\n")
@@ -217,4 +245,6 @@ def add_cli(sub) -> None:
     p.add_argument("--ablations", default="all", help="comma-separated names, 'all' (default) or '' for none: " + ", ".join(ABLATIONS))
     p.add_argument("--full-text", help="a complete GeoText full_text.txt: run the official protocol instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--tables-only", action="store_true",
+                   help="rewrite benchmark.md and the rows of benchmark.json from an earlier run's metrics (no training)")
     p.set_defaults(func=_cmd)
