@@ -1,0 +1,59 @@
+"""The benchmark's results table, from metrics alone (the full run trains for ~15 minutes by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from geoae.benchmark import ABLATIONS, write_tables
+from geoae.cli import main
+
+
+def _m(head: str, state: float, **points) -> dict:
+    pts = {k: {"acc_at_161": v[0], "mean_km": v[1], "median_km": v[2]} for k, v in points.items()}
+    return {"headline_point": head, "state_acc": state, "region_acc": 0.5, "points": pts, **pts[head]}
+
+
+def _results() -> dict:
+    sdae = _m("location", 0.35, location=(0.34, 900, 480), bayes=(0.35, 990, 537), regression=(0.05, 936, 599))
+    lr = _m("state_median", 0.35, state_median=(0.367, 1068, 556), bayes=(0.369, 1009, 534), location=(0.367, 1042, 553))
+    return {
+        "protocol": "test protocol", "config": "configs/x.yaml", "overrides": [], "stages": {"train_s": 1.0},
+        "models": {"geoae-sdae": sdae, "baseline:tfidf_logreg": lr},
+        "ablations": {
+            "no_recon": {"description": "no reconstruction", "overrides": ABLATIONS["no_recon"][1],
+                         "metrics": _m("bayes", 0.34, location=(0.33, 910, 482), bayes=(0.36, 970, 506))},
+            "coord_only": {"description": "coordinates only", "overrides": ABLATIONS["coord_only"][1],
+                           "metrics": _m("regression", 0.004, location=(0.2, 938, 570), regression=(0.05, 917, 567))},
+        },
+    }
+
+
+def test_ablations_are_shown_at_the_main_models_point_unless_they_fix_their_own(tmp_path):
+    res = write_tables(_results(), tmp_path)
+    rows = {(r["model"], r["point"]): r for r in res["rows"]}
+    nr = rows[("ablation: no_recon", "location point")]
+    assert (nr["acc161"], nr["median_km"]) == (0.33, 482) and "own val choice: Bayes point" in nr["note"]
+    assert ("ablation: coord_only", "regression head") in rows  # it fixes finetune.point=regression
+    # the peer is shown at every point it has; the SDAE's headline row first
+    assert {p for m, p in rows if m == "baseline: tfidf_logreg"} == {"state-median point", "Bayes point", "location point"}
+    assert res["rows"][0]["point"] == "location point" and "chosen on val" in res["rows"][0]["note"]
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| geoae SDAE (this work) | location point | 35.0 | 50.0 | 34.0 | 900 | 480 |" in md
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == res["rows"]
+
+
+def test_tables_only_rewrites_from_json_and_needs_a_run(tmp_path, capsys):
+    write_tables(_results(), tmp_path)
+    (tmp_path / "benchmark.md").unlink()
+    assert main(["-q", "benchmark", "-o", str(tmp_path), "--tables-only"]) == 0
+    assert (tmp_path / "benchmark.md").is_file()
+    assert main(["-q", "benchmark", "-o", str(tmp_path / "none"), "--tables-only"]) == 2
+    assert "run the benchmark first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_names_what_it_tests(name):
+    desc, overrides = ABLATIONS[name]
+    assert desc and overrides
