@@ -195,14 +195,15 @@ class LocationRisk:
         out.candidates_, out.mass_ = cand, mass
         return out
 
-    def _loss(self) -> np.ndarray:
-        cached = self.__dict__.get("_loss_cache")
+    def _cached(self) -> tuple[np.ndarray, np.ndarray]:
+        """(capped loss between cells [M, M], unit vectors of the cells [M, 3]), built once per fit."""
+        cached = self.__dict__.get("_cache")
         if cached is None or cached[0] is not self.candidates_:
             c = self.candidates_
             d = haversine_km(c[:, None, 0], c[:, None, 1], c[None, :, 0], c[None, :, 1])
-            cached = (c, d if self.cap_km is None else np.minimum(d, self.cap_km))
-            self.__dict__["_loss_cache"] = cached
-        return cached[1]
+            cached = (c, d if self.cap_km is None else np.minimum(d, self.cap_km), _unit_vectors(c[:, 0], c[:, 1]))
+            self.__dict__["_cache"] = cached
+        return cached[1], cached[2]
 
     def points(self, probs: np.ndarray, coords: np.ndarray | None = None, tau_km: float | None = None,
                batch: int = 2048) -> np.ndarray:
@@ -212,15 +213,23 @@ class LocationRisk:
             raise RuntimeError("LocationRisk is not fitted; call fit first")
         p = np.asarray(probs, dtype=np.float64)
         out = np.empty((len(p), 2))
-        loss, cand = self._loss(), self.candidates_
+        loss, cell_xyz = self._cached()
         for s in range(0, len(p), batch):  # bounded [batch, M] intermediates
             w = p[s:s + batch] @ self.mass_
             if coords is not None and tau_km:
                 r = np.asarray(coords[s:s + batch], dtype=np.float64)
-                k = np.exp(-haversine_km(r[:, None, 0], r[:, None, 1], cand[None, :, 0], cand[None, :, 1]) / tau_km)
-                wk = w * k
+                # Great-circle distance as the angle between unit vectors: one [b, 3] x [3, M] product
+                # instead of a haversine per pair (the same distance to well under a metre at 500 km).
+                cos = np.clip(_unit_vectors(r[:, 0], r[:, 1]) @ cell_xyz.T, -1.0, 1.0)
+                wk = w * np.exp(-(EARTH_RADIUS_KM / tau_km) * np.arccos(cos))
                 # A coordinate estimate far from every likely cell (or NaN) must not erase the state head.
                 good = np.isfinite(wk).all(axis=1) & (wk.sum(axis=1) > 0)
                 w[good] = wk[good]
-            out[s:s + batch] = cand[np.argmin(w @ loss, axis=1)]
+            out[s:s + batch] = self.candidates_[np.argmin(w @ loss, axis=1)]
         return out
+
+
+def _unit_vectors(lat, lon) -> np.ndarray:
+    """Points on the unit sphere [n, 3] for (lat, lon) in degrees."""
+    la, lo = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)

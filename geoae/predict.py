@@ -335,11 +335,11 @@ def _release_freed_memory() -> Callable[[], None]:
     chunks of 5,000 GeoText users; 746 -> 773 MB with a trim after every chunk).
     """
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # By its glibc name: ``ctypes.util.find_library`` would fork ``ldconfig`` from this
+        # (by then large) process, which is slow and shows up as a child process of that size.
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
         return lambda: None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
