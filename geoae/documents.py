@@ -260,17 +260,30 @@ def iter_documents(
         yield emit(carry)
 
 
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:  # not Linux
+        pass
+    return None
+
+
 def read_documents_into(q, paths: list[str], fmt: str, chunksize: int, policy: str) -> None:
     """Body of a reader *process*: ``iter_documents`` chunks into the queue ``q``, then its log.
 
-    Messages: ``("chunk", frame)``, then ``("done", RecordLog)`` or ``("error", (exc, RecordLog))``.
+    Messages: ``("chunk", frame)``, then ``("done", (RecordLog, peak RSS MB))`` or
+    ``("error", (exc, RecordLog))``. The peak is this process's own (``VmHWM``): a parent's
+    ``RUSAGE_CHILDREN`` cannot tell it, since Linux counts a forked child's pages before ``exec``.
     Lives here, not in ``predict``, so a spawned child imports pandas but not torch.
     """
     log = RecordLog(policy=policy)
     try:
         for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log):
             q.put(("chunk", docs))
-        q.put(("done", log))
+        q.put(("done", (log, _peak_rss_mb())))
     except BaseException as e:  # every failure is handed to the parent, which raises it
         if not isinstance(e, GeoaeError):  # our errors carry one message and cross the queue intact
             e = DataError(f"reading failed: {type(e).__name__}: {e}")

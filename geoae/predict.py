@@ -280,7 +280,7 @@ def prefetch_chunks(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[
 
 
 def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLog,
-                       depth: int = 2) -> Iterable[pd.DataFrame]:
+                       depth: int = 2, stats: dict | None = None) -> Iterable[pd.DataFrame]:
     """``iter_documents`` in a separate reader *process*, chunks handed over through a bounded queue.
 
     Why a process and not ``prefetch_chunks``' thread: reading (decoding, splitting, grouping)
@@ -288,7 +288,8 @@ def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLo
     and writing instead of running beside them; a process gets the second core to itself.
     ``spawn`` (not ``fork``: the parent has torch's thread pools running) starts a fresh
     interpreter that imports only the readers. The child's record log is merged into ``log``
-    at the end; a reader error is re-raised here; an early exit of the consumer stops it.
+    at the end (and its peak RSS into ``stats["reader_peak_rss_mb"]``); a reader error is
+    re-raised here; an early exit of the consumer stops it.
     """
     import multiprocessing as mp
     import queue
@@ -312,7 +313,10 @@ def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLo
             if kind == "chunk":
                 yield payload
             elif kind == "done":
-                log.merge(payload)
+                child_log, peak = payload
+                log.merge(child_log)
+                if stats is not None:
+                    stats["reader_peak_rss_mb"] = peak
                 return
             else:
                 err, child_log = payload
@@ -390,11 +394,12 @@ def predict_files(
     ok = False
     bar = tqdm(desc="predict", unit="user", disable=None if progress is None else not progress)
     release = _release_freed_memory()
+    reader_stats: dict = {}
     try:
         if reader == "auto":
             reader = "process" if sum(_size(p) for p in paths) >= PROCESS_READER_MIN_BYTES else "thread"
         if reader == "process":
-            chunks = read_ahead_process(paths, fmt, chunksize, rlog)
+            chunks = read_ahead_process(paths, fmt, chunksize, rlog, stats=reader_stats)
         elif reader == "thread":
             chunks = prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog))
         else:
@@ -427,6 +432,7 @@ def predict_files(
         "seconds": round(secs, 3),
         "users_per_second": round(users_in / secs, 1) if secs > 0 else None,
         "reader": reader,
+        **reader_stats,
     }
     log.info("predict: %d users in, %d rows out, %d bad records skipped %s, %.1f users/s",
              users_in, rows_out, rlog.total, dict(rlog.counts), summary["users_per_second"] or 0)

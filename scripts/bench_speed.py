@@ -94,12 +94,8 @@ def _child_main(argv: list[str]) -> int:
     finally:
         from geoae.manifest import write_json
 
-        # A reader process (``geoae predict --reader process``) has its own peak: the largest
-        # waited-for child's, reported beside the main process's (the two add up at most).
-        reader_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         write_json(result_path, {"rc": rc, "inproc_seconds": round(time.perf_counter() - t0, 3),
-                                 "peak_rss_mb": _peak_rss_mb(), "reader_peak_rss_mb": round(reader_kb / 1024.0, 1),
-                                 **extra})
+                                 "peak_rss_mb": _peak_rss_mb(), **extra})
     return rc
 
 
@@ -161,8 +157,9 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     # so the ratio compares the models.
     w = _Writer(Path(output), "csv")
     ok = False
+    stats: dict = {}
     if os.path.getsize(inp) >= PROCESS_READER_MIN_BYTES:
-        chunks = read_ahead_process([inp], "rahimi", int(chunksize), rlog)
+        chunks = read_ahead_process([inp], "rahimi", int(chunksize), rlog, stats=stats)
     else:
         chunks = prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog))
     try:
@@ -178,7 +175,7 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
         w.close(ok)
     secs = time.perf_counter() - t0
     return 0, {"users_in": users, "rows_out": rows, "seconds": round(secs, 3),
-               "users_per_second": round(users / secs, 1) if secs > 0 else None}
+               "users_per_second": round(users / secs, 1) if secs > 0 else None, **stats}
 
 
 def _profile(model_dir: str, inp: str, output: str, chunksize: str) -> tuple[int, dict]:
@@ -474,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
             "users_per_s_wall": round(s["users_in"] / r["wall_seconds"], 1),
             "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
-            "reader_peak_rss_mb": r.get("reader_peak_rss_mb"), "reader": s.get("reader"),
+            # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
+            "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
         }
         o2 = outs / f"lr_x{k:03d}.csv"
         r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [args.config, str(data_dir), str(lr_model), json.dumps(sets), str(files[k]), str(o2),

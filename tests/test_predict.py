@@ -337,6 +337,7 @@ def test_process_reader_writes_what_the_thread_reader_writes(model, users_file, 
     a = predict_files(model, [users_file], tmp_path / "a.csv", chunksize=7, progress=False, reader="thread")
     b = predict_files(model, [users_file], tmp_path / "b.csv", chunksize=7, progress=False, reader="process")
     assert (a["reader"], b["reader"]) == ("thread", "process")
+    assert b["reader_peak_rss_mb"] > 0 and "reader_peak_rss_mb" not in a  # the child's own high-water mark
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert a["users_in"] == b["users_in"] == 40
     # auto: a small input is read in a thread (a process start-up costs more than it saves)
