@@ -47,15 +47,18 @@ def main() -> int:
     import geoae.predict as predict
 
     trace: list[dict] = []
-    real = predict.prefetch_chunks
 
-    def traced(chunks, depth: int = 2):
-        for i, chunk in enumerate(real(chunks, depth)):
-            trace.append({"chunk": i, "rss_mb": _vm_rss_mb(),
-                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
-            yield chunk
+    def tracing(real):
+        """Wrap a chunk source of ``predict_files`` (reader thread or reader process alike)."""
+        def traced(*args, **kwargs):
+            for i, chunk in enumerate(real(*args, **kwargs)):
+                trace.append({"chunk": i, "rss_mb": _vm_rss_mb(),
+                              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                yield chunk
+        return traced
 
-    predict.prefetch_chunks = traced
+    predict.prefetch_chunks = tracing(predict.prefetch_chunks)
+    predict.read_ahead_process = tracing(predict.read_ahead_process)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = predict.predict_files(args.model, [args.input], Path(tmp) / "out.csv", chunksize=args.chunksize,
@@ -68,6 +71,7 @@ def main() -> int:
         "final_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_first_chunk_mb": rss[0] if rss else None,
         "rss_second_half_min_max_mb": [min(half), max(half)] if half else None,
+        "reader": summary.get("reader"), "reader_peak_rss_mb": summary.get("reader_peak_rss_mb"),
         "trace": trace,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
