@@ -57,6 +57,7 @@ OUTPUT_COLUMNS = [
     "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "loc_lat", "loc_lon", "top_states",
     "confidence",
 ]
+_NON_FLOAT_COLUMNS = ("user_id", "n_tweets", "status", "state", "region", "top_states")
 POINT_KINDS = {"regression": ("reg_lat", "reg_lon"), "state_median": ("state_lat", "state_lon"), "bayes": ("bayes_lat", "bayes_lon"),
                "location": ("loc_lat", "loc_lon")}
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -118,7 +119,7 @@ class Predictor:
         keep = np.flatnonzero(~empty)
         # Columns are filled as whole arrays and the frame is built once: per-column ``.loc``
         # writes into an object frame cost more than the model's forward pass on big chunks.
-        cols: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS[6:-2] + ["state_prob", "confidence"]}
+        cols: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c not in _NON_FLOAT_COLUMNS}
         state = np.full(n, None, dtype=object)
         region = np.full(n, None, dtype=object)
         tops = np.full(n, None, dtype=object)
