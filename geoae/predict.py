@@ -308,8 +308,9 @@ def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLo
                 kind, payload = q.get(timeout=1.0)
             except queue.Empty:
                 if not proc.is_alive():
-                    raise GeoaeError(f"the reader process stopped without finishing (exit code {proc.exitcode}); "
-                                     "rerun with --reader thread to read in this process") from None
+                    raise GeoaeError(f"the reader process stopped without finishing (exit code {proc.exitcode}); rerun "
+                                     "with --reader thread (reader='thread') to read in this process; a script calling "
+                                     "predict_files needs its top-level code under if __name__ == '__main__':") from None
                 continue
             if kind == "chunk":
                 yield payload
@@ -373,13 +374,17 @@ def predict_files(
     device: str = "cpu",
     top_k: int = 3,
     progress: bool | None = None,
-    reader: str = "auto",
+    reader: str = "thread",
 ) -> dict:
     """Stream ``inputs`` through the model into ``output``; returns the run summary (also logged).
 
-    ``reader``: ``process`` reads in a separate process (uses a second core fully; ~1 s to
-    start), ``thread`` in a read-ahead thread of this one, ``auto`` picks ``process`` when
-    the inputs total more than ``PROCESS_READER_MIN_BYTES``.
+    ``reader``: ``thread`` reads in a read-ahead thread of this process; ``process`` in a
+    separate process (uses a second core fully; ~1 s to start); ``auto`` picks ``process``
+    when the inputs total more than ``PROCESS_READER_MIN_BYTES`` (what ``geoae predict``
+    does). A reader process is started with ``spawn``, which imports the caller's main
+    module again: a script that calls this with ``process``/``auto`` must keep its top-level
+    code under ``if __name__ == "__main__":`` (otherwise the reader fails with a message
+    saying so and suggesting ``thread``).
     """
     from geoae.documents import iter_documents
 

@@ -62,7 +62,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = predict.predict_files(args.model, [args.input], Path(tmp) / "out.csv", chunksize=args.chunksize,
-                                        progress=False)
+                                        progress=False, reader="auto")  # as `geoae predict` does
     rss = [r["rss_mb"] for r in trace]
     half = rss[len(rss) // 2:]
     result = {

@@ -341,4 +341,4 @@ def test_process_reader_writes_what_the_thread_reader_writes(model, users_file, 
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert a["users_in"] == b["users_in"] == 40
     # auto: a small input is read in a thread (a process start-up costs more than it saves)
-    assert predict_files(model, [users_file], tmp_path / "c.csv", progress=False)["reader"] == "thread"
+    assert predict_files(model, [users_file], tmp_path / "c.csv", progress=False, reader="auto")["reader"] == "thread"
