@@ -342,3 +342,16 @@ def test_process_reader_writes_what_the_thread_reader_writes(model, users_file, 
     assert a["users_in"] == b["users_in"] == 40
     # auto: a small input is read in a thread (a process start-up costs more than it saves)
     assert predict_files(model, [users_file], tmp_path / "c.csv", progress=False, reader="auto")["reader"] == "thread"
+
+
+def test_process_reader_stops_when_the_consumer_stops(users_file):
+    import multiprocessing as mp
+
+    from geoae.errors import RecordLog
+    from geoae.predict import read_ahead_process
+
+    gen = read_ahead_process([str(users_file)], "auto", 5, RecordLog())
+    first = next(gen)
+    assert 0 < len(first) <= 5  # the last user of a chunk waits for the next (it may continue there)
+    gen.close()  # what an exception in the scoring loop does to the generator
+    assert not [p for p in mp.active_children() if p.name == "geoae-read"]
