@@ -93,8 +93,7 @@ def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
     # function on a Series per user, which dominated reading time): factorize gives the same
     # first-appearance group order as ``groupby(sort=False)``, a stable sort keeps tweet order.
     codes, uniques = pd.factorize(np.asarray(key), sort=False)
-    ne = nonempty
-    c, t = codes[ne], text[ne]
+    c, t = codes[nonempty], text[nonempty]
     order = np.argsort(c, kind="stable")
     t = t[order].tolist()
     bounds = np.searchsorted(c[order], np.arange(len(uniques) + 1))

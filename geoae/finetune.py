@@ -136,17 +136,17 @@ def location_points(probs: np.ndarray, coords: np.ndarray | None, class_points: 
 
 
 def point_predictions(probs: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None,
-                      cap_km: float | None = None, location: LocationRisk | None = None,
-                      ft: FinetuneConfig | None = None) -> dict[str, np.ndarray]:
-    """The point predictions [n, 2]: regression head, arg-max state's point, Bayes point and,
-    given a fitted ``location`` (and ``ft`` for its gate and kernel), the location point."""
+                      ft: FinetuneConfig | None = None, location: LocationRisk | None = None) -> dict[str, np.ndarray]:
+    """The point predictions [n, 2]: regression head, arg-max state's point, Bayes point (capped at
+    ``ft.bayes_cap_km``; uncapped without ``ft``) and, given a fitted ``location``, the location
+    point (``ft``'s gate and kernel, the defaults without ``ft``)."""
     out = {"regression": coords}
     if class_points is not None and len(probs):
         out["state_median"] = class_points[probs.argmax(1)]
-        out["bayes"] = class_points[bayes_point_index(probs, class_points, cap_km)]
+        out["bayes"] = class_points[bayes_point_index(probs, class_points, ft.bayes_cap_km if ft is not None else None)]
         if location is not None:
-            ft = ft or FinetuneConfig()
-            out["location"] = location_points(probs, coords, class_points, location, ft.location_gate, ft.location_tau_km)
+            lf = ft or FinetuneConfig()
+            out["location"] = location_points(probs, coords, class_points, location, lf.location_gate, lf.location_tau_km)
     return out
 
 
@@ -168,8 +168,7 @@ def score(model: GeoSDAE, data: TrainingSet, device: torch.device, ref_median_km
     ok = ~np.isnan(data.coords[:, 0])
     if ok.any():
         best = None
-        cap = ft.bayes_cap_km if ft is not None else None
-        for kind, pts in point_predictions(probs, coords, class_points, cap, location, ft).items():
+        for kind, pts in point_predictions(probs, coords, class_points, ft, location).items():
             err = haversine_km(pts[ok, 0], pts[ok, 1], data.coords[ok, 0], data.coords[ok, 1])
             pm = {"mean_km": float(err.mean()), "median_km": float(np.median(err)), "acc161": float((err < 161).mean())}
             m.update({f"{k}@{kind}": v for k, v in pm.items()})

@@ -173,9 +173,12 @@ class LocationRisk:
         keep = np.sort(np.argsort(-counts, kind="stable")[: self.max_candidates])
         cand = cells[keep] * self.grid_deg
         if len(keep) < len(cells):  # users of dropped cells count at the nearest kept cell
-            d = haversine_km(cells[:, None, 0] * self.grid_deg, cells[:, None, 1] * self.grid_deg,
-                             cand[None, :, 0], cand[None, :, 1])
-            cell_of = np.argmin(d, axis=1)[cell_of]
+            # In blocks of cells: a large corpus has many more cells than candidates.
+            centres = cells * self.grid_deg
+            nearest = np.concatenate([
+                np.argmin(haversine_km(b[:, None, 0], b[:, None, 1], cand[None, :, 0], cand[None, :, 1]), axis=1)
+                for b in np.array_split(centres, max(1, len(centres) // 4096 + 1))])
+            cell_of = nearest[cell_of]
         else:
             cell_of = np.searchsorted(keep, cell_of)
         mass = np.zeros((len(classes), len(cand)))

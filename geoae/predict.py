@@ -133,9 +133,8 @@ class Predictor:
             region[keep] = self._regions[best]
             cols["state_prob"][keep] = pbest
             cols["confidence"][keep] = pbest
-            points = point_predictions(kp, coords[keep], self.artifact.state_points,
-                                       self.artifact.config.finetune.bayes_cap_km, self.artifact.location,
-                                       self.artifact.config.finetune)
+            points = point_predictions(kp, coords[keep], self.artifact.state_points, self.artifact.config.finetune,
+                                       self.artifact.location)
             for kind, (la, lo) in POINT_KINDS.items():
                 if kind not in points:
                     continue
@@ -349,7 +348,11 @@ def _release_freed_memory() -> Callable[[], None]:
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
         return lambda: None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: trim(0) and None
+
+    def release() -> None:
+        trim(0)
+
+    return release
 
 
 PROCESS_READER_MIN_BYTES = 32 << 20  # below ~10,000 GeoText users the process start-up is not worth it
@@ -360,6 +363,21 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:  # a missing file is reported by the reader, with its name
         return 0
+
+
+def document_chunks(paths: list[str], fmt: str, chunksize: int, log: RecordLog, reader: str = "thread",
+                    stats: dict | None = None) -> tuple[Iterable[pd.DataFrame], str]:
+    """Chunks of user documents from ``paths``, read as ``reader`` says (see ``predict_files``);
+    returns them and the reader actually used (``auto`` resolved by the inputs' total size)."""
+    from geoae.documents import iter_documents
+
+    if reader == "auto":
+        reader = "process" if sum(_size(p) for p in paths) >= PROCESS_READER_MIN_BYTES else "thread"
+    if reader == "process":
+        return read_ahead_process(paths, fmt, chunksize, log, stats=stats), reader
+    if reader == "thread":
+        return prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log)), reader
+    raise GeoaeError(f"--reader must be auto, process or thread; got {reader!r}")
 
 
 def predict_files(
@@ -386,8 +404,6 @@ def predict_files(
     code under ``if __name__ == "__main__":`` (otherwise the reader fails with a message
     saying so and suggesting ``thread``).
     """
-    from geoae.documents import iter_documents
-
     out_path = Path(output)
     ofmt = output_format(out_path, output_format_name)
     predictor = load_predictor(model_dir, device=device, top_k=top_k)
@@ -402,14 +418,7 @@ def predict_files(
     release = _release_freed_memory()
     reader_stats: dict = {}
     try:
-        if reader == "auto":
-            reader = "process" if sum(_size(p) for p in paths) >= PROCESS_READER_MIN_BYTES else "thread"
-        if reader == "process":
-            chunks = read_ahead_process(paths, fmt, chunksize, rlog, stats=reader_stats)
-        elif reader == "thread":
-            chunks = prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=rlog))
-        else:
-            raise GeoaeError(f"--reader must be auto, process or thread; got {reader!r}")
+        chunks, reader = document_chunks(paths, fmt, chunksize, rlog, reader, reader_stats)
         for docs in chunks:
             if docs.empty:
                 continue

@@ -90,12 +90,13 @@ def text_array(values: Any) -> np.ndarray:
     per user per conversion, several conversions between a file and the featurizer, which
     wants Python strings). Object arrays only copy pointers.
     """
-    if isinstance(values, pd.Series):
-        values = values.to_numpy(dtype=object)
-    arr = np.array(values, dtype=object) if not isinstance(values, np.ndarray) else values.astype(object, copy=True)
-    arr = arr.reshape(-1)
-    for i, v in enumerate(arr.tolist()):
-        if type(v) is not str:
+    arr = (values.to_numpy(dtype=object) if isinstance(values, pd.Series)
+           else np.asarray(values, dtype=object)).reshape(-1)
+    bad = [i for i, v in enumerate(arr.tolist()) if type(v) is not str]
+    if bad:  # copy before mending, so the caller's array is never changed
+        arr = arr.copy()
+        for i in bad:
+            v = arr[i]
             arr[i] = "" if v is None or (isinstance(v, float) and v != v) or v is pd.NA else str(v)
     return arr
 
@@ -106,8 +107,13 @@ def text_list(values: Any) -> list[str]:
 
 
 def blank_texts(texts: Any) -> np.ndarray:
-    """Boolean per text: empty or whitespace only (no stripped copy of each text is made)."""
-    return np.fromiter((not t or t.isspace() for t in text_list(texts)), dtype=bool, count=len(texts))
+    """Boolean per text: empty or whitespace only (no stripped copy of each text is made).
+
+    A list is taken to hold strings already (``text_list``'s output); anything else goes
+    through ``text_array`` first.
+    """
+    seq = texts if isinstance(texts, list) else text_array(texts).tolist()
+    return np.fromiter((not t or t.isspace() for t in seq), dtype=bool, count=len(seq))
 
 # Frames from per-user formats carry attrs["granularity"] == "user" so that
 # documents.build_documents can tell a duplicated user from a user's many tweets.

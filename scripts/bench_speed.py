@@ -144,24 +144,20 @@ def _lr_predict(config: str, data_dir: str, fitted: str, sets_json: str, inp: st
     project reads no pickles, benchmarks included. Its peak memory therefore
     includes one small fit on the training users.
     """
-    from geoae.documents import iter_documents
     from geoae.errors import RecordLog
-    from geoae.predict import PROCESS_READER_MIN_BYTES, _Writer, prefetch_chunks, read_ahead_process
+    from geoae.predict import _Writer, document_chunks
 
     C = str(json.loads(Path(fitted).read_text())["C"])
     lr, _, _, _ = _fit_lr(config, data_dir, C, sets_json)
     t0 = time.perf_counter()
     users = rows = 0
     rlog = RecordLog(policy="skip")
-    # The same writer and reader (process or thread, by the same size rule) as ``geoae predict``,
+    # The same writer and reader (``auto``: process or thread by input size) as ``geoae predict``,
     # so the ratio compares the models.
     w = _Writer(Path(output), "csv")
     ok = False
     stats: dict = {}
-    if os.path.getsize(inp) >= PROCESS_READER_MIN_BYTES:
-        chunks = read_ahead_process([inp], "rahimi", int(chunksize), rlog, stats=stats)
-    else:
-        chunks = prefetch_chunks(iter_documents([inp], fmt="rahimi", chunksize=int(chunksize), log=rlog))
+    chunks, _ = document_chunks([inp], "rahimi", int(chunksize), rlog, "auto", stats)
     try:
         for docs in chunks:
             if docs.empty:
