@@ -59,6 +59,8 @@ ABLATIONS = {
                               ["data.unlabelled_splits=[val,test]"]),
     "refit": ("after early stopping on val, members refit on train + val (the LR peer is not refit here)",
               ["finetune.refit=true"]),
+    "freeze_first_layer": ("first encoder weight kept at its pretrained value while fine-tuning (one first layer "
+                           "shared by all members: a speed option)", ["finetune.freeze_first_layer=true"]),
 }
 
 

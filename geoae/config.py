@@ -142,6 +142,12 @@ class FinetuneConfig:
     # starting weights on train + dev for the epoch count it was stopped at (dev metrics
     # reported are those measured before the refit, the only honest ones).
     refit: bool = False
+    # Keep the pretrained first encoder weight fixed while fine-tuning (its bias still learns).
+    # All ensemble members then share one first weight (10k words x 512: ~95 % of the
+    # parameters), so prediction computes that product once instead of once per member and
+    # fine-tuning skips its gradient: a speed option. Cross-validation over the GeoText dev
+    # users found it less accurate (benchmarks/crossval.md), so it is off by default.
+    freeze_first_layer: bool = False
 
 
 @dataclass

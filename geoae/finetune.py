@@ -214,13 +214,16 @@ def finetune(
     ckpt_tag: dict | None = None,
     fixed_epochs: bool = False,
 ) -> dict:
-    """Fine-tune all layers and heads jointly; leaves the best dev epoch's weights in ``model``.
+    """Fine-tune all layers and heads jointly (all but the first encoder weight with
+    ``finetune.freeze_first_layer``); leaves the best dev epoch's weights in ``model``.
 
     ``fixed_epochs``: run exactly ``finetune.epochs`` epochs without dev users on purpose
     (the refit on train + dev), so the missing early stopping is not worth a warning.
     """
     ft = cfg.finetune
-    opt = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+    if ft.freeze_first_layer:
+        model.layers[0].encoder.weight.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ft.lr, weight_decay=ft.weight_decay)
     batches = Batches(train.X, device)
     y_state = torch.tensor(np.asarray(train.state), dtype=torch.long)
     y_xy = torch.tensor(np.asarray(train.coords), dtype=torch.float32)

@@ -72,3 +72,20 @@ def test_location_points_keep_sure_users_on_their_state_point():
     assert any(np.allclose(got[1], c) for c in loc.candidates_)
     # gate 0: nobody is unsure, the rule is the state-median point
     np.testing.assert_array_equal(location_points(probs, None, class_points, loc, 0.0, None), class_points[probs.argmax(1)])
+
+
+def test_freeze_first_layer_keeps_the_pretrained_first_weight_and_trains_the_rest():
+    cfg = tiny_config(finetune={"epochs": 3, "freeze_first_layer": True})
+    train, dev = tiny_set(100, seed=0), tiny_set(60, seed=1)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    m = GeoSDAE(train.X.shape[1], 5, cfg.model)
+    m.set_coord_scaler(torch.tensor(train.coords.mean(0)), torch.tensor(train.coords.std(0)))
+    gens = make_generators(0, device)
+    pretrain(m, train.X, cfg, device=device, gens=gens)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    finetune(m, train, dev, cfg, device=device, gens=gens, ref_median_km=1000.0)
+    after = m.state_dict()
+    assert torch.equal(after["layers.0.encoder.weight"], before["layers.0.encoder.weight"])
+    for k in ("layers.0.encoder.bias", "layers.1.encoder.weight", "state_head.weight"):
+        assert not torch.equal(after[k], before[k]), k

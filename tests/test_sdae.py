@@ -98,3 +98,33 @@ def test_sparse_inference_matches_dense_and_is_inference_only():
     assert torch.allclose(m(xs, reconstruct=False)["state_logits"],
                           m(torch.from_numpy(X.toarray()), reconstruct=False)["state_logits"], atol=1e-5)
     assert not torch.allclose(m(xs, reconstruct=False)["state_logits"], sparse["state_logits"], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_ensemble_with_a_shared_first_layer_computes_it_once():
+    import scipy.sparse as sp
+
+    from geoae.sdae import first_layer_rows
+
+    cfg = ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3)
+    torch.manual_seed(0)
+    members = [GeoSDAE(200, 5, cfg).eval() for _ in range(3)]
+    for mm in members[1:]:  # same first weight, everything else (first bias included) differs
+        mm.layers[0].encoder.weight.data.copy_(members[0].layers[0].encoder.weight.data)
+    for mm in members:
+        torch.nn.init.normal_(mm.coord_head.weight)
+        torch.nn.init.normal_(mm.layers[0].encoder.bias)
+    ens = GeoSDAEEnsemble(members).eval()
+    X = sp.random(30, 200, density=0.03, format="csr", dtype="float32", random_state=0)
+    xs = torch.sparse_csr_tensor(torch.from_numpy(X.indptr).long(), torch.from_numpy(X.indices).long(),
+                                 torch.from_numpy(X.data), size=X.shape, check_invariants=True)
+    assert first_layer_rows(ens, list(ens.members)).shape == (200, 32)  # one copy, not three side by side
+    dense = ens(torch.from_numpy(X.toarray()))
+    got = ens(xs)
+    assert torch.allclose(got["coords"], dense["coords"], atol=1e-4)
+    assert torch.allclose(got["state_logits"], dense["state_logits"], atol=1e-4)
+    # Once one member's first weight moves, the members are computed side by side again.
+    with torch.no_grad():
+        members[2].layers[0].encoder.weight.add_(0.5)
+    assert first_layer_rows(ens, list(ens.members)).shape == (200, 96)
+    assert torch.allclose(ens(xs)["coords"], ens(torch.from_numpy(X.toarray()))["coords"], atol=1e-4)
