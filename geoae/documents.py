@@ -87,12 +87,15 @@ def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
     """
     text = text_array(df["text"])
     nonempty = ~blank_texts(text)
+    codes, uniques = pd.factorize(np.asarray(key), sort=False)
+    if len(uniques) == len(df) and df["n_tweets"].dtype.kind in "iu" and df["lat"].dtype.kind == "f" \
+            and df["lon"].dtype.kind == "f":
+        return _one_row_groups(df, text, nonempty)
     g = df.groupby(key, sort=False)
     out = pd.DataFrame({"user_id": g["user_id"].first()})
     # Join each group's tweets without a per-group pandas call (``agg("\n".join)`` runs a Python
     # function on a Series per user, which dominated reading time): factorize gives the same
     # first-appearance group order as ``groupby(sort=False)``, a stable sort keeps tweet order.
-    codes, uniques = pd.factorize(np.asarray(key), sort=False)
     c, t = codes[nonempty], text[nonempty]
     order = np.argsort(c, kind="stable")
     t = t[order].tolist()
@@ -109,6 +112,25 @@ def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
     out["split"] = split[sp_ok].groupby(np.asarray(key)[sp_ok.to_numpy()], sort=False).first().reindex(out.index)
     out["split"] = out["split"].fillna("")
     return out.reset_index(drop=True).astype(_DTYPES)[list(DOC_COLUMNS)]
+
+
+def _one_row_groups(df: pd.DataFrame, text: np.ndarray, nonempty: np.ndarray) -> pd.DataFrame:
+    """``_aggregate`` when every group is one row (a per-user format with one line per user, the
+    common case): each reduction of a one-row group is the row itself, so the groupby calls,
+    which cost more than reading the line, are skipped. Same values and dtypes as the general path:
+    a blank text becomes "", coordinates are kept only as a pair, a missing split becomes ""."""
+    has = (df["lat"].notna() & df["lon"].notna()).to_numpy()
+    text = text.copy()
+    text[~nonempty] = ""
+    out = pd.DataFrame({
+        "user_id": df["user_id"].to_numpy(),
+        "text": pd.Series(text, dtype=object),
+        "n_tweets": df["n_tweets"].to_numpy(),
+        "lat": np.where(has, df["lat"].to_numpy(), np.nan),
+        "lon": np.where(has, df["lon"].to_numpy(), np.nan),
+        "split": df["split"].fillna("").astype("str").to_numpy(),
+    })
+    return out.astype(_DTYPES)[list(DOC_COLUMNS)]
 
 
 def build_documents(

@@ -100,6 +100,22 @@ def _jsonl(path, users):
     return path
 
 
+def test_aggregate_one_row_groups_equal_the_general_path():
+    from geoae.documents import _aggregate
+
+    rows = [("a", "t1", 1.0, 2.0, "train", 3), ("b", "  ", 3.0, NAN, "", 1), ("c", "", NAN, NAN, None, 2),
+            ("d", "x\ny", -5.0, 6.0, "dev", 1), ("e", "last", 7.0, 8.0, "test", 1)]
+    df = tweets(rows + [rows[-1]])
+    # Every group one row: the shortcut. One group of two rows: the groupby path.
+    fast = _aggregate(df.iloc[:-1].reset_index(drop=True), np.arange(len(rows)))
+    general = _aggregate(df, np.minimum(np.arange(len(df)), len(rows) - 1))
+    pd.testing.assert_frame_equal(fast.iloc[:-1], general.iloc[:-1])
+    assert fast["text"].tolist() == ["t1", "", "", "x\ny", "last"]
+    assert fast["n_tweets"].tolist() == [3, 1, 2, 1, 1]
+    assert np.isnan(fast.loc[1, "lat"]) and fast.loc[3, "lat"] == -5.0
+    assert fast["split"].tolist() == ["train", "", "", "dev", "test"]
+
+
 def test_iter_documents_merges_runs_across_chunk_boundaries(tmp_path):
     p = _jsonl(tmp_path / "t.jsonl", [("a", "1"), ("a", "2"), ("a", "3"), ("b", "4"), ("b", "5"), ("c", "6")])
     log = RecordLog()

@@ -460,3 +460,104 @@ def test_bad_gzip_header_is_a_clear_error(tmp_path):
     p.write_bytes(b"\x1f\x8b" + b"\xff" * 40)
     with pytest.raises(DataError):
         read_tweets(p)
+
+
+# --------------------------------------------------------------------------- block reader (user_info fast path)
+
+
+def per_line_rule(raw: bytes):
+    """The documented per-line rule for user_info lines, written independently of the block reader:
+    decode (UTF-8, latin-1 per bad byte), drop trailing "\\r", 4 tab fields, " ||| " -> "\\n"."""
+    rows, malformed = [], []
+    for n, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        f = line.decode("utf-8", "geoae_latin1_fallback").rstrip("\r").split("\t", 3)
+        if len(f) < 4:
+            malformed.append(n)
+            continue
+        rows.append((n, f[0].strip(), f[3].replace(" ||| ", "\n"), f[3].count(" ||| ") + 1))
+    return rows, malformed
+
+
+USER_LINES = [
+    "U_utf8\t40.1\t-74.2\tcaf\u00e9 \U0001F600 ||| \u4e2d\u6587 ||| x\n".encode(),
+    b"U_latin1\t40.1\t-74.2\tcaf\xe9 na\xefve ||| \xff\n",  # a latin-1 line among UTF-8 lines
+    b"U_cut\t40.1\t-74.2\tcut mid-character \xe2\x82\r\n",  # truncated UTF-8 before a CRLF
+    b"U_cut_sep\t40.1\t-74.2\tcut \xe2\x82 ||| before a separator\n",
+    b"U_crlf\t40.1\t-74.2\ta ||| b\r\n",
+    b"U_crs\t40.1\t-74.2\tte\rxt ||| \r\r\n",
+    b"U_short\t40.1\n",  # malformed: 2 fields
+    b"\n",
+    b"  \t \r\n",  # blank: skipped, still numbered
+    b"U_range\t95.0\t-174.2\tlatitude out of range\n",
+    b"U_empty\t40.1\t-74.2\t\n",
+    b"U_tabs\t40.1\t-74.2\tleft\tright ||| more\ttabs\n",
+    b"U_shared\t40.1\t-74.2\ta ||| ||| b\n",  # two separators sharing a space: only the first counts
+    b"U_nospace\t40.1\t-74.2\ta||| b ||| c |||| d ||||| e\n",
+    b"U_edges\t40.1\t-74.2\t ||| starts and ends ||| \n",
+    b"U_lead\t40.1\t-74.2\t||| no space before\n",
+    b"U ||| sep\t40.1\t-74.2\tseparator in the user ||| x\n",
+    b"U_lat\t40.1 ||| \t-74.2\tseparator in the latitude ||| x\n",
+    b"U_long\t40.1\t-74.2\t" + b"long tweet ||| " * 400 + b"end\n",
+    b"  U_spaced  \t40.1\t-74.2\tspaces around the user\n",
+    b"U_last\t40.1\t-74.2\tlast line without newline ||| y",
+]
+
+
+@pytest.mark.parametrize("read_bytes", [7, 100, 1 << 22])
+@pytest.mark.parametrize("chunksize", [1, 4, 1000])
+def test_user_lines_block_reader_matches_per_line_rule(tmp_path, monkeypatch, read_bytes, chunksize):
+    import geoae.tweets as tw
+
+    monkeypatch.setattr(tw, "_READ_BYTES", read_bytes)  # cut lines (and "\r\n") across reads
+    raw = b"".join(USER_LINES)
+    p = write_bytes(tmp_path / "user_info.test", raw)
+    log = skip_log()
+    frames = list(iter_tweets(p, chunksize=chunksize, log=log))
+    df = pd.concat(frames, ignore_index=True)
+    assert_schema(df)
+    rows, malformed = per_line_rule(raw)
+    assert list(zip(df["line"], df["user_id"], df["text"], df["n_tweets"])) == rows
+    assert log.counts["malformed_line"] == len(malformed) == 1
+    assert log.counts["invalid_coordinates"] == 2  # 95.0 and "40.1 ||| "
+    assert log.counts["empty_text"] == 1
+    got = df.set_index("user_id")
+    assert np.isnan(got.loc["U_range", "lat"]) and got.loc["U_utf8", "lat"] == 40.1
+    assert got.loc["U_latin1", "text"] == "caf\u00e9 na\u00efve\n\u00ff"
+    assert got.loc["U_shared", "text"] == "a\n||| b"
+    assert got.loc["U_edges", "text"] == "\nstarts and ends\n"
+    assert got.loc["U_last", "n_tweets"] == 2
+
+
+def test_user_lines_malformed_line_under_fail_names_line(tmp_path):
+    p = write_bytes(tmp_path / "user_info.test", b"".join(USER_LINES))
+    with pytest.raises(DataError, match=r"user_info\.test:7: malformed_line: expected 4 .* got 2"):
+        read_tweets(p, log=RecordLog(policy="fail"))
+
+
+def test_user_lines_gzip_equals_plain(tmp_path):
+    raw = b"".join(USER_LINES)
+    plain = write_bytes(tmp_path / "user_info.test", raw)
+    gz = write_bytes(tmp_path / "user_info.test.gz", gzip.compress(raw))
+    a, b = skip_log(), skip_log()
+    pd.testing.assert_frame_equal(read_tweets(plain, log=a, chunksize=3).drop(columns="source"),
+                                  read_tweets(gz, log=b, chunksize=3).drop(columns="source"))
+    assert a.counts == b.counts
+
+
+@pytest.mark.parametrize("read_bytes", [1, 5, 64])
+def test_line_reader_blocks_same_lines_and_chunks_as_chunks(tmp_path, monkeypatch, read_bytes):
+    import geoae.tweets as tw
+
+    monkeypatch.setattr(tw, "_READ_BYTES", read_bytes)
+    rng = random.Random(3)
+    pieces = [b"", b" ", b"\t", b"\r", b"x", b"ab\tc", b"\xe9", b"  y "]
+    raw = b"".join(b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) + b"\n" for _ in range(300))
+    raw += b"tail without newline"
+    p = write_bytes(tmp_path / "lines.txt", raw)
+    for chunksize in (1, 7, 1000):
+        old = [[(n, r.rstrip(b"\n")) for n, r in c] for c in tw._LineReader(p, skip_log(), chunksize).chunks()]
+        new = [[(int(n), blk.data[s:e].tobytes()) for blk in c for n, s, e in zip(blk.nums, blk.starts, blk.ends)]
+               for c in tw._LineReader(p, skip_log(), chunksize).blocks()]
+        assert new == old and len(old) == -(-sum(map(len, old)) // chunksize)
