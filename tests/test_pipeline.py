@@ -199,3 +199,28 @@ def test_refit_on_train_plus_dev(run, tmp_path):
     assert not all(torch.equal(sd[k], sd0[k]) for k in sd)
     again = load_artifact(train(cfg, run / "data", tmp_path / "refit")).model.state_dict()
     assert all(torch.equal(sd[k], again[k]) for k in sd)
+
+
+def test_frozen_first_layer_model_shares_one_first_product(run, tmp_path):
+    """finetune.freeze_first_layer: the saved members keep the pretrained first weight (one copy
+    for all), the loaded ensemble computes it once, and its sparse and dense outputs agree."""
+    import numpy as np
+
+    from geoae.artifact import load_artifact
+    from geoae.config import load_config
+    from geoae.finetune import predict_arrays
+    from geoae.pipeline import train
+    from geoae.sdae import first_layer_rows
+
+    cfg = load_config(None, TINY + ["finetune.freeze_first_layer=true", "finetune.ensemble=3"])
+    art = load_artifact(train(cfg, run / "data", tmp_path / "frozen"))
+    members = list(art.model.members)
+    w = [m.layers[0].encoder.weight for m in members]
+    assert all(torch.equal(w[0], x) for x in w[1:])
+    assert not all(torch.equal(members[0].state_head.weight, m.state_head.weight) for m in members[1:])
+    docs = pd.read_parquet(run / "data" / "documents.parquet")
+    X = art.featurizer.transform(docs["text"].tolist()[:40])
+    probs, coords = predict_arrays(art.model, X, torch.device("cpu"))  # sparse path
+    assert first_layer_rows(art.model, members).shape == (X.shape[1], w[0].shape[0])
+    dense_p, dense_c = predict_arrays(art.model, X.toarray(), torch.device("cpu"))
+    assert np.allclose(probs, dense_p, atol=1e-5) and np.allclose(coords, dense_c, atol=1e-3)
