@@ -204,7 +204,7 @@ def first_layer_rows(owner: nn.Module, models: list[GeoSDAE]) -> torch.Tensor:
     if cached is None or cached[0] != key:
         with torch.no_grad():
             shared = all(w.shape == ws[0].shape and torch.equal(w, ws[0]) for w in ws[1:])
-            cached = (key, (ws[0] if shared else torch.cat([w.detach() for w in ws])).detach().t().contiguous())
+            cached = (key, (ws[0] if shared else torch.cat(ws)).detach().t().contiguous())
         owner.__dict__["_first_rows"] = cached
     return cached[1]
 
