@@ -443,9 +443,15 @@ def _split_fields(chunk: list[tuple[int, bytes]], encoding: str, n: int, what: s
     if not ok.all():
         got = parts.notna().sum(axis=1).to_numpy()
         for i in np.flatnonzero(~ok):
-            log.bad("malformed_line", f"expected {n} tab-separated fields ({what}), got {got[i]}; line dropped",
-                    line=int(nums[i]), source=str(path))
+            _too_few_fields(log, n, what, int(got[i]), int(nums[i]), path)
     return parts.loc[ok].reset_index(drop=True), nums[ok]
+
+
+def _too_few_fields(log: RecordLog, n: int, what: str, got: int, line: int, path: Path) -> None:
+    """The ``malformed_line`` record of a line with fewer than ``n`` tab-separated fields (one
+    wording for the per-line and the block readers)."""
+    log.bad("malformed_line", f"expected {n} tab-separated fields ({what}), got {got}; line dropped",
+            line=line, source=str(path))
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -656,6 +662,7 @@ def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix
 # --------------------------------------------------------------------------- Rahimi
 
 
+_RAHIMI_FIELDS = "user, lat, lon, text"
 _SEP_TAIL = RAHIMI_SEP[1:].encode()  # "||| ": found fast (rare first byte), see _user_records
 
 
@@ -763,8 +770,7 @@ def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_
             recs = [_user_records(block) for block in chunk]
             for r in recs:
                 for num, got in r.malformed:
-                    log.bad("malformed_line", f"expected 4 tab-separated fields (user, lat, lon, text), got {got}; "
-                            "line dropped", line=num, source=str(path))
+                    _too_few_fields(log, 4, _RAHIMI_FIELDS, got, num, path)
             lines = np.concatenate([r.nums for r in recs])
             users, lats, lons, texts = ([x for r in recs for x in getattr(r, k)]
                                         for k in ("users", "lats", "lons", "texts"))
@@ -775,7 +781,7 @@ def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_
             yield _finish(df, log, "user")
         return
     for chunk in _progress(reader.chunks(), progress, path):
-        f, lines = _split_fields(chunk, encoding, 4, "user, lat, lon, text", path, log)
+        f, lines = _split_fields(chunk, encoding, 4, _RAHIMI_FIELDS, path, log)
         # Plain str methods on a list: ~2.5x faster here than the pandas string accessors.
         texts = f[3].tolist()
         n_tweets = np.fromiter((t.count(RAHIMI_SEP) + 1 for t in texts), dtype="int64", count=len(texts))
