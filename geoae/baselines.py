@@ -174,11 +174,11 @@ class MedianPoint(BaseEstimator):
         return out
 
 
-def _make_featurizer(max_features: int, min_df: int, mentions: str = "mask"):
+def _make_featurizer(max_features: int, min_df: int, mentions: str = "mask", select: str = "frequency"):
     """``geoae.features.TfidfFeaturizer`` with sublinear tf (the recipe's setting)."""
     from geoae.features import TfidfFeaturizer
 
-    return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True, mentions=mentions)
+    return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True, mentions=mentions, select=select)
 
 
 class TfidfLogReg(BaseEstimator):
@@ -186,8 +186,9 @@ class TfidfLogReg(BaseEstimator):
 
     def __init__(self, max_features: int = 10000, min_df: int = 2, C: float | None = None,
                  C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0,
-                 refit: bool = False, mentions: str = "mask"):
+                 refit: bool = False, mentions: str = "mask", select: str = "frequency"):
         self.refit = refit
+        self.select = select
         self.mentions = mentions
         self.max_features = max_features
         self.min_df = min_df
@@ -209,8 +210,8 @@ class TfidfLogReg(BaseEstimator):
         if df["state"].nunique() < 2:
             raise DataError("TfidfLogReg: needs training users from at least two states")
         texts = text_list(df["text"])
-        self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions)
-        self.featurizer_.fit(texts)
+        self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions, self.select)
+        self.featurizer_.fit(texts, df["state"].tolist())
         X = self.featurizer_.transform(texts)
         y = df["state"].to_numpy()
         self.state_points_ = state_medians(df)
@@ -278,7 +279,7 @@ class TfidfLogReg(BaseEstimator):
         check_is_fitted(self)
         return {"C": self.C_, "C_source": self.C_source_, "dev_scores": dict(self.dev_scores_),
                 "max_features": self.max_features, "min_df": self.min_df, "sublinear_tf": True,
-                "refit_users": self.refit_users_, "mentions": self.mentions,
+                "refit_users": self.refit_users_, "mentions": self.mentions, "select": self.select,
                 "n_classes": len(self.classes_)}
 
 
@@ -289,7 +290,7 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
 
     ``refit``: the TF-IDF + LR peer, after choosing C on dev, is refit on train + dev (as the
     SDAE is with ``finetune.refit``); the constant baselines always use train only.
-    ``same_features`` (``max_features``, ``min_df``, ``mentions`` of the model's TF-IDF), when
+    ``same_features`` (``max_features``, ``min_df``, ``mentions``, ``select`` of the model's TF-IDF), when
     it differs from the recipe, adds ``tfidf_logreg_same_features``: the same classifier on
     the model's own input, so a gain can be told apart from a better feature set.
 
@@ -310,7 +311,7 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     out["median_point"] = (p, None, None)
 
     recipe = TfidfLogReg().get_params()  # the Rahimi/pigeo settings are the estimator's defaults
-    recipe = {k: recipe[k] for k in ("max_features", "min_df", "mentions")}
+    recipe = {k: recipe[k] for k in ("max_features", "min_df", "mentions", "select")}
     peers = {"tfidf_logreg": recipe}
     same = {k: (same_features or {}).get(k, v) for k, v in recipe.items()}
     if same != recipe:

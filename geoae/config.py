@@ -24,6 +24,7 @@ from geoae.errors import POLICIES, ConfigError
 NOISE_KINDS = ("masking", "gaussian", "salt_pepper", "dropout", "none")
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "gelu")
 FEATURE_KINDS = ("tfidf", "transformer")
+SELECT_RULES = ("frequency", "igr")  # how the tf-idf featurizer picks its max_features terms
 OUTSIDE_US_POLICIES = ("drop", "keep", "fail")
 SPLIT_RULES = ("column", "geotext_folds", "random")
 COORD_LOSSES = ("haversine", "mse")
@@ -79,6 +80,7 @@ class FeatureConfig:
     binary: bool = False
     ngram_max: int = 1
     mentions: str = "mask"   # mask: @anyone -> <user>; keep: also the account itself (@user_1a2b)
+    select: str = "frequency"  # which max_features terms: frequency (most frequent) or igr (information gain ratio for the state)
     transformer_model: str = ""
     transformer_max_length: int = 128
     transformer_batch_size: int = 32
@@ -269,6 +271,7 @@ def validate(cfg: Config) -> Config:
     if not 0.0 < f.max_df <= 1.0:
         raise ConfigError(f"features.max_df: must be in (0, 1]; got {f.max_df}")
     _check_choice("features.mentions", f.mentions, ("mask", "keep"))
+    _check_choice("features.select", f.select, SELECT_RULES)
     if f.ngram_max < 1:
         raise ConfigError(f"features.ngram_max: must be >= 1; got {f.ngram_max}")
     if f.kind == "transformer" and not f.transformer_model:

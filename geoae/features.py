@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from geoae.config import FeatureConfig
+from geoae.config import SELECT_RULES, FeatureConfig
 from geoae.errors import ArtifactError, ConfigError, DataError
 
 try:  # optional C extension (setup.py): the same tokens as ``tokenize``, counted without Python objects
@@ -114,6 +114,35 @@ def tokenize(text: str, keep_mentions: bool = False) -> list[str]:
 # --------------------------------------------------------------------------- tf-idf
 
 
+def igr_scores(presence: sp.spmatrix, y: np.ndarray) -> np.ndarray:
+    """Information gain ratio of each term for the classes ``y`` (Han, Cook & Baldwin 2012:
+    "location indicative words"), from a binary document x term matrix.
+
+    IG(w) = H(C) - P(w) H(C | w) - P(not w) H(C | not w), divided by the term's own entropy
+    -P(w) log P(w) - P(not w) log P(not w), so a frequent word must be *much* more informative
+    than a rare one to rank above it. In ranking a term used by few users of one state scores high,
+    a function word used everywhere scores near zero. Vectorised: one [C, n] x [n, V] product.
+    """
+    X = sp.csr_matrix(presence, dtype=np.float64)
+    X.data[:] = 1.0
+    y = np.asarray(y, dtype=np.int64)
+    n, n_cls = X.shape[0], int(y.max()) + 1
+    onehot = sp.csr_matrix((np.ones(n), (np.arange(n), y)), shape=(n, n_cls))
+    with_w = np.asarray((onehot.T @ X).todense())           # [C, V] documents of class c containing w
+    n_c = np.bincount(y, minlength=n_cls).astype(np.float64)[:, None]
+    n_w = with_w.sum(axis=0)
+    without_w = n_c - with_w
+
+    def entropy(counts: np.ndarray, total: np.ndarray) -> np.ndarray:
+        p = counts / np.maximum(total, 1e-12)
+        return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=0)
+
+    p_w = n_w / n
+    gain = entropy(n_c, np.float64(n))[0] - p_w * entropy(with_w, n_w) - (1 - p_w) * entropy(without_w, n - n_w)
+    own = -(p_w * np.log(np.where(p_w > 0, p_w, 1.0)) + (1 - p_w) * np.log(np.where(p_w < 1, 1 - p_w, 1.0)))
+    return np.where(own > 0, gain / np.where(own > 0, own, 1.0), 0.0)
+
+
 class TfidfFeaturizer(BaseEstimator, TransformerMixin):
     """Tf-idf vectors of user documents (float32 CSR, rows L2-normalised).
 
@@ -140,7 +169,9 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
         binary: bool = False,
         ngram_max: int = 1,
         mentions: str = "mask",
+        select: str = "frequency",
     ):
+        self.select = select
         self.max_features = max_features
         self.min_df = min_df
         self.max_df = max_df
@@ -154,6 +185,7 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
         return cls(
             max_features=cfg.max_features, min_df=cfg.min_df, max_df=cfg.max_df,
             sublinear_tf=cfg.sublinear_tf, binary=cfg.binary, ngram_max=cfg.ngram_max, mentions=cfg.mentions,
+            select=cfg.select,
         )
 
     def _vectorizer(self, vocabulary=None):
@@ -168,12 +200,23 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
         )
 
     def fit(self, docs_text: Iterable[str], y=None) -> "TfidfFeaturizer":
-        """Learn the vocabulary and idf from training documents (one string per user)."""
+        """Learn the vocabulary and idf from training documents (one string per user).
+
+        ``select="frequency"`` keeps the ``max_features`` most frequent terms (``y`` is ignored);
+        ``select="igr"`` keeps the ``max_features`` terms with the highest information gain ratio
+        for the labels ``y`` (one per document; ``None`` or ``""`` for an unlabelled document,
+        which then counts for ``min_df`` and the idf but not for the ranking).
+        """
         texts = _as_texts(docs_text)
         if not texts:
             raise DataError("cannot fit tf-idf features on zero documents")
-        vec = self._vectorizer()
+        if self.select not in SELECT_RULES:
+            raise ConfigError(f"features.select: must be one of {', '.join(SELECT_RULES)}; got {self.select!r}")
         try:
+            if self.select == "igr":
+                vec = self._vectorizer(vocabulary=self._igr_vocabulary(texts, y))
+            else:
+                vec = self._vectorizer()
             vec.fit(texts)
         except ValueError as e:  # "After pruning, no terms remain", "max_df < min_df"
             raise DataError(
@@ -181,8 +224,27 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
                 "lower features.min_df or raise features.max_df"
             ) from None
         self._set_fitted(vec)
-        log.info("tf-idf: %d features from %d documents", self.n_features_, len(texts))
+        log.info("tf-idf: %d features (%s) from %d documents", self.n_features_, self.select, len(texts))
         return self
+
+    def _igr_vocabulary(self, texts: list[str], y) -> dict[str, int]:
+        """The ``max_features`` candidate terms (``min_df``/``max_df`` as usual) with the highest
+        information gain ratio, as a term -> column map in alphabetical order."""
+        if y is None:
+            raise DataError("features.select=igr ranks terms by their labels: fit needs one label per document")
+        labels = np.asarray(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in y], dtype=object)
+        if len(labels) != len(texts):
+            raise DataError(f"features.select=igr: {len(labels)} labels for {len(texts)} documents")
+        known = labels != ""
+        if len(set(labels[known])) < 2:
+            raise DataError("features.select=igr: needs labelled documents from at least two classes")
+        cand = self._vectorizer()
+        cand.set_params(max_features=None, binary=True, use_idf=False, norm=None)
+        presence = cand.fit_transform(texts).tocsr()[known]
+        scores = igr_scores(presence, np.unique(labels[known], return_inverse=True)[1])
+        terms = cand.get_feature_names_out()  # alphabetical, so ties break the same way everywhere
+        keep = np.sort(np.argsort(-scores, kind="stable")[: self.max_features])
+        return {str(t): j for j, t in enumerate(terms[keep])}
 
     def _set_fitted(self, vec) -> None:
         self.vectorizer_ = vec

@@ -254,7 +254,9 @@ def train(
     with Timer() as t:
         # Users in both train and unlabelled splits are counted once.
         extra = ul[~ul["user_id"].isin(tr["user_id"])]
-        featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist() + extra["text"].tolist())
+        # Labels only matter to features.select=igr; unlabelled users count for the vocabulary and idf.
+        featurizer = make_featurizer(cfg.features).fit(tr["text"].tolist() + extra["text"].tolist(),
+                                                       tr["state"].fillna("").tolist() + [""] * len(extra))
         X_tr = featurizer.transform(tr["text"].tolist())
         X_dv = featurizer.transform(dv["text"].tolist()) if len(dv) else None
         X_ul = featurizer.transform(extra["text"].tolist()) if len(extra) else None

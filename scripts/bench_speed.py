@@ -9,7 +9,9 @@ per-process and comparable:
 2. ``geoae predict`` throughput (users / wall second of the whole subprocess, and
    the summary's own ``users_per_second``, which excludes start-up and model
    loading) and peak RSS on the GeoText test users replicated x1, x10, x100
-   (unique user ids per copy: ``USER_x_r007``), streamed from disk;
+   (unique user ids per copy: ``USER_x_r007``), streamed from disk; once as shipped
+   (``sdae``) and once with ``--half`` (``sdae_half``: float16 first-layer rows), with
+   how far the half-precision predictions are from the float32 ones;
 3. the same for the TF-IDF + logistic-regression peer (``geoae.baselines.TfidfLogReg``
    fitted on the prepared training users, then streamed with ``iter_documents``),
    and the SDAE/LR ratios measured in the same run;
@@ -454,22 +456,27 @@ def main(argv: list[str] | None = None) -> int:
     results["lr_fit"] = run_child("lr_fit", "lr_fit", [args.config, str(data_dir), str(lr_model), lr_c, json.dumps(sets)], run)
 
     # ---------------------------------------------------------------- 4. predict at each scale
-    pred = {"sdae": {}, "tfidf_lr": {}}
+    # sdae_half: the same model with ``geoae predict --half`` (float16 first-layer rows).
+    pred = {"sdae": {}, "sdae_half": {}, "tfidf_lr": {}}
     outs = run / "outputs"
     for k in scales:
         o = outs / f"sdae_x{k:03d}.csv"
-        summ = outs / f"sdae_x{k:03d}.summary.json"
-        r = run_child(f"predict_sdae_x{k:03d}", "geoae",
-                      ["-q", "predict", "-m", str(model_dir), "-i", str(files[k]), "-o", str(o), "--format", "rahimi",
-                       "--chunksize", str(args.chunksize), "--summary", str(summ)], run, env={"TQDM_DISABLE": "1"})
-        s = json.loads(summ.read_text())
-        pred["sdae"][str(k)] = {
-            "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
-            "users_per_s_wall": round(s["users_in"] / r["wall_seconds"], 1),
-            "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
-            # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
-            "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
-        }
+        for name, extra in (("sdae", []), ("sdae_half", ["--half"])):
+            oo = outs / f"{name}_x{k:03d}.csv"
+            summ = outs / f"{name}_x{k:03d}.summary.json"
+            r = run_child(f"predict_{name}_x{k:03d}", "geoae",
+                          ["-q", "predict", "-m", str(model_dir), "-i", str(files[k]), "-o", str(oo), "--format", "rahimi",
+                           "--chunksize", str(args.chunksize), "--summary", str(summ), *extra], run, env={"TQDM_DISABLE": "1"})
+            s = json.loads(summ.read_text())
+            pred[name][str(k)] = {
+                "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
+                "users_per_s_wall": round(s["users_in"] / r["wall_seconds"], 1),
+                "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
+                # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
+                "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
+            }
+        oh = outs / f"sdae_half_x{k:03d}.csv"
+        pred["sdae_half"][str(k)]["vs_float32"] = half_vs_float32(o, oh)
         o2 = outs / f"lr_x{k:03d}.csv"
         r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [args.config, str(data_dir), str(lr_model), json.dumps(sets), str(files[k]), str(o2),
                                                               str(args.chunksize)], run)
@@ -480,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             "reader_peak_rss_mb": r.get("reader_peak_rss_mb"),
         }
         if not args.keep_outputs:
-            for p in (o, o2):
+            for p in (o, oh, o2):
                 p.unlink(missing_ok=True)
     results["predict"] = pred
     ratios = {}
@@ -516,6 +523,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def half_vs_float32(full: Path, half: Path) -> dict:
+    """How far ``--half`` predictions are from the float32 ones (same users, same order)."""
+    import numpy as np
+    import pandas as pd
+
+    from geoae.geo import haversine_km
+
+    cols = ["state", "state_prob", "lat", "lon"]
+    a, b = pd.read_csv(full, usecols=cols), pd.read_csv(half, usecols=cols)
+    moved = haversine_km(a["lat"].to_numpy(), a["lon"].to_numpy(), b["lat"].to_numpy(), b["lon"].to_numpy())
+    return {"users": len(a), "state_changed": int((a["state"] != b["state"]).sum()),
+            "max_state_prob_change": float((a["state_prob"] - b["state_prob"]).abs().max()),
+            "points_moved": int((moved > 1e-6).sum()), "max_point_move_km": round(float(np.nanmax(moved)), 1) if len(a) else 0.0}
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"## geoae speed ({m.get('cpu_model') or m['processor']}, {m['cpu_count']} CPUs, torch threads "
@@ -540,6 +562,12 @@ def markdown(r: dict) -> str:
         lines.append("")
         lines.append("flat memory: " + "; ".join(f"{k} {v['compared']} peak ratio {v['peak_rss_ratio']} "
                                                   f"({'flat' if v['flat'] else 'NOT flat'}{'' if v['meaningful'] else ', inputs too small to tell'})" for k, v in r["flat_memory"].items()))
+    for k, v in r["predict"].get("sdae_half", {}).items():
+        d = v.get("vs_float32")
+        if d:
+            lines.append(f"sdae_half x{k} vs sdae (float32): {d['state_changed']} of {d['users']} states changed, max state "
+                         f"probability change {d['max_state_prob_change']:.2g}, {d['points_moved']} points moved (max "
+                         f"{d['max_point_move_km']} km)")
     rd = r["input_read_x1"]
     lines.append(f"x1 read to documents: plain {rd['plain']['read_to_documents_s']}s, gzip-1 "
                  f"{rd['gzip1']['read_to_documents_s']}s; replicated inputs written as {rd['used']}")

@@ -13,6 +13,7 @@ from geoae.features import (
     TfidfFeaturizer,
     TransformerEmbedder,
     featurizer_from_state,
+    igr_scores,
     make_featurizer,
     tokenize,
 )
@@ -106,6 +107,58 @@ def test_tfidf_state_round_trip(tmp_path):
     new = DOCS + ["the city subway #nyc :) totally new words", ""]
     a, b = f.transform(new), g.transform(new)
     assert (a != b).nnz == 0 and a.dtype == b.dtype and a.shape == b.shape
+
+
+def test_igr_scores_rank_location_words_above_everyday_words():
+    # 6 users, 2 classes. "pure" is used by 2 users of class 0 only, "everywhere" by all,
+    # "mixed" by 2 users of class 0 and 1 of class 1, "never" by nobody.
+    presence = sp.csr_matrix(np.array([
+        # pure everywhere mixed never
+        [1, 1, 1, 0],
+        [1, 1, 1, 0],
+        [0, 1, 0, 0],
+        [0, 1, 1, 0],
+        [0, 1, 0, 0],
+        [0, 1, 0, 0],
+    ]))
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = igr_scores(presence, y)
+    assert s[0] > s[2] > 0
+    assert s[1] == 0 and s[3] == 0  # no information in a word everybody (or nobody) uses
+    # Hand computation for "pure": H(C) = ln 2; given the word both users are class 0 (H = 0);
+    # without it 1 of class 0 and 3 of class 1; divided by the word's own entropy H(1/3).
+    h = lambda *p: -sum(x * np.log(x) for x in p if x > 0)  # noqa: E731
+    ig = h(0.5, 0.5) - (4 / 6) * h(0.25, 0.75)
+    assert s[0] == pytest.approx(ig / h(1 / 3, 2 / 3))
+
+
+def test_tfidf_igr_selection_keeps_the_informative_terms(tmp_path):
+    docs = ["yall houston rodeo the game", "yall houston the game", "the bean chicago game",
+            "chicago the bean game", "the game tonight", "the game"]
+    states = ["TX", "TX", "IL", "IL", "", None]  # the last two are unlabelled: vocabulary and idf only
+    f = TfidfFeaturizer(max_features=4, min_df=1, select="igr").fit(docs, states)
+    assert set(f.vocabulary_) == {"yall", "houston", "chicago", "bean"}
+    assert list(f.vocabulary_.values()) == list(range(4)) and sorted(f.vocabulary_) == list(f.vocabulary_)
+    # the idf is fitted on all six documents (unlabelled included), as with frequency selection
+    ref = TfidfFeaturizer(max_features=None, min_df=1).fit(docs)
+    for t, j in f.vocabulary_.items():
+        assert f.idf_[j] == pytest.approx(ref.idf_[ref.vocabulary_[t]])
+    X = f.transform(["the game", "houston the game"])
+    assert X[0].nnz == 0 and X[1].nnz == 1
+    # round trip through the artifact state keeps the selection
+    g = featurizer_from_state(*f.get_state())
+    assert g.vocabulary_ == f.vocabulary_ and g.select == "igr"
+    assert (g.transform(docs) != f.transform(docs)).nnz == 0
+    with pytest.raises(DataError, match="one label per document"):
+        TfidfFeaturizer(select="igr", min_df=1).fit(docs)
+    with pytest.raises(DataError, match="at least two classes"):
+        TfidfFeaturizer(select="igr", min_df=1).fit(docs, ["TX"] * 2 + [""] * 4)
+    with pytest.raises(DataError, match="6 documents"):
+        TfidfFeaturizer(select="igr", min_df=1).fit(docs, ["TX", "IL"])
+    with pytest.raises(ConfigError, match="features.select"):
+        TfidfFeaturizer(select="chi", min_df=1).fit(docs, states)
+    cfg = FeatureConfig(select="igr", max_features=4, min_df=1)
+    assert make_featurizer(cfg).fit(docs, states).vocabulary_ == f.vocabulary_
 
 
 def test_tfidf_bad_state():

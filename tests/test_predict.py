@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from geoae.cli import main
 from geoae.errors import DataError
@@ -108,6 +109,17 @@ def test_predict_proba_matches_predict(predictor):
     assert [predictor.classes_[i] for i in proba.argmax(1)] == out["state"].tolist()
 
 
+def test_half_precision_predictor_agrees_with_float32(model):
+    full = load_predictor(model, top_k=3)
+    half = load_predictor(model, top_k=3, half=True)
+    a, pa = full.predict_with_proba(frame())
+    b, pb = half.predict_with_proba(frame())
+    assert half.artifact.model.first_layer_dtype == torch.float16
+    assert full.artifact.model.first_layer_dtype == torch.float32  # separate loads do not share the setting
+    assert list(a["state"]) == list(b["state"]) and list(a["status"]) == list(b["status"])
+    assert np.allclose(pa, pb, atol=1e-3) and np.isfinite(pb).all()
+
+
 def test_predict_without_text_column_is_an_error(predictor):
     from geoae.errors import DataError
 
@@ -136,7 +148,7 @@ def test_cli_writes_every_format_by_suffix(model, users_file, tmp_path, suffix, 
     out = tmp_path / f"pred{suffix}"
     summary = tmp_path / "summary.json"
     rc = main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out),
-               "--summary", str(summary), "--chunksize", "7", "--top-k", "2"])
+               "--summary", str(summary), "--chunksize", "7", "--top-k", "2", *(["--half"] if suffix == ".jsonl" else [])])
     assert rc == 0
     df = _read(out)
     assert list(df.columns) == OUTPUT_COLUMNS
@@ -146,6 +158,7 @@ def test_cli_writes_every_format_by_suffix(model, users_file, tmp_path, suffix, 
     s = json.loads(summary.read_text())
     assert s["users_in"] == s["rows_out"] == 40
     assert s["records_skipped"]["skipped_total"] == 0
+    assert s["half"] is (suffix == ".jsonl")
     assert not list(tmp_path.glob(".*partial"))
     printed = capsys.readouterr().out
     assert "rows out: 40" in printed

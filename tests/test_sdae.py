@@ -128,3 +128,52 @@ def test_ensemble_with_a_shared_first_layer_computes_it_once():
         members[2].layers[0].encoder.weight.add_(0.5)
     assert first_layer_rows(ens, list(ens.members)).shape == (200, 96)
     assert torch.allclose(ens(xs)["coords"], ens(torch.from_numpy(X.toarray()))["coords"], atol=1e-4)
+
+
+def test_sparse_rows_product_is_the_matrix_product_and_half_rows_stay_close():
+    import scipy.sparse as sp
+
+    from geoae.sdae import sparse_rows_product
+
+    torch.manual_seed(0)
+    rows = torch.randn(300, 24)
+    X = sp.random(40, 300, density=0.05, format="csr", dtype="float32", random_state=1)
+    X[[3, 17]] = 0  # users without a known word: empty bags must give zero rows
+    X.eliminate_zeros()
+    dense = torch.from_numpy(X.toarray()) @ rows
+    csr = torch.sparse_csr_tensor(torch.from_numpy(X.indptr).long(), torch.from_numpy(X.indices).long(),
+                                  torch.from_numpy(X.data), size=X.shape)
+    for x in (csr, torch.from_numpy(X.toarray()).to_sparse()):  # CSR as predict builds it, and COO
+        got = sparse_rows_product(x, rows)
+        assert got.dtype == torch.float32 and got.shape == (40, 24)
+        assert torch.allclose(got, dense, atol=1e-5)
+        assert not got[3].any() and not got[17].any()
+    half = sparse_rows_product(csr, rows.half())
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, dense, atol=5e-3, rtol=5e-3) and not torch.equal(half, dense)
+    empty = sp.csr_matrix((2, 300), dtype="float32")
+    e = torch.sparse_csr_tensor(torch.from_numpy(empty.indptr).long(), torch.from_numpy(empty.indices).long(),
+                                torch.from_numpy(empty.data), size=empty.shape)
+    assert torch.equal(sparse_rows_product(e, rows), torch.zeros(2, 24))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_ensemble_half_first_layer_is_a_runtime_copy():
+    import scipy.sparse as sp
+
+    from geoae.sdae import first_layer_rows
+
+    cfg = ModelConfig(hidden=[32, 16, 8], noise=[NoiseConfig()] * 3)
+    torch.manual_seed(0)
+    ens = GeoSDAEEnsemble([GeoSDAE(200, 5, cfg).eval() for _ in range(2)]).eval()
+    X = sp.random(30, 200, density=0.05, format="csr", dtype="float32", random_state=0)
+    xs = torch.sparse_csr_tensor(torch.from_numpy(X.indptr).long(), torch.from_numpy(X.indices).long(),
+                                 torch.from_numpy(X.data), size=X.shape)
+    full = ens(xs)
+    ens.first_layer_dtype = torch.float16
+    half = ens(xs)
+    assert first_layer_rows(ens, list(ens.members), torch.float16).dtype == torch.float16
+    assert all(m.layers[0].encoder.weight.dtype == torch.float32 for m in ens.members)  # the weights stay float32
+    assert "first_layer_dtype" not in ens.state_dict()
+    assert torch.allclose(torch.softmax(half["state_logits"], 1), torch.softmax(full["state_logits"], 1), atol=1e-3)
+    assert torch.allclose(half["coords"], full["coords"], atol=1e-2)
