@@ -104,6 +104,7 @@ class ModelConfig:
     tied_weights: bool = True
     sparsity_l1: float = 0.0
     head_dropout: float = 0.2
+    hidden_dropout: float = 0.0   # dropout on the codes between encoder layers while fine-tuning (0: none)
 
 
 @dataclass
@@ -294,8 +295,9 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.activation", m.activation, ACTIVATIONS)
     if m.sparsity_l1 < 0:
         raise ConfigError(f"model.sparsity_l1: must be >= 0; got {m.sparsity_l1}")
-    if not 0 <= m.head_dropout < 1:
-        raise ConfigError(f"model.head_dropout: must be in [0, 1); got {m.head_dropout}")
+    for key in ("head_dropout", "hidden_dropout"):
+        if not 0 <= getattr(m, key) < 1:
+            raise ConfigError(f"model.{key}: must be in [0, 1); got {getattr(m, key)}")
     for sect, c in (("pretrain", p), ("finetune", ft)):
         if c.epochs < 0:
             raise ConfigError(f"{sect}.epochs: must be >= 0; got {c.epochs}")

@@ -103,6 +103,9 @@ class GeoSDAE(nn.Module):
         )
         h3 = cfg.hidden[-1]
         self.head_dropout = nn.Dropout(cfg.head_dropout)
+        # Between encoder layers (not after H3, which head_dropout covers); absent at 0 so the
+        # default model draws exactly the random numbers it always did.
+        self.hidden_dropout = nn.Dropout(cfg.hidden_dropout) if cfg.hidden_dropout > 0 else None
         self.state_head = nn.Linear(h3, n_states)
         self.coord_head = nn.Linear(h3, 2)
         # Standardisation of (lat, lon), learned from training users; buffers so
@@ -159,8 +162,10 @@ class GeoSDAE(nn.Module):
             return self.from_first_product(sparse_rows_product(x, self.layers[0].encoder.weight.t().contiguous()))
         target = x * self.input_scale
         h = target if noise is None else noise(target)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             h = layer.encode(h)
+            if self.hidden_dropout is not None and i < len(self.layers) - 1:
+                h = self.hidden_dropout(h)
         return self._heads(h, target if reconstruct else None, reconstruct)
 
     def from_first_product(self, xw: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -177,3 +177,23 @@ def test_ensemble_half_first_layer_is_a_runtime_copy():
     assert "first_layer_dtype" not in ens.state_dict()
     assert torch.allclose(torch.softmax(half["state_logits"], 1), torch.softmax(full["state_logits"], 1), atol=1e-3)
     assert torch.allclose(half["coords"], full["coords"], atol=1e-2)
+
+
+def test_hidden_dropout_acts_between_encoder_layers_only_while_training():
+    from geoae.config import ConfigError, load_config
+
+    torch.manual_seed(0)
+    plain = GeoSDAE(40, 3, ModelConfig(hidden=[16, 8, 4], noise=[NoiseConfig()] * 3))
+    assert plain.hidden_dropout is None  # the default model has no extra module and draws no extra numbers
+    m = GeoSDAE(40, 3, ModelConfig(hidden=[16, 8, 4], noise=[NoiseConfig()] * 3, hidden_dropout=0.5))
+    x = torch.rand(6, 40)
+    m.train()
+    a, b = m(x)["state_logits"], m(x)["state_logits"]
+    assert not torch.equal(a, b)
+    m.eval()
+    assert torch.equal(m(x)["state_logits"], m(x)["state_logits"])
+    # Only between encoder layers: with a single layer there is nothing to drop (head dropout off).
+    one = GeoSDAE(40, 3, ModelConfig(hidden=[4], noise=[NoiseConfig()], hidden_dropout=0.5, head_dropout=0.0)).train()
+    assert torch.equal(one(x)["state_logits"], one(x)["state_logits"])
+    with pytest.raises(ConfigError, match="model.hidden_dropout"):
+        load_config(None, ["model.hidden_dropout=1.0"])
