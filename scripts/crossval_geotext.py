@@ -14,7 +14,8 @@ compared afterwards without retraining (``--analyse-only``).
     python scripts/crossval_geotext.py --data runs/benchmark/data --out runs/cv --analyse-only
 
 Variants: ``sdae`` (configs/geotext.yaml), ``sdae_refit`` (+ finetune.refit), the TF-IDF + LR
-peer ``lr`` / ``lr_refit`` (same refit rule), and any ``--sdae-variant`` given. Point rules
+peer ``lr`` / ``lr_refit`` (same refit rule) / ``lr_igr`` (terms chosen by information gain
+ratio, ``features.select=igr``), and any ``--sdae-variant`` given. Point rules
 compared for every variant: arg-max state's median point, the Bayes point over state medians
 (cap 500 km), the location point as shipped (``finetune.location_points``: gate and kernel
 from ``FinetuneConfig``; the kernel only for models with a regression head), and the
@@ -99,7 +100,7 @@ def run_fold(k: int, docs: pd.DataFrame, cfg_path: str, out: Path, variants: lis
             classes = list(art.classes)
             meta = {"point": art.meta["point"], "best_epochs": art.meta["best_epochs"], "refit": art.meta["refit"]}
         else:
-            lr = TfidfLogReg(refit=refit).fit(tr, dv)
+            lr = TfidfLogReg(refit=refit, select="igr" if "_igr" in v else "frequency").fit(tr, dv)
             probs = lr.predict_proba(te)
             reg = np.full((len(te), 2), np.nan)
             classes = list(lr.classes_)
