@@ -214,10 +214,11 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
             raise ConfigError(f"features.select: must be one of {', '.join(SELECT_RULES)}; got {self.select!r}")
         try:
             if self.select == "igr":
-                vec = self._vectorizer(vocabulary=self._igr_vocabulary(texts, y))
+                vocabulary, idf = self._igr_selection(texts, y)
+                vec = self._vectorizer(vocabulary=vocabulary)
+                vec.idf_ = idf  # as from_state does: the vectorizer is then fitted
             else:
-                vec = self._vectorizer()
-            vec.fit(texts)
+                vec = self._vectorizer().fit(texts)
         except ValueError as e:  # "After pruning, no terms remain", "max_df < min_df"
             raise DataError(
                 f"tf-idf vocabulary is empty for {len(texts)} training documents ({e}); "
@@ -227,9 +228,12 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
         log.info("tf-idf: %d features (%s) from %d documents", self.n_features_, self.select, len(texts))
         return self
 
-    def _igr_vocabulary(self, texts: list[str], y) -> dict[str, int]:
+    def _igr_selection(self, texts: list[str], y) -> tuple[dict[str, int], np.ndarray]:
         """The ``max_features`` candidate terms (``min_df``/``max_df`` as usual) with the highest
-        information gain ratio, as a term -> column map in alphabetical order."""
+        information gain ratio, as a term -> column map in alphabetical order, and their idf
+        (sklearn's, from the same document counts: the texts are tokenized once)."""
+        from sklearn.feature_extraction.text import TfidfTransformer
+
         if y is None:
             raise DataError("features.select=igr ranks terms by their labels: fit needs one label per document")
         labels = np.asarray(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in y], dtype=object)
@@ -240,11 +244,12 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
             raise DataError("features.select=igr: needs labelled documents from at least two classes")
         cand = self._vectorizer()
         cand.set_params(max_features=None, binary=True, use_idf=False, norm=None)
-        presence = cand.fit_transform(texts).tocsr()[known]
-        scores = igr_scores(presence, np.unique(labels[known], return_inverse=True)[1])
+        presence = cand.fit_transform(texts).tocsr()
+        scores = igr_scores(presence[known], np.unique(labels[known], return_inverse=True)[1])
         terms = cand.get_feature_names_out()  # alphabetical, so ties break the same way everywhere
         keep = np.sort(np.argsort(-scores, kind="stable")[: self.max_features])
-        return {str(t): j for j, t in enumerate(terms[keep])}
+        idf = TfidfTransformer(smooth_idf=True).fit(presence[:, keep]).idf_.astype(np.float32)
+        return {str(t): j for j, t in enumerate(terms[keep])}, idf
 
     def _set_fitted(self, vec) -> None:
         self.vectorizer_ = vec
