@@ -74,7 +74,6 @@ class Predictor:
         # the first batch; the artifact keeps float32). Half the memory read per non-zero, which
         # bounds the SDAE's forward pass; on the GeoText test users it changes no state and moves
         # probabilities by < 2e-4 (BENCHMARKS.md).
-        self.half = half
         artifact.model.first_layer_dtype = torch.float16 if half else torch.float32
         self.classes_ = list(artifact.classes)
         self.top_k = max(1, min(top_k, len(self.classes_)))

@@ -460,9 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     pred = {"sdae": {}, "sdae_half": {}, "tfidf_lr": {}}
     outs = run / "outputs"
     for k in scales:
-        o = outs / f"sdae_x{k:03d}.csv"
+        written = {}
         for name, extra in (("sdae", []), ("sdae_half", ["--half"])):
-            oo = outs / f"{name}_x{k:03d}.csv"
+            oo = written[name] = outs / f"{name}_x{k:03d}.csv"
             summ = outs / f"{name}_x{k:03d}.summary.json"
             r = run_child(f"predict_{name}_x{k:03d}", "geoae",
                           ["-q", "predict", "-m", str(model_dir), "-i", str(files[k]), "-o", str(oo), "--format", "rahimi",
@@ -475,8 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
                 "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
             }
-        oh = outs / f"sdae_half_x{k:03d}.csv"
-        pred["sdae_half"][str(k)]["vs_float32"] = half_vs_float32(o, oh)
+        pred["sdae_half"][str(k)]["vs_float32"] = half_vs_float32(written["sdae"], written["sdae_half"])
         o2 = outs / f"lr_x{k:03d}.csv"
         r = run_child(f"predict_lr_x{k:03d}", "lr_predict", [args.config, str(data_dir), str(lr_model), json.dumps(sets), str(files[k]), str(o2),
                                                               str(args.chunksize)], run)
@@ -487,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             "reader_peak_rss_mb": r.get("reader_peak_rss_mb"),
         }
         if not args.keep_outputs:
-            for p in (o, oh, o2):
+            for p in (*written.values(), o2):
                 p.unlink(missing_ok=True)
     results["predict"] = pred
     ratios = {}
