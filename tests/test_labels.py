@@ -166,3 +166,17 @@ def test_agreement_with_eisenstein_locations(caplog):
     assert rate_all > 0.97
     non_us = m[m["country"] != "United States of America"]
     assert (non_us["code"] == "").mean() > 0.9  # a few border cities snap across (Windsor, Tijuana)
+
+
+def test_top_states_json_is_what_json_dumps_writes():
+    import json
+
+    from geoae.labels import top_states_json
+
+    rng = np.random.default_rng(0)
+    probs = np.vstack([rng.dirichlet(np.full(5, 0.3), size=500), [[1.0, 0, 0, 0, 0], [0.2] * 5, [1e-7, 5e-5, 0.5, 0.25, 0.25]]])
+    classes = np.array(["CA", "NY", "TX", "WA", "DC"], dtype=object)
+    top = np.argsort(-probs, axis=1)[:, :3]
+    got = top_states_json(top, np.take_along_axis(probs, top, axis=1), classes)
+    want = [json.dumps([[classes[j], round(float(probs[i, j]), 6)] for j in row]) for i, row in enumerate(top)]
+    assert got == want
