@@ -199,16 +199,14 @@ class LocationRisk:
         return out
 
     def _cached(self) -> tuple[np.ndarray, np.ndarray]:
-        """(capped loss between cells [M, M], unit vectors of the cells [M, 3], the loss in float32),
-        built once per fit."""
+        """(capped loss between cells [M, M], unit vectors of the cells [M, 3]), built once per fit."""
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0] is not self.candidates_:
             c = self.candidates_
             d = haversine_km(c[:, None, 0], c[:, None, 1], c[None, :, 0], c[None, :, 1])
-            loss = d if self.cap_km is None else np.minimum(d, self.cap_km)
-            cached = (c, loss, _unit_vectors(c[:, 0], c[:, 1]), loss.astype(np.float32))
+            cached = (c, d if self.cap_km is None else np.minimum(d, self.cap_km), _unit_vectors(c[:, 0], c[:, 1]))
             self.__dict__["_cache"] = cached
-        return cached[1], cached[2], cached[3]
+        return cached[1], cached[2]
 
     def points(self, probs: np.ndarray, coords: np.ndarray | None = None, tau_km: float | None = None,
                batch: int = 2048) -> np.ndarray:
@@ -218,7 +216,7 @@ class LocationRisk:
             raise RuntimeError("LocationRisk is not fitted; call fit first")
         p = np.asarray(probs, dtype=np.float64)
         out = np.empty((len(p), 2))
-        loss, cell_xyz, loss32 = self._cached()
+        loss, cell_xyz = self._cached()
         for s in range(0, len(p), batch):  # bounded [batch, M] intermediates
             w = p[s:s + batch] @ self.mass_
             if coords is not None and tau_km:
@@ -230,36 +228,8 @@ class LocationRisk:
                 # A coordinate estimate far from every likely cell (or NaN) must not erase the state head.
                 good = np.isfinite(wk).all(axis=1) & (wk.sum(axis=1) > 0)
                 w[good] = wk[good]
-            out[s:s + batch] = self.candidates_[_least_risk(w, loss, loss32)]
+            out[s:s + batch] = self.candidates_[np.argmin(w @ loss, axis=1)]
         return out
-
-
-# Relative bound on the float32 risk's error, with a wide margin: every term of the risk is
-# non-negative, so rounding the inputs (2 x 2^-24) and summing M products in float32 (~M x 2^-24,
-# 4e-5 for M = 1,500) moves each risk by at most that fraction of itself.
-_RISK32_RTOL = 1e-3
-
-
-def _least_risk(w: np.ndarray, loss: np.ndarray, loss32: np.ndarray) -> np.ndarray:
-    """``argmin(w @ loss, axis=1)`` for non-negative weights [b, M], at about half the cost.
-
-    The [b, M] x [M, M] product is most of the location point's work. It is screened in
-    float32: a cell whose float32 risk is more than ``_RISK32_RTOL`` above the row's float32
-    minimum cannot be the float64 minimum, so only rows where two or more cells come that close
-    (a few per cent) are recomputed in float64, on the cells still in the running.
-    """
-    # Rows scaled to sum 1 (the argmin is unchanged) keep tiny kernel weights out of float32's
-    # subnormal range.
-    scale = w.sum(axis=1, keepdims=True)
-    w = w / np.where(scale > 0, scale, 1.0)
-    r32 = w.astype(np.float32) @ loss32
-    best = np.argmin(r32, axis=1)
-    close = r32 <= r32[np.arange(len(w)), best][:, None] * np.float32(1.0 + 2 * _RISK32_RTOL)
-    rows = np.flatnonzero(close.sum(axis=1) > 1)
-    for i in rows:
-        cells = np.flatnonzero(close[i])
-        best[i] = cells[np.argmin(w[i] @ loss[:, cells])]
-    return best
 
 
 def _unit_vectors(lat, lon) -> np.ndarray:

@@ -152,23 +152,3 @@ def test_location_risk_round_trips_and_bounds_candidates():
         LocationRisk().fit([np.nan], [0.0], ["A"], ["A"])
     with pytest.raises(RuntimeError, match="not fitted"):
         LocationRisk().points(np.ones((1, 1)))
-
-
-def test_least_risk_float32_screen_returns_the_float64_argmin():
-    from geoae.geo import _least_risk
-
-    rng = np.random.default_rng(1)
-    lat, lon = rng.uniform(25, 49, 400), rng.uniform(-124, -67, 400)
-    d = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-    for loss in (np.minimum(d, 500.0), np.minimum(d, 161.0), d):
-        # Smooth rows, peaked rows, rows scaled far below float32's normal range, an all-zero row,
-        # and rows centred on cell 3, whose risk float32 cannot tell from cell 7's: column 7 of the
-        # loss is column 3 shrunk by 1e-9, so in float64 cell 7 is the best and in float32 they tie.
-        near3 = 0.9 * np.eye(400)[3] + 0.1 * rng.dirichlet(np.ones(400), size=20)
-        w = np.vstack([rng.dirichlet(np.ones(400), size=200), rng.dirichlet(np.full(400, 0.05), size=200),
-                       rng.dirichlet(np.ones(400), size=20) * 1e-42, np.zeros((1, 400)), near3])
-        loss = loss.copy()
-        loss[:, 7] = loss[:, 3] * (1 - 1e-9)
-        want = np.argmin(w @ loss, axis=1)
-        assert (want[-20:] == 7).all() and (np.argmin(w.astype(np.float32) @ loss.astype(np.float32), axis=1)[-20:] == 3).all()
-        np.testing.assert_array_equal(_least_risk(w, loss, loss.astype(np.float32)), want)
