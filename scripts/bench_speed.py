@@ -291,11 +291,16 @@ def run_child(name: str, kind: str, args: list[str], work: Path, env: dict | Non
     cmd = [sys.executable, str(Path(__file__).resolve()), "_child", str(res), kind, *args]
     log.info("%s: %s", name, " ".join(cmd[4:]))
     t0 = time.perf_counter()
+    # CPU time of the child and of the processes it waited for (its reader process): what the
+    # step costs the machine, whatever the overlap between its threads and processes.
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(logf, "w") as fh:
         p = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     out = json.loads(res.read_text()) if res.exists() else {}
-    out.update({"wall_seconds": round(wall, 3), "returncode": p.returncode, "log": str(logf)})
+    out.update({"wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "returncode": p.returncode, "log": str(logf)})
     if p.returncode != 0:
         tail = logf.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{name} failed (exit {p.returncode}); log {logf}:\n{tail}")
@@ -471,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             pred[name][str(k)] = {
                 "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
                 "users_per_s_wall": round(s["users_in"] / r["wall_seconds"], 1),
-                "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
+                "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"], "cpu_seconds": r["cpu_seconds"],
                 # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
                 "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
             }
@@ -482,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         pred["tfidf_lr"][str(k)] = {
             "users": r["users_in"], "rows_out": r["rows_out"], "wall_seconds": r["wall_seconds"],
             "users_per_s_wall": round(r["users_in"] / r["wall_seconds"], 1),
-            "users_per_s_summary": r["users_per_second"], "peak_rss_mb": r["peak_rss_mb"],
+            "users_per_s_summary": r["users_per_second"], "peak_rss_mb": r["peak_rss_mb"], "cpu_seconds": r["cpu_seconds"],
             "reader_peak_rss_mb": r.get("reader_peak_rss_mb"),
         }
         if not args.keep_outputs:
@@ -508,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                        # Only a real test when the smaller input already spans several chunks.
                        "meaningful": pred[m][lo]["users"] >= 2 * args.chunksize}
     results["flat_memory"] = flat
+    results["cpu_per_user"] = cpu_per_user(pred, scales, results["machine"]["cpu_count"], args.chunksize)
 
     # ---------------------------------------------------------------- 5. profile
     if not args.no_profile:
@@ -520,6 +526,27 @@ def main(argv: list[str] | None = None) -> int:
     log.info("wrote %s", out_json)
     print(markdown(results))
     return 0
+
+
+def cpu_per_user(pred: dict, scales: list[int], n_cpus: int, chunksize: int) -> dict:
+    """Marginal CPU microseconds per user between the two largest inputs (start-up, imports and
+    model loading cancel out), and the rate the machine's CPUs could reach at that cost if every
+    one of them were busy all the time: a ceiling no scheduling of the same work can beat.
+    Meaningful only when the smaller input spans several chunks (otherwise start-up noise
+    dominates the difference, which can even come out negative: no ceiling is given then)."""
+    if len(scales) < 2:
+        return {}
+    hi, lo = str(scales[-1]), str(scales[-2])
+    out = {}
+    for m, per in pred.items():
+        a, b = per[hi], per[lo]
+        if a.get("cpu_seconds") is None or b.get("cpu_seconds") is None or a["users"] <= b["users"]:
+            continue
+        us = (a["cpu_seconds"] - b["cpu_seconds"]) / (a["users"] - b["users"]) * 1e6
+        out[m] = {"compared": f"x{hi} vs x{lo}", "cpu_us_per_user": round(us, 1),
+                  "ceiling_users_per_s": round(n_cpus * 1e6 / us) if us > 0 else None, "cpus": n_cpus,
+                  "meaningful": b["users"] >= 2 * chunksize}
+    return out
 
 
 def half_vs_float32(full: Path, half: Path) -> dict:
@@ -561,6 +588,12 @@ def markdown(r: dict) -> str:
         lines.append("")
         lines.append("flat memory: " + "; ".join(f"{k} {v['compared']} peak ratio {v['peak_rss_ratio']} "
                                                   f"({'flat' if v['flat'] else 'NOT flat'}{'' if v['meaningful'] else ', inputs too small to tell'})" for k, v in r["flat_memory"].items()))
+    for k, v in (r.get("cpu_per_user") or {}).items():
+        if not v["meaningful"] or v["ceiling_users_per_s"] is None:
+            lines.append(f"{k}: CPU time per user not measurable at these input sizes ({v['compared']})")
+            continue
+        lines.append(f"{k}: {v['cpu_us_per_user']} CPU-us per user ({v['compared']}, all processes), so at most "
+                     f"{v['ceiling_users_per_s']} users/s on {v['cpus']} fully busy CPUs")
     for k, v in r["predict"].get("sdae_half", {}).items():
         d = v.get("vs_float32")
         if d:
