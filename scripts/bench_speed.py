@@ -15,6 +15,10 @@ per-process and comparable:
 3. the same for the TF-IDF + logistic-regression peer (``geoae.baselines.TfidfLogReg``
    fitted on the prepared training users, then streamed with ``iter_documents``),
    and the SDAE/LR ratios measured in the same run;
+   the CPU time of every step (the child and the reader process it waited for), and
+   per model the marginal CPU per user between the two largest inputs with the
+   users/s that cost allows on this machine's CPUs (``cpu_per_user``): whether a
+   rate is bound by the work or by how it is scheduled;
 4. a per-stage profile of prediction at x1 (read/decode, tokenize, tf-idf,
    model forward, post-processing, writing) plus the top cProfile entries.
 
