@@ -84,10 +84,9 @@ def top_states_json(top: np.ndarray, prob: np.ndarray, classes: np.ndarray) -> l
 
     Formatted directly (state codes are plain ASCII and ``repr`` of a float is what
     ``json.dumps`` writes), ~2.5x faster than one ``json.dumps`` call per user (1.9 against 4.6 µs
-    for the top 3). The rounding is
-    numpy's (scale, round half to even, unscale), done on the whole array at once; it can differ
-    from Python's ``round`` in the sixth decimal only when a probability sits within ~1e-16 of a
-    rounding midpoint.
+    for the top 3). The rounding is numpy's (scale, round half to even, unscale), done on the whole
+    array at once; it can differ from Python's ``round`` in the sixth decimal only when a
+    probability sits within ~1e-16 of a rounding midpoint.
     """
     head = [f'["{c}", ' for c in classes.tolist()]
     return ["[" + ", ".join(f"{head[j]}{p!r}]" for j, p in zip(row, prow)) + "]"
