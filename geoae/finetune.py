@@ -60,19 +60,46 @@ class TrainingSet:
         return self.X.shape[0]
 
 
+def geo_soft_targets(state: np.ndarray, coords: np.ndarray, class_points: np.ndarray | None,
+                     share: float, km: float) -> np.ndarray | None:
+    """State targets [n, C] for ``finetune.geo_label_smoothing`` (``None`` when it is off).
+
+    A user with a state and coordinates gets ``(1 - share) * one-hot + share * k``, where ``k``
+    weights each class by ``exp(-d / km)``, ``d`` the great-circle distance from the user to the
+    class's point (its training median), normalised to sum to 1. A user with a state but no
+    coordinates keeps the one-hot target; rows without a state are masked out of the loss.
+    """
+    if share <= 0 or class_points is None:
+        return None
+    state = np.asarray(state)
+    n, C = len(state), len(class_points)
+    t = np.zeros((n, C), np.float32)
+    has = state >= 0
+    t[np.flatnonzero(has), state[has]] = 1.0
+    ok = np.flatnonzero(has & np.isfinite(coords).all(axis=1))
+    if len(ok):
+        d = haversine_km(coords[ok, :1], coords[ok, 1:], class_points[None, :, 0], class_points[None, :, 1])
+        k = np.exp(-(d - d.min(axis=1, keepdims=True)) / km)  # shifted: no underflow for a user far from all
+        t[ok] = (1.0 - share) * t[ok] + share * (k / k.sum(axis=1, keepdims=True))
+    return t
+
+
 def joint_loss(out: dict, state: torch.Tensor, coords: torch.Tensor, cfg: Config,
-               coord_std: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               coord_std: torch.Tensor | None = None, state_target: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, dict]:
     """The weighted fine-tuning loss of one batch and its parts (floats, for logging).
 
     ``coord_std`` (the model's coordinate scale) is needed only by ``coord_loss: mse``,
-    which measures the error in standardised units.
+    which measures the error in standardised units. ``state_target`` (soft targets [n, C],
+    ``geo_soft_targets``) replaces the one-hot state target where given.
     """
     w = cfg.finetune.loss_weights
     parts = {}
     total = torch.zeros((), device=coords.device)
     has_state = state >= 0
     if w.state > 0 and bool(has_state.any()):
-        parts["state"] = F.cross_entropy(out["state_logits"][has_state], state[has_state])
+        target = state[has_state] if state_target is None else state_target[has_state]
+        parts["state"] = F.cross_entropy(out["state_logits"][has_state], target)
         total = total + w.state * parts["state"]
     has_xy = ~torch.isnan(coords[:, 0])
     if w.coord > 0 and bool(has_xy.any()):
@@ -227,6 +254,8 @@ def finetune(
     batches = Batches(train.X, device)
     y_state = torch.tensor(np.asarray(train.state), dtype=torch.long)
     y_xy = torch.tensor(np.asarray(train.coords), dtype=torch.float32)
+    soft = geo_soft_targets(train.state, np.asarray(train.coords, np.float64), class_points, ft.geo_label_smoothing, ft.geo_label_km)
+    y_soft = None if soft is None else torch.from_numpy(soft)
     noise0 = cfg.model.noise[0]
     history: list[dict] = []
     best, best_epoch, bad_epochs, start = None, 0, 0, 0
@@ -255,7 +284,8 @@ def finetune(
             # Keep denoising during fine-tuning: the encoder sees the corrupted
             # input, the reconstruction head must recover the clean one.
             out = model(x, noise=lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"]))
-            loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std)
+            loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std,
+                                     None if y_soft is None else y_soft[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

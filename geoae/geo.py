@@ -208,6 +208,14 @@ class LocationRisk:
             self.__dict__["_cache"] = cached
         return cached[1], cached[2]
 
+    def _class_risk(self) -> np.ndarray:
+        """``mass_ @ loss`` [C, M]: each class's expected capped loss at every cell, built once per fit."""
+        cached = self.__dict__.get("_class_risk_cache")
+        if cached is None or cached[0] is not self.candidates_:
+            cached = (self.candidates_, self.mass_ @ self._cached()[0])
+            self.__dict__["_class_risk_cache"] = cached
+        return cached[1]
+
     def points(self, probs: np.ndarray, coords: np.ndarray | None = None, tau_km: float | None = None,
                batch: int = 2048) -> np.ndarray:
         """The least-risk cell centre [n, 2] per row of class probabilities [n, C]
@@ -216,18 +224,25 @@ class LocationRisk:
             raise RuntimeError("LocationRisk is not fitted; call fit first")
         p = np.asarray(probs, dtype=np.float64)
         out = np.empty((len(p), 2))
+        if coords is None or not tau_km:
+            # Without a kernel the weights are linear in p, so (p @ mass) @ loss = p @ (mass @ loss):
+            # a [C, M] product per user instead of [M, M] (C ~ 50 states, M up to 1,500 cells).
+            # Same cells as the two-step product on 18,950 cross-validation rows of the LR peer.
+            risk_c = self._class_risk()
+            for s in range(0, len(p), batch):
+                out[s:s + batch] = self.candidates_[np.argmin(p[s:s + batch] @ risk_c, axis=1)]
+            return out
         loss, cell_xyz = self._cached()
         for s in range(0, len(p), batch):  # bounded [batch, M] intermediates
             w = p[s:s + batch] @ self.mass_
-            if coords is not None and tau_km:
-                r = np.asarray(coords[s:s + batch], dtype=np.float64)
-                # Great-circle distance as the angle between unit vectors: one [b, 3] x [3, M] product
-                # instead of a haversine per pair (the same distance to well under a metre at 500 km).
-                cos = np.clip(_unit_vectors(r[:, 0], r[:, 1]) @ cell_xyz.T, -1.0, 1.0)
-                wk = w * np.exp(-(EARTH_RADIUS_KM / tau_km) * np.arccos(cos))
-                # A coordinate estimate far from every likely cell (or NaN) must not erase the state head.
-                good = np.isfinite(wk).all(axis=1) & (wk.sum(axis=1) > 0)
-                w[good] = wk[good]
+            r = np.asarray(coords[s:s + batch], dtype=np.float64)
+            # Great-circle distance as the angle between unit vectors: one [b, 3] x [3, M] product
+            # instead of a haversine per pair (the same distance to well under a metre at 500 km).
+            cos = np.clip(_unit_vectors(r[:, 0], r[:, 1]) @ cell_xyz.T, -1.0, 1.0)
+            wk = w * np.exp(-(EARTH_RADIUS_KM / tau_km) * np.arccos(cos))
+            # A coordinate estimate far from every likely cell (or NaN) must not erase the state head.
+            good = np.isfinite(wk).all(axis=1) & (wk.sum(axis=1) > 0)
+            w[good] = wk[good]
             out[s:s + batch] = self.candidates_[np.argmin(w @ loss, axis=1)]
         return out
 

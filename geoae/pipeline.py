@@ -185,6 +185,7 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
     full = TrainingSet(X, np.concatenate([train_set.state, dev_set.state]),
                        np.concatenate([train_set.coords, dev_set.coords]))
     tag = {**member_tag, "refit_data": _fingerprint(full.X, full.state, full.coords)}
+    points = state_points(pd.concat([tr, dv], ignore_index=True), classes)
     members, epochs = [], []
     for k, r in enumerate(results):
         n_ep = max(int(r["best_epoch"]), 1)
@@ -192,12 +193,11 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
         member, gens = _start_member(k, cfg, X.shape[1], len(classes), scaler, pretrained, device)
         rdir, rtag = ckpt / f"refit{k}", {**tag, "epochs": n_ep}
         hook = (lambda st, _layer, ep, k=k: on_epoch_end("refit", k, ep)) if on_epoch_end else None
-        finetune(member, full, None, rcfg, device=device, gens=gens, ckpt_dir=rdir,
+        finetune(member, full, None, rcfg, device=device, gens=gens, ckpt_dir=rdir, class_points=points,
                  resume=_matching_checkpoint(rdir, rtag, resume), on_epoch_end=hook, ckpt_tag=rtag, fixed_epochs=True)
         members.append(member)
         epochs.append(n_ep)
     log.info("refit %d members on %d train + dev users for %s epochs", len(members), len(full), epochs)
-    points = state_points(pd.concat([tr, dv], ignore_index=True), classes)
     return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 

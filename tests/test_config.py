@@ -54,6 +54,8 @@ def test_wrong_types_name_the_key(raw, key):
         ({"data": {"on_bad_record": "ignore"}}, "data.on_bad_record"),
         ({"finetune": {"loss_weights": {"state": 0, "coord": 0}}}, "finetune.loss_weights"),
         ({"train": {"device": "tpu"}}, "train.device"),
+        ({"finetune": {"geo_label_smoothing": 1.0}}, "finetune.geo_label_smoothing"),
+        ({"finetune": {"geo_label_km": 0}}, "finetune.geo_label_km"),
     ],
 )
 def test_impossible_values_name_the_key(raw, key):

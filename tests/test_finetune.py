@@ -89,3 +89,56 @@ def test_freeze_first_layer_keeps_the_pretrained_first_weight_and_trains_the_res
     assert torch.equal(after["layers.0.encoder.weight"], before["layers.0.encoder.weight"])
     for k in ("layers.0.encoder.bias", "layers.1.encoder.weight", "state_head.weight"):
         assert not torch.equal(after[k], before[k]), k
+
+
+def test_geo_soft_targets_spread_by_distance_from_the_user():
+    from geoae.finetune import geo_soft_targets
+
+    # class points: New York City, Philadelphia (~130 km away), Los Angeles
+    pts = np.array([[40.71, -74.01], [39.95, -75.17], [34.05, -118.24]])
+    state = np.array([0, 2, 1, -1])
+    coords = np.array([[40.5, -74.4], [34.0, -118.3], [np.nan, np.nan], [40.7, -74.0]])
+    assert geo_soft_targets(state, coords, pts, 0.0, 300.0) is None
+    t = geo_soft_targets(state, coords, pts, 0.3, 300.0)
+    np.testing.assert_allclose(t[:3].sum(1), 1.0, rtol=1e-6)
+    assert t[0, 0] >= 0.7 and t[0, 1] > 0.05 and t[0, 1] > 100 * t[0, 2]  # the near class gets the spread mass
+    assert t[1, 2] > 0.99                                                    # nothing near LA but LA
+    np.testing.assert_array_equal(t[2], [0.0, 1.0, 0.0])                     # no coordinates: one-hot
+    np.testing.assert_array_equal(t[3], 0.0)                                 # no state: masked out of the loss
+    # far from every class point (exp would underflow unshifted): still a distribution
+    far = geo_soft_targets(np.array([0]), np.array([[-40.0, 100.0]]), pts, 0.5, 50.0)
+    assert np.isfinite(far).all() and abs(far.sum() - 1) < 1e-6
+
+
+def test_one_hot_state_target_gives_the_plain_cross_entropy():
+    cfg = tiny_config()
+    data = tiny_set(20)
+    m = GeoSDAE(data.X.shape[1], 5, cfg.model)
+    out = m(torch.from_numpy(data.X))
+    state = torch.from_numpy(data.state.astype(np.int64))
+    state[:3] = -1
+    coords = torch.from_numpy(data.coords.astype(np.float32))
+    onehot = torch.nn.functional.one_hot(state.clamp(min=0), 5).float()
+    _, hard = joint_loss(out, state, coords, cfg, m.coord_std)
+    _, soft = joint_loss(out, state, coords, cfg, m.coord_std, onehot)
+    assert abs(hard["state"] - soft["state"]) < 1e-6
+    smoothed = 0.7 * onehot + 0.3 / 5
+    _, other = joint_loss(out, state, coords, cfg, m.coord_std, smoothed)
+    assert abs(other["state"] - hard["state"]) > 1e-4
+
+
+def test_geo_label_smoothing_trains_and_changes_the_model():
+    cfg = tiny_config(finetune={"epochs": 2})
+    cfg_geo = tiny_config(finetune={"epochs": 2, "geo_label_smoothing": 0.3, "geo_label_km": 300.0})
+    train, dev = tiny_set(100, seed=0), tiny_set(60, seed=1)
+    pts = np.stack([np.median(train.coords[train.state == c], axis=0) for c in range(5)]).astype(np.float64)
+    weights = []
+    for c in (cfg, cfg_geo):
+        device = torch.device("cpu")
+        torch.manual_seed(0)
+        m = GeoSDAE(train.X.shape[1], 5, c.model)
+        m.set_coord_scaler(torch.tensor(train.coords.mean(0)), torch.tensor(train.coords.std(0)))
+        gens = make_generators(0, device)
+        finetune(m, train, dev, c, device=device, gens=gens, ref_median_km=1000.0, class_points=pts)
+        weights.append(m.state_dict()["state_head.weight"].clone())
+    assert torch.isfinite(weights[1]).all() and not torch.equal(weights[0], weights[1])

@@ -152,3 +152,19 @@ def test_location_risk_round_trips_and_bounds_candidates():
         LocationRisk().fit([np.nan], [0.0], ["A"], ["A"])
     with pytest.raises(RuntimeError, match="not fitted"):
         LocationRisk().points(np.ones((1, 1)))
+
+
+def test_location_risk_without_kernel_is_the_two_step_risk_and_refits_cleanly():
+    rng = np.random.default_rng(1)
+    lat, lon = rng.uniform(25, 48, 2000), rng.uniform(-124, -68, 2000)
+    states = np.array(list("ABCDE"))[rng.integers(0, 5, 2000)]
+    r = LocationRisk(cap_km=500).fit(lat, lon, states, list("ABCDE"))
+    p = rng.dirichlet(np.full(5, 0.5), size=600)
+    loss = np.minimum(haversine_km(r.candidates_[:, None, 0], r.candidates_[:, None, 1],
+                                   r.candidates_[None, :, 0], r.candidates_[None, :, 1]), 500)
+    two_step = r.candidates_[np.argmin((p @ r.mass_) @ loss, axis=1)]
+    np.testing.assert_array_equal(r.points(p), two_step)
+    np.testing.assert_array_equal(r.points(p, None, tau_km=500), two_step)  # no coordinates: no kernel
+    # A second fit on other users must not reuse the first fit's cached risks.
+    r.fit(lat[:50] + 1.0, lon[:50], states[:50], list("ABCDE"))
+    assert set(map(tuple, r.points(p))) <= set(map(tuple, r.candidates_))
