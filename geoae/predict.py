@@ -386,6 +386,37 @@ def document_chunks(paths: list[str], fmt: str, chunksize: int, log: RecordLog, 
     raise GeoaeError(f"--reader must be auto, process or thread; got {reader!r}")
 
 
+# --------------------------------------------------------------------------- worker processes
+
+_WORKER: dict = {}
+
+
+def _worker_init(model_dir: str, top_k: int, half: bool, threads: int) -> None:
+    """Set up one prediction worker process: its thread counts, and the model loaded once."""
+    import geoae.features
+
+    torch.set_num_threads(threads)
+    geoae.features.FASTCOUNT_THREADS = threads  # the compiled tokenizer's threads, as torch's
+    gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])  # see predict_files
+    _WORKER["predictor"] = load_predictor(model_dir, device="cpu", top_k=top_k, half=half)
+    _WORKER["release"] = _release_freed_memory()
+
+
+def _worker_predict(docs: pd.DataFrame) -> pd.DataFrame:
+    """Score one chunk in a worker process (``predict_files(..., workers=N)``)."""
+    pred = _WORKER["predictor"].predict(docs)
+    del docs
+    _WORKER["release"]()
+    return pred
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def predict_files(
     model_dir: str | Path,
     inputs: Iterable[str | Path],
@@ -400,6 +431,7 @@ def predict_files(
     progress: bool | None = None,
     reader: str = "thread",
     half: bool = False,
+    workers: int = 1,
 ) -> dict:
     """Stream ``inputs`` through the model into ``output``; returns the run summary (also logged).
 
@@ -410,10 +442,32 @@ def predict_files(
     module again: a script that calls this with ``process``/``auto`` must keep its top-level
     code under ``if __name__ == "__main__":`` (otherwise the reader fails with a message
     saying so and suggesting ``thread``).
+
+    ``workers`` > 1 (CPU only): chunks are scored in that many worker processes (``spawn``,
+    each loads the model once and uses ``cpus // workers`` threads), at most two chunks per
+    worker in flight, and written here in input order, so the output is the one a single
+    process writes; ``auto`` then reads in a thread. Why processes: one process's per-chunk Python work (framing, top-k JSON,
+    location points) runs on one core whatever the thread count, which caps a single
+    process's throughput on a many-core machine; workers scale it with the cores. Each worker
+    holds its own copy of the model (memory grows with ``workers``, stays flat in input size).
+    The same ``__main__`` rule as for the reader process applies to scripts.
     """
     out_path = Path(output)
     ofmt = output_format(out_path, output_format_name)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
+    if workers > 1 and device != "cpu":
+        raise GeoaeError(f"--workers {workers} runs CPU worker processes; with --device {device} use one process")
+    # Load (and verify) the model here even with workers: a corrupted or missing model is then
+    # one clear error before any worker starts, not a broken pool.
     predictor = load_predictor(model_dir, device=device, top_k=top_k, half=half)
+    if workers > 1:
+        predictor = None  # each worker loads its own; this process only reads and writes
+        if reader == "auto":
+            # This process only reads, hands over and writes, so a read-ahead thread has a core
+            # to itself; a reader process would add one more hand-over of every text (x100 GeoText
+            # input on 2 cores, --half, 2 workers: 8,842 users/s with the thread, 8,026 with the process).
+            reader = "thread"
     rlog = RecordLog(policy=on_bad_record)
     paths = [str(p) for p in inputs]
     status = Counter()
@@ -430,22 +484,62 @@ def predict_files(
     # model and libraries. Raised for the loop (no collection left in it on that input), restored after it.
     gc_threshold = gc.get_threshold()
     gc.set_threshold(max(gc_threshold[0], 50_000), *gc_threshold[1:])
+    pool = None
+
+    def emit(pred: pd.DataFrame) -> None:
+        nonlocal rows_out
+        status.update(pred["status"].tolist())
+        writer.write(pred)
+        rows_out += len(pred)
+        bar.update(len(pred))
+
     try:
         chunks, reader = document_chunks(paths, fmt, chunksize, rlog, reader, reader_stats)
-        for docs in chunks:
-            if docs.empty:
-                continue
-            users_in += len(docs)
-            tweets_in += int(docs["n_tweets"].sum())
-            pred = predictor.predict(docs)
-            status.update(pred["status"].tolist())
-            writer.write(pred)
-            rows_out += len(pred)
-            bar.update(len(pred))
-            del docs, pred
-            release()
+        if workers > 1:
+            import multiprocessing as mp
+            from collections import deque
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                       initargs=(str(model_dir), top_k, half, max(1, _cpus() // workers)))
+            pending: deque = deque()
+
+            def collect() -> None:
+                try:
+                    pred = pending.popleft().result()
+                except BrokenProcessPool:
+                    raise GeoaeError("a prediction worker process stopped (out of memory, killed, or a script "
+                                     "calling predict_files without if __name__ == '__main__':); rerun with "
+                                     "--workers 1") from None
+                emit(pred)
+
+            for docs in chunks:
+                if docs.empty:
+                    continue
+                users_in += len(docs)
+                tweets_in += int(docs["n_tweets"].sum())
+                pending.append(pool.submit(_worker_predict, docs))
+                del docs
+                while len(pending) >= 2 * workers:
+                    collect()
+                    release()
+            while pending:
+                collect()
+        else:
+            for docs in chunks:
+                if docs.empty:
+                    continue
+                users_in += len(docs)
+                tweets_in += int(docs["n_tweets"].sum())
+                pred = predictor.predict(docs)
+                emit(pred)
+                del docs, pred
+                release()
         ok = True
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         gc.set_threshold(*gc_threshold)
         bar.close()
         writer.close(ok)
@@ -462,6 +556,7 @@ def predict_files(
         "users_per_second": round(users_in / secs, 1) if secs > 0 else None,
         "reader": reader,
         "half": half,
+        "workers": workers,
         **reader_stats,
     }
     log.info("predict: %d users in, %d rows out, %d bad records skipped %s, %.1f users/s",
@@ -473,7 +568,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
         chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,
-        reader=args.reader, half=args.half,
+        reader=args.reader, half=args.half, workers=args.workers,
     )
     if args.summary:
         from geoae.manifest import write_json
@@ -505,5 +600,8 @@ def add_cli(sub) -> None:
     p.add_argument("--half", action="store_true",
                    help="first-layer weights in float16 for the sparse product: faster on CPU, probabilities "
                         "within ~2e-4 of the float32 model (see BENCHMARKS.md)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="score chunks in this many worker processes (CPU; each loads the model; output order "
+                        "kept): for machines with more than two cores, see BENCHMARKS.md")
     p.add_argument("--summary", help="also write the run summary as JSON here")
     p.set_defaults(func=_cmd_predict)

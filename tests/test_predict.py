@@ -368,3 +368,30 @@ def test_process_reader_stops_when_the_consumer_stops(users_file):
     assert 0 < len(first) <= 5  # the last user of a chunk waits for the next (it may continue there)
     gen.close()  # what an exception in the scoring loop does to the generator
     assert not [p for p in mp.active_children() if p.name == "geoae-read"]
+
+
+def test_worker_processes_write_what_one_process_writes(model, users_file, tmp_path):
+    from geoae.predict import predict_files
+
+    # chunks of 3 users: 14 chunks, so several are in flight at once and must come back in order
+    a = predict_files(model, [users_file], tmp_path / "a.csv", chunksize=3, progress=False, reader="thread")
+    b = predict_files(model, [users_file], tmp_path / "b.csv", chunksize=3, progress=False, reader="thread", workers=2)
+    assert (a["workers"], b["workers"]) == (1, 2)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    for k in ("users_in", "tweets_in", "rows_out", "rows_by_status", "records_skipped"):
+        assert a[k] == b[k], k
+
+
+def test_worker_options_are_checked_before_work(model, users_file, tmp_path, capsys):
+    from geoae.errors import GeoaeError
+    from geoae.predict import predict_files
+
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(GeoaeError, match="--workers must be"):
+            predict_files(model, [users_file], tmp_path / "x.csv", progress=False, workers=bad)
+    with pytest.raises(GeoaeError, match="CPU worker processes"):
+        predict_files(model, [users_file], tmp_path / "x.csv", progress=False, workers=2, device="cuda")
+    assert not (tmp_path / "x.csv").exists()
+    rc = main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "y.csv"),
+               "--workers", "0"])
+    assert rc == 2 and "--workers must be" in capsys.readouterr().err
