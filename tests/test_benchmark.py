@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,39 @@ def test_tables_only_rewrites_from_json_and_needs_a_run(tmp_path, capsys):
 def test_every_ablation_names_what_it_tests(name):
     desc, overrides = ABLATIONS[name]
     assert desc and overrides
+
+
+def test_official_protocol_runs_end_to_end_on_a_full_text_file(tmp_path, capsys):
+    """``--full-text``: the official fold split (users numbered by first appearance, id % 5), and an
+    ablation whose overrides name the selection split (``dev`` here, ``val`` in-house) still runs."""
+    import pandas as pd
+
+    from geoae.synthetic import generate_users
+
+    src = tmp_path / "full_text.txt"
+    with open(src, "w", encoding="latin-1") as f:
+        for i, (_, lat, lon, _, tweets) in enumerate(generate_users(120, seed=4, tweets_per_user=(3, 6))):
+            for t in tweets:
+                f.write(f"USER_{i:08x}\t2010-03-03T04:15:26\tÜT: {lat:.5f},{lon:.5f}\t{lat:.5f}\t{lon:.5f}\t{t}\n")
+    out = tmp_path / "bench"
+    tiny = ["model.hidden=[16,8,4]", "features.max_features=300", "pretrain.epochs=1", "finetune.epochs=2",
+            "finetune.ensemble=1", "train.threads=1"]
+    args = ["-q", "benchmark", "-c", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"), "-o", str(out), "--full-text", str(src),
+            "--ablations", "transductive_pretrain"] + [a for s in tiny for a in ("--set", s)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Protocol: official") and "same official protocol" in printed
+    res = json.loads((out / "benchmark.json").read_text())
+    assert res["ablations"]["transductive_pretrain"]["overrides"] == ['data.unlabelled_splits=["dev", "test"]']
+    assert any(r["model"] == "ablation: transductive_pretrain" for r in res["rows"])
+    docs = pd.read_parquet(out / "data" / "documents.parquet")
+    num = docs["user_id"].str[5:].map(lambda h: int(h, 16) + 1)  # first-appearance number
+    fold = num % 5
+    expected = fold.map(lambda k: "test" if k == 0 else ("dev" if k == 4 else "train"))
+    assert (docs["split"] == expected).all() and set(docs["split"]) == {"train", "dev", "test"}
+
+
+def test_unknown_ablation_is_one_line_before_any_work(tmp_path, capsys):
+    assert main(["-q", "benchmark", "-o", str(tmp_path / "b"), "--ablations", "no_recon,nope"]) == 2
+    assert "unknown ablation 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
