@@ -60,7 +60,7 @@ ABLATIONS = {
     "transductive_pretrain": ("TF-IDF vocabulary and pretraining also see the model-selection and test users' "
                               "text (never their labels): semi-supervised, transductive",
                               ["data.unlabelled_splits={selection_and_test}"]),
-    "refit": ("after early stopping on val, members refit on train + val (the LR peer is not refit here)",
+    "refit": ("after early stopping, members refit on train + the model-selection users (the LR peer is not refit here)",
               ["finetune.refit=true"]),
     "freeze_first_layer": ("first encoder weight kept at its pretrained value while fine-tuning (one first layer "
                            "shared by all members: a speed option)", ["finetune.freeze_first_layer=true"]),
