@@ -42,7 +42,7 @@ from safetensors.torch import save as st_save
 
 from geoae import __version__
 from geoae.config import Config, config_from_dict
-from geoae.errors import ArtifactError, ConfigError
+from geoae.errors import ArtifactError, ConfigError, GeoaeError
 from geoae.geo import LocationRisk
 from geoae.manifest import atomic_write_bytes, atomic_write_text
 from geoae.sdae import GeoSDAEEnsemble
@@ -111,6 +111,7 @@ def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
         "files": files,
         "meta": art.meta,
     }
+    index["index_sha256"] = _index_sha(index)
     old = _referenced_files(out)
     atomic_write_text(out / INDEX, json.dumps(index, indent=1, sort_keys=True))
     keep = {f["name"] for f in files.values()}
@@ -124,6 +125,13 @@ def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
             pass
     log.info("saved artifact to %s (%d classes, %d features)", out, len(art.classes), art.model.n_features)
     return out / INDEX
+
+
+def _index_sha(index: dict) -> str:
+    """sha256 of the index's own content (all but this field, canonical JSON): the weight files
+    carry their hashes in the index, and this covers the index itself (classes, points, config)."""
+    body = {k: v for k, v in index.items() if k != "index_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _referenced_files(out: Path) -> set[str]:
@@ -207,12 +215,40 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         if location.mass_.shape[0] != len(classes):
             raise ArtifactError(f"{d}: points file has {location.mass_.shape[0]} classes, the model {len(classes)}; "
                                 "the artifact is damaged — re-train the model")
-    featurizer = featurizer_from_state(idx["featurizer"], arrays)
-    model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
+    meta = idx.get("meta", {})
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError(f"meta is {type(meta).__name__}, not a mapping")
+        if n_members < 1:
+            raise ValueError(f"n_members={n_members}")
+        featurizer = featurizer_from_state(idx["featurizer"], arrays)
+        model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ArtifactError(f"{d}: weights do not fit the stored config ({str(e).splitlines()[0]})") from None
-    model.to(device).eval()
+    # Last, once everything parsed: an index edited by hand (classes, points, config) that still
+    # parses is refused too. Artifacts saved before this field existed have none and are accepted.
+    if "index_sha256" in idx and idx["index_sha256"] != _index_sha(idx):
+        raise ArtifactError(f"{ip}: edited after it was saved (its index_sha256 does not match its content); "
+                            "restore it or re-train the model")
+    model.to(torch_device(device)).eval()
     return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points,
-                    meta=idx.get("meta", {}), location=location)
+                    meta=meta, location=location)
+
+
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has, or a ``GeoaeError`` saying why not."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise GeoaeError(f"--device {device!r}: not a device name ({e}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GeoaeError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise GeoaeError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise GeoaeError(f"--device {device}: geoae runs on cpu, cuda or mps")
+    return dev

@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except GeoaeError as e:
         print(f"geoae {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that is a directory, a file where a directory must go, no permission...
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"geoae {args.command}: interrupted", file=sys.stderr)
         return 130

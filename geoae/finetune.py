@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config, FinetuneConfig
+from geoae.errors import GeoaeError
 from geoae.geo import LocationRisk, bayes_point_index, haversine_km, haversine_km_torch
 from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
@@ -286,6 +287,9 @@ def finetune(
             out = model(x, noise=lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"]))
             loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std,
                                      None if y_soft is None else y_soft[idx].to(device))
+            if not torch.isfinite(loss):  # a NaN model would otherwise be saved and predict NaN for everyone
+                raise GeoaeError(f"fine-tuning diverged at epoch {epoch + 1}: the loss is {loss.item()}; "
+                                 f"lower finetune.lr (now {ft.lr:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -92,6 +92,8 @@ class Predictor:
     @torch.no_grad()
     def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities [n, C], regression coordinates [n, 2], and whether any vocabulary word was seen."""
+        if not len(texts):  # an empty frame scores to empty arrays (the featurizer refuses no documents)
+            return (np.zeros((0, len(self.classes_)), np.float32), np.zeros((0, 2), np.float64), np.zeros(0, bool))
         X = self.artifact.featurizer.transform(texts)
         nnz = X.getnnz(axis=1) if hasattr(X, "getnnz") else np.count_nonzero(X, axis=1)
         probs, coords = predict_arrays(self.artifact.model, X, self.device, self.batch_size)
@@ -222,8 +224,30 @@ class _Writer:
                 self.tmp.write_text(",".join(f'"{c}"' for c in OUTPUT_COLUMNS) + "\n", encoding="utf-8")
             os.replace(self.tmp, self.path)
         elif self.tmp.exists():
+            if self.tmp.stat().st_size == 0:  # nothing was written (e.g. the input was missing)
+                self.tmp.unlink()
+                return
             # Keep what was written for inspection, under a name that cannot be mistaken for a result.
             log.warning("partial output left at %s", self.tmp)
+
+
+def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: str = "output") -> Path:
+    """Refuse an output path that would destroy data or cannot be a file, before any work is done:
+    an existing directory or non-regular file (a device, ``/dev/stdout``: the output is renamed into
+    place), or one of the inputs itself."""
+    out = Path(output)
+    if out.exists() or out.is_symlink():
+        if not out.is_file() or out.is_symlink():
+            raise GeoaeError(f"{what} {out} exists and is not a regular file (a directory, link or device); "
+                             "give the path of a file to write")
+        for p in inputs:
+            try:
+                same = os.path.samefile(p, out)
+            except OSError:  # an input that does not exist is reported by the reader
+                same = False
+            if same:
+                raise GeoaeError(f"{what} {out} is also an input; writing it would destroy the input: give another path")
+    return out
 
 
 def output_format(path: str | Path, fmt: str | None = None) -> str:
@@ -452,7 +476,8 @@ def predict_files(
     holds its own copy of the model (memory grows with ``workers``, stays flat in input size).
     The same ``__main__`` rule as for the reader process applies to scripts.
     """
-    out_path = Path(output)
+    inputs = [str(p) for p in inputs]  # read twice below: a generator would be used up
+    out_path = check_output_paths(output, inputs)
     ofmt = output_format(out_path, output_format_name)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
@@ -565,6 +590,10 @@ def predict_files(
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.summary:
+        check_output_paths(args.summary, [*args.input, args.output], "--summary")
+        if Path(args.summary).resolve() == Path(args.output).resolve():
+            raise GeoaeError("--summary and --output name the same file; give the summary its own path")
     summary = predict_files(
         args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
         chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config
+from geoae.errors import GeoaeError
 from geoae.sdae import GeoSDAE, corrupt
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def pretrain_layer_epoch(
         loss = reconstruction_loss(x_hat, clean)
         if cfg.model.sparsity_l1 > 0:
             loss = loss + cfg.model.sparsity_l1 * h.abs().mean()
+        if not torch.isfinite(loss):
+            raise GeoaeError(f"pretraining layer {k + 1} diverged: the loss is {loss.item()}; lower pretrain.lr "
+                             f"(now {cfg.pretrain.lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -858,6 +858,25 @@ def _bbox_points(bbox: Any) -> Any:
     return None
 
 
+def _repair_surrogates(s: str) -> str:
+    return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _valid_unicode(uid: str, text: str, log: RecordLog, line: int, path: Path) -> tuple[str, str]:
+    """JSON may escape half of a UTF-16 pair (``"\\ud83d"``: text cut inside an emoji); such a lone
+    surrogate cannot be written as UTF-8 by any output. Replace it with U+FFFD and count it."""
+    fixed = []
+    for what, s in (("user id", uid), ("text", text)):
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            s = _repair_surrogates(s)
+            log.bad("invalid_unicode", f"{what} has a lone UTF-16 surrogate (a \\uXXXX escape of half a character); "
+                    "replaced by U+FFFD, tweet kept", line=line, source=str(path))
+        fixed.append(s)
+    return fixed[0], fixed[1]
+
+
 def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
                progress: bool) -> Iterator[pd.DataFrame]:
     reader = _LineReader(path, log, chunksize)
@@ -889,8 +908,12 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                                 line=n, source=str(path))
                     continue
                 uid, text, lat, lon = fields
-                users.append("" if uid is None else str(uid))
-                texts.append("" if text is None else str(text))
+                uid = "" if uid is None else str(uid)
+                text = "" if text is None else str(text)
+                if not (uid.isascii() and text.isascii()):
+                    uid, text = _valid_unicode(uid, text, log, n, path)
+                users.append(uid)
+                texts.append(text)
                 lats.append(lat)
                 lons.append(lon)
                 lines.append(n)
@@ -986,6 +1009,31 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                         "check the delimiter and quoting, or pass fmt=") from e
 
 
+def _ids_as_text(batch, columns: Mapping[str, str] | None):
+    """The user id column as exact text before pandas sees it: an int64 column with a null
+    would become float64 in pandas, and 1234567890123456789 and ...790 the same float (two users
+    merged); integral floats (ids written as 1.0, 2.0) become "1", "2"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = next((src for src, dst in (columns or {}).items() if dst == "user_id"), "user_id")
+    if name not in batch.schema.names:
+        return batch
+    i = batch.schema.get_field_index(name)
+    col = batch.column(i)
+    if pa.types.is_floating(col.type):
+        vals = col.to_numpy(zero_copy_only=False)
+        ok = np.isfinite(vals)
+        if np.array_equal(vals[ok], np.floor(vals[ok])) and (np.abs(vals[ok]) < 2**53).all():
+            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))  # NaN/inf: no id
+            col = pc.cast(pc.cast(col, pa.int64()), pa.string())
+    elif pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.string())
+    else:
+        return batch
+    return batch.set_column(i, name, col)
+
+
 def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
                   columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
@@ -998,7 +1046,7 @@ def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
     start = 1
     try:
         for batch in _progress(pf.iter_batches(batch_size=chunksize), progress, path):
-            df = batch.to_pandas()
+            df = _ids_as_text(batch, columns).to_pandas()
             lines = np.arange(start, start + len(df), dtype="int64")
             start += len(df)
             yield _normalise_table(df, path, columns, log, fix_swapped, lines)

@@ -44,7 +44,13 @@ def _index(d: Path) -> dict:
     return json.loads((d / INDEX).read_text())
 
 
-def _write_index(d: Path, idx: dict) -> None:
+def _write_index(d: Path, idx: dict, rehash: bool = True) -> None:
+    """Write an edited index; ``rehash`` keeps its own checksum valid (so the edit under test, not
+    the checksum, is what loading must catch); older artifacts have no checksum at all."""
+    from geoae.artifact import _index_sha
+
+    if rehash and "index_sha256" in idx:
+        idx = {**idx, "index_sha256": _index_sha(idx)}
     (d / INDEX).write_text(json.dumps(idx))
 
 
@@ -127,6 +133,7 @@ def test_location_model_round_trips_and_older_artifacts_load_without_it(model_di
     assert before.loc[before["status"] == "ok", "loc_lat"].notna().all()
     # An artifact written before the points file existed: no location point, everything else works.
     idx = _index(model_dir)
+    idx.pop("index_sha256")  # nor had it an index checksum
     idx["files"].pop("points")
     if idx["meta"].get("point") == "location":
         idx["meta"]["point"] = "bayes"
@@ -316,3 +323,32 @@ def test_successful_saves_remove_unreferenced_weight_files(model_dir, docs, monk
     assert not (old & on_disk) - {idx["files"]["featurizer"]["name"]}
     proba, _ = _outputs(load_artifact(model_dir), docs)
     assert np.array_equal(proba, _outputs(final, docs)[0])
+
+
+@pytest.mark.parametrize("edit", ["classes", "state_points", "activation", "meta"])
+def test_a_hand_edited_index_that_still_parses_is_refused(model_dir, edit):
+    idx = _index(model_dir)
+    if edit == "classes":
+        idx["classes"] = ["AZ"] * len(idx["classes"])
+    elif edit == "state_points":
+        idx["state_points"][0][0] += 1.0
+    elif edit == "activation":
+        idx["config"]["model"]["activation"] = "sigmoid"
+    else:
+        idx["meta"]["point"] = "state_median" if idx["meta"].get("point") != "state_median" else "bayes"
+    _write_index(model_dir, idx, rehash=False)
+    with pytest.raises(ArtifactError, match="edited after it was saved"):
+        load_artifact(model_dir)
+
+
+@pytest.mark.parametrize("meta", [None, [1]])
+def test_malformed_fields_are_artifact_errors(model_dir, meta):
+    idx = _index(model_dir)
+    idx["meta"] = meta
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="malformed field"):
+        load_artifact(model_dir)
+    idx["meta"], idx["n_members"] = {}, 0
+    _write_index(model_dir, idx)
+    with pytest.raises(ArtifactError, match="malformed field"):
+        load_artifact(model_dir)

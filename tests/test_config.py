@@ -95,3 +95,16 @@ def test_cli_rejects_bad_config_before_work(tmp_path, capsys):
     assert rc == 2
     assert "model.noise[0].level" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_numbers_yaml_reads_as_text_are_numbers_and_non_finite_ones_are_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("finetune:\n  lr: 1e-3\n")
+    assert load_config(p).finetune.lr == 0.001
+    for bad in ("finetune.lr=.nan", "finetune.lr=.inf", "finetune.weight_decay=-.inf"):
+        with pytest.raises(ConfigError, match="finite"):
+            load_config(None, [bad])
+    b = tmp_path / "bin.yaml"
+    b.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(b)

@@ -395,3 +395,47 @@ def test_worker_options_are_checked_before_work(model, users_file, tmp_path, cap
     rc = main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "y.csv"),
                "--workers", "0"])
     assert rc == 2 and "--workers must be" in capsys.readouterr().err
+
+
+def test_output_paths_that_would_destroy_data_are_refused_before_work(model, users_file, tmp_path, capsys):
+    import shutil
+
+    src = Path(shutil.copy(users_file, tmp_path / "in.txt"))
+    before = src.read_bytes()
+    (tmp_path / "adir").mkdir()
+    cases = [
+        (["-o", str(src)], "is also an input"),
+        (["-o", str(tmp_path / "adir"), "--output-format", "csv"], "not a regular file"),
+        (["-o", str(tmp_path / "p.csv"), "--summary", str(tmp_path / "p.csv")], "same file"),
+        (["-o", str(tmp_path / "q.csv"), "--summary", str(src)], "is also an input"),
+    ]
+    for extra, msg in cases:
+        assert main(["-q", "predict", "-m", str(model), "-i", str(src), *extra]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert src.read_bytes() == before
+    assert not list(tmp_path.glob(".*partial"))  # nothing was started, nothing left behind
+
+
+def test_predicting_an_empty_frame_gives_an_empty_result(predictor):
+    empty = pd.DataFrame({"user_id": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)})
+    out = predictor.predict(empty)
+    assert list(out.columns) == OUTPUT_COLUMNS and len(out) == 0
+    assert predictor.predict_proba(empty).shape == (0, len(predictor.classes_))
+
+
+def test_unavailable_or_unknown_device_is_one_line(model, users_file, tmp_path, capsys):
+    bad = ["bogus"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for dev in bad:
+        assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "x.csv"),
+                     "--device", dev]) == 2
+        assert "--device" in capsys.readouterr().err
+
+
+def test_written_files_get_the_umask_mode_not_0600(model):
+    import stat
+
+    from geoae.manifest import file_mode
+
+    for p in Path(model).iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == file_mode(), p

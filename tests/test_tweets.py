@@ -561,3 +561,31 @@ def test_line_reader_blocks_same_lines_and_chunks_as_chunks(tmp_path, monkeypatc
         new = [[(int(n), blk.data[s:e].tobytes()) for blk in c for n, s, e in zip(blk.nums, blk.starts, blk.ends)]
                for c in tw._LineReader(p, skip_log(), chunksize).blocks()]
         assert new == old and len(old) == -(-sum(map(len, old)) // chunksize)
+
+
+def test_lone_surrogate_escapes_are_repaired_and_counted(tmp_path):
+    src = tmp_path / "t.jsonl"
+    src.write_text('{"text": "knicks \\ud83d", "user": {"id_str": "s\\udc80x"}}\n'
+                   '{"text": "lakers", "user": {"id_str": "s2"}}\n', encoding="utf-8")
+    log = skip_log()
+    df = read_tweets(src, log=log)
+    assert len(df) == 2 and log.counts["invalid_unicode"] == 2
+    for s in (*df["user_id"], *df["text"]):
+        s.encode("utf-8")  # writable by every output
+    assert df["text"].iat[0].startswith("knicks ")
+
+
+def test_parquet_integer_ids_with_nulls_stay_exact(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "u.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([1234567890123456789, 1234567890123456790, None], pa.int64()),
+                             "text": ["knicks", "lakers", "bulls"]}), p)
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert list(df["user_id"]) == ["1234567890123456789", "1234567890123456790"]  # two users, not one float
+    assert log.counts["missing_user"] == 1
+    q = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([0.0, 1.0, float("nan")]), "text": ["a b", "c d", "e f"]}), q)
+    assert list(read_tweets(q, log=skip_log())["user_id"]) == ["0", "1"]
