@@ -290,6 +290,13 @@ def train(
 
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state[0]["position"].get("config") != config_key:
+        if stage == "finetune":
+            # Starting afresh cannot help here (this stage does not pretrain), and "pretraining is
+            # not complete" would hide the reason.
+            raise GeoaeError(f"the pretraining checkpoint in {ckpt} was made with another config or other training "
+                             "data (every setting except data.* is part of a checkpoint's key, fine-tuning ones "
+                             "included): fine-tune with the config it was pretrained with, or rerun "
+                             "`geoae train --stage pretrain` with this one")
         log.warning("checkpoint in %s was made with another config; starting afresh", ckpt)
         state = None
     if not resume:

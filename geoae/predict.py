@@ -479,6 +479,8 @@ def predict_files(
     inputs = [str(p) for p in inputs]  # read twice below: a generator would be used up
     out_path = check_output_paths(output, inputs)
     ofmt = output_format(out_path, output_format_name)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise GeoaeError(f"--top-k must be a whole number >= 1; got {top_k!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
     if workers > 1 and device != "cpu":

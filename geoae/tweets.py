@@ -157,6 +157,9 @@ def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             raise DataError(f"{p}: file not found; check the path (relative paths are taken from {Path.cwd()})")
         if p.is_dir():
             raise DataError(f"{p}: is a directory; pass the tweet files inside it, not the directory")
+        if not p.is_file():  # a pipe (-i /dev/stdin, <(...)) or a device: it can be read only once
+            raise DataError(f"{p}: is not a regular file (a pipe or device); geoae reads an input more than once "
+                            "(format detection, then the records): write it to a file first")
     return out
 
 

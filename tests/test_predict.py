@@ -439,3 +439,13 @@ def test_written_files_get_the_umask_mode_not_0600(model):
 
     for p in Path(model).iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == file_mode(), p
+
+
+def test_a_pipe_input_and_a_top_k_below_one_are_clear_errors(model, users_file, tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # never opened: refused before any read (a read would block here)
+    assert main(["-q", "predict", "-m", str(model), "-i", str(fifo), "-o", str(tmp_path / "a.csv")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "b.csv"),
+                 "--top-k", "0"]) == 2
+    assert "--top-k must be" in capsys.readouterr().err

@@ -219,3 +219,10 @@ def test_member_checkpoints_are_not_resumed_on_other_data(tmp_path_factory, tmp_
     seen, hook = _count_finetune_epochs()
     train(cfg(), data_b, tmp_path, on_epoch_end=hook)  # same config, other training users
     assert seen, "a checkpoint trained on other data was resumed"
+
+
+def test_finetune_with_another_config_than_pretraining_says_why(data, tmp_path):
+    train(cfg(), data, tmp_path, stage="pretrain")
+    with pytest.raises(GeoaeError, match="pretraining checkpoint .* was made with another config"):
+        train(cfg("finetune.lr=0.01"), data, tmp_path, stage="finetune")
+    assert not (tmp_path / "model").exists()
