@@ -167,6 +167,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     """Load and verify a model directory. Raises ``ArtifactError`` with a specific reason."""
     from geoae.features import featurizer_from_state
 
+    dev = torch_device(device)  # before any file is read: an unusable device is the user's first problem
     d = Path(model_dir)
     if not d.is_dir():
         raise ArtifactError(f"model directory not found: {d}")
@@ -234,7 +235,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     if "index_sha256" in idx and idx["index_sha256"] != _index_sha(idx):
         raise ArtifactError(f"{ip}: edited after it was saved (its index_sha256 does not match its content); "
                             "restore it or re-train the model")
-    model.to(torch_device(device)).eval()
+    model.to(dev).eval()
     return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points,
                     meta=meta, location=location)
 

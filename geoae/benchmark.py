@@ -150,11 +150,12 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
     # Every ablation's config is built and validated before anything trains: a bad name or
     # override fails now, not after an hour of training.
     fill = {"selection_and_test": json.dumps(list(cfg.data.dev_splits) + list(cfg.data.test_splits))}
-    ablation_cfgs: dict[str, Config] = {}
+    ablation_runs: dict[str, tuple[list[str], Config]] = {}
     for name in ablations or []:
         if name not in ABLATIONS:
             raise ConfigError(f"--ablations: unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
-        ablation_cfgs[name] = load_config(config, sets + _apply(config, [o.format(**fill) for o in ABLATIONS[name][1]]))
+        ovs = [o.format(**fill) for o in ABLATIONS[name][1]]
+        ablation_runs[name] = (ovs, load_config(config, sets + _apply(config, ovs)))
     results: dict = {"protocol": protocol, "config": config, "overrides": sets, "stages": {}, "ablations": {}}
     log.info("protocol: %s", protocol)
 
@@ -171,9 +172,8 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
     metrics = json.loads(Path(paths["metrics.json"]).read_text())["models"]
     results["models"] = metrics
 
-    for name, acfg in ablation_cfgs.items():
+    for name, (ovs, acfg) in ablation_runs.items():
         desc = ABLATIONS[name][0]
-        ovs = [o.format(**fill) for o in ABLATIONS[name][1]]
         if acfg.to_dict() == cfg.to_dict():
             log.info("ablation %s is the main model's own setting: skipped", name)
             continue

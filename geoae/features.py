@@ -533,15 +533,19 @@ def _fastcount_available() -> bool:
     return False
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _count_threads(texts: list[str]) -> int:
     if FASTCOUNT_THREADS is not None:
         return max(int(FASTCOUNT_THREADS), 1)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
     n_chars = sum(map(len, texts))
-    return max(1, min(cpus, 8, n_chars // _FASTCOUNT_MIN_CHARS_PER_THREAD))
+    return max(1, min(available_cpus(), 8, n_chars // _FASTCOUNT_MIN_CHARS_PER_THREAD))
 
 
 def _as_texts(texts: Any) -> list[str]:

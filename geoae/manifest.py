@@ -7,6 +7,7 @@ half-written config, manifest or weight file where a good one used to be.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
+@functools.lru_cache(maxsize=1)
 def file_mode() -> int:
-    """The permission bits ``open()`` gives a new file under the process umask (0644 under 022)."""
-    return 0o666 & ~_umask()
+    """The permission bits ``open()`` gives a new file under the process umask (0644 under 022).
+
+    Read once: reading the umask means setting it and putting it back, and in between another
+    thread creating a file would get the temporary value."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -36,7 +36,8 @@ import json
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -434,13 +435,6 @@ def _worker_predict(docs: pd.DataFrame) -> pd.DataFrame:
     return pred
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def predict_files(
     model_dir: str | Path,
     inputs: Iterable[str | Path],
@@ -512,6 +506,7 @@ def predict_files(
     gc_threshold = gc.get_threshold()
     gc.set_threshold(max(gc_threshold[0], 50_000), *gc_threshold[1:])
     pool = None
+    pending: deque = deque()  # worker results, in input order
 
     def emit(pred: pd.DataFrame) -> None:
         nonlocal rows_out
@@ -520,49 +515,41 @@ def predict_files(
         rows_out += len(pred)
         bar.update(len(pred))
 
+    def collect() -> None:  # the oldest worker result, written
+        try:
+            pred = pending.popleft().result()
+        except BrokenProcessPool:
+            raise GeoaeError("a prediction worker process stopped (out of memory, killed, or a script "
+                             "calling predict_files without if __name__ == '__main__':); rerun with "
+                             "--workers 1") from None
+        emit(pred)
+
     try:
         chunks, reader = document_chunks(paths, fmt, chunksize, rlog, reader, reader_stats)
         if workers > 1:
             import multiprocessing as mp
-            from collections import deque
             from concurrent.futures import ProcessPoolExecutor
-            from concurrent.futures.process import BrokenProcessPool
+
+            from geoae.features import available_cpus
 
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                       initargs=(str(model_dir), top_k, half, max(1, _cpus() // workers)))
-            pending: deque = deque()
+                                       initargs=(str(model_dir), top_k, half, max(1, available_cpus() // workers)))
 
-            def collect() -> None:
-                try:
-                    pred = pending.popleft().result()
-                except BrokenProcessPool:
-                    raise GeoaeError("a prediction worker process stopped (out of memory, killed, or a script "
-                                     "calling predict_files without if __name__ == '__main__':); rerun with "
-                                     "--workers 1") from None
-                emit(pred)
-
-            for docs in chunks:
-                if docs.empty:
-                    continue
-                users_in += len(docs)
-                tweets_in += int(docs["n_tweets"].sum())
+        for docs in chunks:
+            if docs.empty:
+                continue
+            users_in += len(docs)
+            tweets_in += int(docs["n_tweets"].sum())
+            if pool is None:
+                emit(predictor.predict(docs))
+            else:
                 pending.append(pool.submit(_worker_predict, docs))
-                del docs
-                while len(pending) >= 2 * workers:
+                while len(pending) >= 2 * workers:  # at most two chunks per worker in flight
                     collect()
-                    release()
-            while pending:
-                collect()
-        else:
-            for docs in chunks:
-                if docs.empty:
-                    continue
-                users_in += len(docs)
-                tweets_in += int(docs["n_tweets"].sum())
-                pred = predictor.predict(docs)
-                emit(pred)
-                del docs, pred
-                release()
+            del docs
+            release()
+        while pending:
+            collect()
         ok = True
     finally:
         if pool is not None:

@@ -861,23 +861,18 @@ def _bbox_points(bbox: Any) -> Any:
     return None
 
 
-def _repair_surrogates(s: str) -> str:
-    return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
-def _valid_unicode(uid: str, text: str, log: RecordLog, line: int, path: Path) -> tuple[str, str]:
+def _utf8_safe(s: str, what: str, log: RecordLog, line: int, path: Path) -> str:
     """JSON may escape half of a UTF-16 pair (``"\\ud83d"``: text cut inside an emoji); such a lone
     surrogate cannot be written as UTF-8 by any output. Replace it with U+FFFD and count it."""
-    fixed = []
-    for what, s in (("user id", uid), ("text", text)):
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            s = _repair_surrogates(s)
-            log.bad("invalid_unicode", f"{what} has a lone UTF-16 surrogate (a \\uXXXX escape of half a character); "
-                    "replaced by U+FFFD, tweet kept", line=line, source=str(path))
-        fixed.append(s)
-    return fixed[0], fixed[1]
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        log.bad("invalid_unicode", f"{what} has a lone UTF-16 surrogate (a \\uXXXX escape of half a character); "
+                "replaced by U+FFFD, tweet kept", line=line, source=str(path))
+        return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
@@ -911,12 +906,8 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                                 line=n, source=str(path))
                     continue
                 uid, text, lat, lon = fields
-                uid = "" if uid is None else str(uid)
-                text = "" if text is None else str(text)
-                if not (uid.isascii() and text.isascii()):
-                    uid, text = _valid_unicode(uid, text, log, n, path)
-                users.append(uid)
-                texts.append(text)
+                users.append(_utf8_safe("" if uid is None else str(uid), "user id", log, n, path))
+                texts.append(_utf8_safe("" if text is None else str(text), "text", log, n, path))
                 lats.append(lat)
                 lons.append(lon)
                 lines.append(n)
