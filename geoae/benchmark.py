@@ -236,6 +236,23 @@ def write_tables(results: dict, out: str | Path) -> dict:
     return results
 
 
+DEFAULT_CONFIG = "configs/geotext.yaml"
+
+
+def default_config() -> str:
+    """``configs/geotext.yaml`` of the current directory, which must be the repository root: the
+    config's data paths (``../shared/...``) are relative to it, so a copy found elsewhere (e.g. in
+    the checkout geoae was installed from) would only fail later on its data. Anything else is a
+    ``ConfigError`` that says where it looked and how to pass a config."""
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    checkout = Path(__file__).resolve().parents[1]
+    where = f" ({checkout}, where it is)" if (checkout / DEFAULT_CONFIG).is_file() else ""
+    raise ConfigError(f"no --config given, and the default {DEFAULT_CONFIG} is not in the current directory {Path.cwd()}: "
+                      f"run from the geoae repository root{where}, since that config's data paths (../shared/...) are "
+                      "relative to it, or pass a config with -c/--config PATH")
+
+
 def _cmd(args: argparse.Namespace) -> int:
     abl = list(ABLATIONS) if args.ablations == "all" else [a for a in (args.ablations or "").split(",") if a]
     if args.tables_only:
@@ -246,7 +263,8 @@ def _cmd(args: argparse.Namespace) -> int:
             raise GeoaeError(f"--tables-only: {src} not found; run the benchmark first")
         res = write_tables(json.loads(src.read_text(encoding="utf-8")), args.out)
     else:
-        res = run_benchmark(args.config, args.out, ablations=abl, full_text=args.full_text, sets=args.set)
+        res = run_benchmark(args.config or default_config(), args.out, ablations=abl, full_text=args.full_text,
+                            sets=args.set)
     print(f"Protocol: {res['protocol']}\n")
     print(res["table_md"])
     print(f"\n{res['anchors_caption']}:\n")
@@ -257,7 +275,9 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def add_cli(sub) -> None:
     p = sub.add_parser("benchmark", help="GeoText benchmark: SDAE, ablations and baselines on one split, beside the anchors")
-    p.add_argument("--config", "-c", default="configs/geotext.yaml")
+    p.add_argument("--config", "-c", metavar="PATH",
+                   help=f"YAML/JSON config (default: {DEFAULT_CONFIG} in the current directory, which must then be the "
+                        "repository root: that config's data paths are relative to it)")
     p.add_argument("--out", "-o", default="runs/benchmark")
     p.add_argument("--ablations", default="all", help="comma-separated names, 'all' (default) or '' for none: " + ", ".join(ABLATIONS))
     p.add_argument("--full-text", help="a complete GeoText full_text.txt: run the official protocol instead")

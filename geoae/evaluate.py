@@ -319,6 +319,8 @@ def evaluate_predictions(
     classes: Sequence[str] | None = None,
     point: str = "both",
     headline: str = "regression",
+    *,
+    require_headline: bool = False,
 ) -> dict:
     """Evaluate one model's predictions against the truth.
 
@@ -326,7 +328,10 @@ def evaluate_predictions(
     predictor's columns (``user_id, state, lat, lon, state_lat, state_lon,
     confidence``, ...); ``proba`` rows follow ``pred_df`` rows. ``point`` picks
     the point prediction(s) to score; ``headline`` the one copied to the
-    top-level distance keys (it must be among those scored).
+    top-level distance keys. A ``headline`` that is not scored (not in ``point``,
+    or a point these predictions lack) falls back to the state-median point, or
+    the first scored one; with ``require_headline`` a headline the predictions
+    lack raises ``GeoaeError``.
 
     Returns ``{"metrics": dict, "per_state": DataFrame, "confused_pairs":
     DataFrame, "coverage": DataFrame, "predictions": DataFrame}`` where
@@ -335,10 +340,15 @@ def evaluate_predictions(
     """
     if point not in POINT_CHOICES:
         raise GeoaeError(f"point must be one of {POINT_CHOICES}, got {point!r}")
-    kinds = list(POINTS) if point in ("both", "all") else [point]
     # Score only the points this model provides (baselines have no regression head).
-    kinds = [k for k in kinds if POINTS[k][0] in pred_df.columns and POINTS[k][1] in pred_df.columns
-             and (pred_df[POINTS[k][0]].notna().any() or not len(pred_df))] or kinds
+    available = [k for k, (la, lo, _) in POINTS.items() if la in pred_df.columns and lo in pred_df.columns
+                 and (pred_df[la].notna().any() or not len(pred_df))]
+    wanted = list(POINTS) if point in ("both", "all") else [point]
+    kinds = [k for k in wanted if k in available] or wanted
+    if require_headline and headline not in available:
+        raise GeoaeError(f"the model provides no {headline} point (no {POINTS[headline][0]}/{POINTS[headline][1]} "
+                         f"values in its predictions); choose --point / --headline from: "
+                         f"{', '.join(available) or 'none (the model predicts no point)'}")
     if headline not in kinds:
         headline = "state_median" if "state_median" in kinds else kinds[0]
     for col in ("user_id", "lat", "lon", "state"):
@@ -455,11 +465,20 @@ def run_evaluate(
     from geoae.report import write_report
 
     t0 = time.perf_counter()
+    if point not in POINT_CHOICES:
+        raise GeoaeError(f"--point must be one of {', '.join(POINT_CHOICES)}, got {point!r}")
+    if headline not in ("model", *POINTS):
+        raise GeoaeError(f"--headline must be 'model' or one of {', '.join(POINTS)}, got {headline!r}")
+    if point not in ("both", "all") and headline not in ("model", point):
+        raise GeoaeError(f"--headline {headline} conflicts with --point {point}: only the {point} point is scored, so "
+                         f"it is the headline; use --point all (or --point {headline}) to headline the {headline} "
+                         "point, or drop --headline")
     docs, doc_path = load_documents(data_dir)
     ev = docs[docs["split"].astype(str) == split].reset_index(drop=True)
     if ev.empty:
         have = sorted(docs["split"].astype(str).unique())
         raise DataError(f"{doc_path}: no users in split {split!r} (splits present: {have}); choose one with --split")
+    notes = _label_notes(ev, split, doc_path)
     results: dict[str, dict] = {}
     model_cfg, model_files = None, []
     if predictor is None and model_dir is not None:
@@ -491,8 +510,12 @@ def run_evaluate(
         else:
             pred = predictor.predict(inputs)
             proba = predictor.predict_proba(inputs) if classes is not None and hasattr(predictor, "predict_proba") else None
-        head = getattr(predictor, "point_", "regression") if headline == "model" else headline
-        results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=head)
+        if point not in ("both", "all"):
+            head = point  # a single scored point is the headline
+        else:
+            head = getattr(predictor, "point_", "regression") if headline == "model" else headline
+        results[model_name] = evaluate_predictions(ev, pred, proba, classes, point=point, headline=head,
+                                                   require_headline=headline != "model" or point not in ("both", "all"))
         results[model_name]["label"] = "SDAE (this model)"
 
     baseline_info = {}
@@ -533,23 +556,47 @@ def run_evaluate(
         "headline_point": results[model_name]["metrics"]["headline_point"] if model_name in results else headline,
         "train_splits": train_splits,
         "dev_splits": dev_splits,
+        **({"notes": notes} if notes else {}),
         "versions": versions(),
         "wall_time_s": round(time.perf_counter() - t0, 3),
     }
     return write_report(out_dir, results, provenance)
 
 
+def _label_notes(ev: pd.DataFrame, split: str, doc_path: Path) -> list[str]:
+    """What cannot be scored on ``ev`` for lack of labels: a note per missing kind, an error if nothing can be."""
+    lat = pd.to_numeric(ev["lat"], errors="coerce").to_numpy(np.float64) if "lat" in ev else np.full(len(ev), np.nan)
+    lon = pd.to_numeric(ev["lon"], errors="coerce").to_numpy(np.float64) if "lon" in ev else np.full(len(ev), np.nan)
+    has_point = bool(valid_coordinates(lat, lon).any())
+    has_state = bool((_codes(ev["state"] if "state" in ev else None, len(ev)) != "").any())
+    if not has_point and not has_state:
+        raise DataError(f"{doc_path}: none of the {len(ev)} users in split {split!r} has coordinates or a known state, "
+                        "so nothing can be scored; evaluate a labelled split (--split) or prepare labelled data")
+    notes = []
+    if not has_point:
+        notes.append(f"distance metrics (km, Acc@161) cannot be computed: no user in split {split!r} has coordinates; "
+                     "only state metrics are reported")
+    if not has_state:
+        notes.append(f"state metrics cannot be computed: no user in split {split!r} has a known state; "
+                     "only distance metrics are reported")
+    for n in notes:
+        log.warning("%s", n)
+    return notes
+
+
 def print_summary(paths: dict) -> None:
-    """One line per model (state acc, median km, Acc@161) and where the report is: the CLI's output."""
+    """One line per model (state acc, median km, Acc@161), any notes and where the report is: the CLI's output."""
     metrics = json.loads(Path(paths["metrics.json"]).read_text("utf-8"))
     width = max((len(n) for n in metrics["models"]), default=0) + 1
+
+    def show(v: Any, fmt: str, unit: str = "") -> str:
+        return "n/a" if v is None else f"{v:{fmt}}{unit}"
+
     for name, m in metrics["models"].items():
-        acc = m.get("state_acc")
-        print(
-            f"{name:{width}s} state acc {'n/a' if acc is None else f'{acc:.3f}'}  "
-            f"median {m.get('median_km') if m.get('median_km') is None else round(m['median_km'], 1)} km  "
-            f"Acc@161 {m.get('acc_at_161') if m.get('acc_at_161') is None else round(m['acc_at_161'], 3)}"
-        )
+        print(f"{name:{width}s} state acc {show(m.get('state_acc'), '.3f')}  median {show(m.get('median_km'), '.1f', ' km')}"
+              f"  Acc@161 {show(m.get('acc_at_161'), '.3f')}")
+    for note in (metrics.get("provenance") or {}).get("notes") or []:
+        print(f"note: {note}")
     print(f"report: {paths['report.html']}")
 
 
@@ -577,9 +624,12 @@ def add_cli(subparsers: Any) -> None:
                    help="also fit and score majority / median-point / TF-IDF+LogReg baselines on the train split (default: on)")
     p.add_argument("--point", choices=POINT_CHOICES, default="all",
                    help="point prediction(s) scored for distance metrics: regression head, state-median point, "
-                        "Bayes point, or all the model provides (default; 'both' is an alias of 'all')")
+                        "Bayes point, location point, or all the model provides (default; 'both' is an alias of 'all'). "
+                        "A single point is also the headline")
     p.add_argument("--headline", choices=("model", *POINTS), default="model",
                    help="which point prediction gives the headline distance numbers "
-                        "(default: the one the model chose on its validation users; baselines use the state-median point)")
+                        "(default: the one the model chose on its validation users; baselines use the state-median point). "
+                        "It must be scored: a --headline other than a single --point is an error, and so is a point "
+                        "the model does not provide")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines (default 0)")
     p.set_defaults(func=_cli)

@@ -505,6 +505,7 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("h", 1, "geoae evaluation report"),
         ("p", f"Split: {split}; {n_users} users. Primary model: {primary}. Generated "
               f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}."),
+        *(("p", f"Note: {n}.") for n in prov.get("notes") or []),
         ("h", 2, "How to read the numbers"),
         ("ul", [
             "state acc / region acc / top-3 state acc: fractions of users with a known true state (region = US Census region: "
@@ -569,7 +570,7 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         blocks += [("h", 3, "Baselines"), ("pre", json.dumps(prov["baselines"], indent=2, sort_keys=True, default=str))]
     if prov.get("config") is not None:
         blocks += [("h", 3, "Config"), ("pre", json.dumps(prov["config"], indent=2, sort_keys=True, default=str))]
-    rest = {k: v for k, v in prov.items() if k not in {"data_files", "model_files", "versions", "config", "baselines", "seed", "wall_time_s"}}
+    rest = {k: v for k, v in prov.items() if k not in {"data_files", "model_files", "versions", "config", "baselines", "seed", "wall_time_s", "notes"}}
     if rest:
         blocks += [("h", 3, "Other"), ("pre", json.dumps(rest, indent=2, sort_keys=True, default=str))]
 

@@ -120,12 +120,18 @@ def blank_texts(texts: Any) -> np.ndarray:
 GRANULARITY_ATTR = "granularity"
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# A UTF-8 byte order mark (Windows editors, Excel exports) at the very start of a file's
+# (decompressed) data: skipped by every reader, never counted as a line's content. The same
+# bytes later in a file are data and are kept.
+_BOM = b"\xef\xbb\xbf"
 _PARQUET_MAGIC = b"PAR1"
 _SNIFF_BYTES = 64 * 1024
 # A file whose first this-many records are all bad (and none good) is declared
 # to be of the wrong format without reading the rest; any file that ends with
 # no good record at all is declared so too.
 _WRONG_FORMAT_EARLY = 100
+# How a message names the format option: the CLI's flag, the config key and the Python keyword.
+_FORMAT_OPTION = "--format (data.format in a config, fmt= in Python)"
 
 
 def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
@@ -172,11 +178,27 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
+def _open_data(path: Path):
+    """``_open_binary`` positioned after a UTF-8 BOM at the start of the data (if there is one)."""
+    f = _open_binary(path)
+    try:
+        if f.read(len(_BOM)) != _BOM:
+            f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _strip_bom(head: bytes) -> bytes:
+    return head[len(_BOM):] if head.startswith(_BOM) else head
+
+
 def _head(path: Path, n: int = _SNIFF_BYTES) -> bytes:
-    """The first ``n`` decompressed bytes; a broken gzip header is a clear error."""
+    """The first ``n`` decompressed bytes (without a leading BOM); a broken gzip header is a clear error."""
     try:
         with _open_binary(path) as f:
-            return f.read(n)
+            return _strip_bom(f.read(n))
     except (EOFError, zlib.error):
         # Truncated within the first block: the streaming reader reports it properly.
         with gzip.open(path, "rb") as f:
@@ -189,7 +211,7 @@ def _head(path: Path, n: int = _SNIFF_BYTES) -> bytes:
                     data += piece
             except (EOFError, zlib.error):
                 pass
-            return data
+            return _strip_bom(data)
     except (gzip.BadGzipFile, OSError) as e:
         raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
 
@@ -216,7 +238,7 @@ def detect_format(path: str | Path) -> str:
     Names decide first because they are unambiguous (``.parquet``, ``.csv``,
     ``user_info.dev.gz``, ``full_text.txt``); content sniffing handles renamed
     files. A file that is binary or matches nothing raises ``DataError`` telling
-    the caller to pass ``fmt=`` explicitly.
+    the caller to choose the format explicitly (``--format`` / ``fmt=``).
     """
     path = _as_paths(path)[0]
     with open(path, "rb") as f:
@@ -257,7 +279,7 @@ def detect_format(path: str | Path) -> str:
         return "tsv" if first.count("\t") > first.count(",") else "csv"
     raise DataError(
         f"{path}: cannot tell the format from its name or first line {first[:80]!r}; "
-        f"pass fmt= one of {FORMATS} (or name columns with a header: user_id,text,...)"
+        f"choose it with {_FORMAT_OPTION}: one of {', '.join(FORMATS)} (or name columns with a header: user_id,text,...)"
     )
 
 
@@ -286,7 +308,7 @@ class _LineReader:
         buf: list[tuple[int, bytes]] = []
         n = 0
         try:
-            with _open_binary(self.path) as f:
+            with _open_data(self.path) as f:
                 for raw in f:
                     n += 1
                     if raw.strip():
@@ -341,7 +363,7 @@ class _LineReader:
         """The non-blank complete lines of each ``_READ_BYTES`` read (plus the carried partial line)."""
         carry = np.empty(0, dtype=np.uint8)  # the start of a line cut by the previous read
         first = 1  # physical number of the first line in the next block
-        with open(self.path, "rb") as f:
+        with _open_data(self.path) as f:  # a plain file here (gzip goes through ``chunks``)
             while True:
                 # readinto a fresh array: no copy of the read besides the carried partial line
                 # (which doubles the read when one line is longer than a read).
@@ -534,6 +556,22 @@ def _show(raw: Any, i: int) -> str:
 # --------------------------------------------------------------------------- frames
 
 
+def _id_array(values: Any) -> np.ndarray:
+    """User ids as an object array of exact text: a missing value (None, NaN, NA) stays ``None``
+    so ``_finish`` can count it; everything else is ``str(v)``. No string is ever taken for a
+    missing value: "nan", "NA", "null" and "None" are ids like any other."""
+    arr = np.asarray(values, dtype=object).reshape(-1)
+    out = np.empty(len(arr), dtype=object)
+    for i, v in enumerate(arr.tolist()):
+        if type(v) is str:
+            out[i] = v
+        elif v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and v != v):
+            out[i] = None
+        else:
+            out[i] = str(v)
+    return out
+
+
 def _frame(
     user_id: list | pd.Series,
     text: list | pd.Series,
@@ -545,7 +583,7 @@ def _frame(
     n = len(user_id)
     df = pd.DataFrame(
         {
-            "user_id": pd.Series(user_id, dtype="str").to_numpy(),
+            "user_id": _id_array(user_id),
             "text": pd.Series(text_array(text), dtype=object),
             "n_tweets": np.broadcast_to(np.asarray(n_tweets, dtype="int64"), (n,)).copy(),
             "lat": np.full(n, np.nan),
@@ -561,12 +599,15 @@ def _frame(
 def _finish(df: pd.DataFrame, log: RecordLog, granularity: str) -> pd.DataFrame:
     """Drop rows without a user, count empty texts, fix dtypes and column order."""
     if len(df):
-        uid = df["user_id"].astype("str").str.strip()
-        missing = uid.isna() | (uid == "") | (uid.str.lower() == "nan")
-        for i in np.flatnonzero(missing.to_numpy()):
-            log.bad("missing_user", "no user id; row dropped", line=int(df["line"].iat[i]), source=str(df["source"].iat[i]))
-        df = df.loc[~missing.to_numpy()].copy()
-        df["user_id"] = uid[~missing.to_numpy()].to_numpy()
+        null = df["user_id"].isna().to_numpy()
+        uid = pd.Series(text_array(df["user_id"]), index=df.index, dtype=object).str.strip()
+        missing = null | (uid == "").to_numpy()
+        for i in np.flatnonzero(missing):
+            what = "missing (null)" if null[i] else "empty" if df["user_id"].iat[i] == "" else "blank (whitespace only)"
+            log.bad("missing_user", f"user id is {what}; row dropped", line=int(df["line"].iat[i]),
+                    source=str(df["source"].iat[i]))
+        df = df.loc[~missing].copy()
+        df["user_id"] = uid[~missing].to_numpy()
         empty = blank_texts(df["text"])
         for i in np.flatnonzero(empty):
             log.bad(
@@ -595,8 +636,9 @@ def empty_tweets_frame() -> pd.DataFrame:
 def _load_user_info(path: Path) -> pd.DataFrame:
     """GeoText ``processed_data/user_info``: user ID = 1-based line number."""
     try:
-        ui = pd.read_csv(path, sep="\t", header=None, names=["user_id", "lat", "lon"], dtype=str,
-                         keep_default_na=False, quoting=3, encoding="latin-1")
+        with _open_data(path) as f:
+            ui = pd.read_csv(f, sep="\t", header=None, names=["user_id", "lat", "lon"], dtype=str,
+                             keep_default_na=False, quoting=3, encoding="latin-1")
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines): {e}") from e
     if ui.empty:
@@ -906,7 +948,7 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                                 line=n, source=str(path))
                     continue
                 uid, text, lat, lon = fields
-                users.append(_utf8_safe("" if uid is None else str(uid), "user id", log, n, path))
+                users.append(None if uid is None else _utf8_safe(str(uid), "user id", log, n, path))
                 texts.append(_utf8_safe("" if text is None else str(text), "text", log, n, path))
                 lats.append(lat)
                 lons.append(lon)
@@ -928,7 +970,7 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
     if missing:
         raise DataError(
             f"{path}: required column(s) {missing} not found (columns: {list(df.columns)[:20]}); "
-            "rename them in the file or pass columns={'your_name': 'user_id', ...}"
+            "rename them in the file's header (in Python: columns={'your_name': 'user_id', ...})"
         )
     n = len(df)
     raw_n = df["n_tweets"] if "n_tweets" in df.columns else None
@@ -949,8 +991,7 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
             log.bad("invalid_split", f"split={df['split'].iloc[i]!r} is not one of {SPLITS}; set to ''",
                     line=int(lines[i]), source=str(path))
         split = np.where(ok, s.to_numpy(dtype=object), "")
-    out = _frame(df["user_id"].astype("str").fillna("").to_numpy(), text_array(df["text"]), n_tweets, split, str(path),
-                 lines)
+    out = _frame(df["user_id"].to_numpy(dtype=object), text_array(df["text"]), n_tweets, split, str(path), lines)
     _clean_coords(out, df["lat"].to_numpy() if "lat" in df.columns else None,
                   df["lon"].to_numpy() if "lon" in df.columns else None, log, required=False,
                   fix_swapped=fix_swapped)
@@ -964,11 +1005,11 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
     ``line`` is the physical line when no quoted field spans lines (the header
     is line 1), otherwise the record number + 1.
     """
-    raw = _open_binary(path)
-    text = io.TextIOWrapper(raw, encoding="utf-8" if encoding == "auto" else encoding,
-                            errors=_ERRORS if encoding == "auto" else "replace", newline="")
     next_line = 2
     try:
+        # _open_data skips a BOM whatever the encoding (pandas drops one only from a UTF-8 header).
+        text = io.TextIOWrapper(_open_data(path), encoding="utf-8" if encoding == "auto" else encoding,
+                                errors=_ERRORS if encoding == "auto" else "replace", newline="")
         with text:
             reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize,
                                  on_bad_lines="warn", engine="c")
@@ -1000,7 +1041,7 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 "kept; re-download or re-compress the file", line=next_line - 1, source=str(path))
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'} ({str(e)[:200]}); "
-                        "check the delimiter and quoting, or pass fmt=") from e
+                        f"check the delimiter and quoting, or choose the format with {_FORMAT_OPTION}") from e
 
 
 def _ids_as_text(batch, columns: Mapping[str, str] | None):
@@ -1036,7 +1077,8 @@ def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: not a readable parquet file ({e}); check the file or pass the right fmt=") from e
+        raise DataError(f"{path}: not a readable parquet file ({e}); check the file or choose the right format "
+                        f"with {_FORMAT_OPTION}") from e
     start = 1
     try:
         for batch in _progress(pf.iter_batches(batch_size=chunksize), progress, path):
@@ -1057,6 +1099,29 @@ def _progress(it: Iterable, enabled: bool, path: Path) -> Iterable:
     from tqdm.auto import tqdm
 
     return tqdm(it, desc=Path(path).name, unit="chunk", leave=False)
+
+
+class _LineOrderedLog:
+    """Holds a file's bad records until the chunk being read is done, then passes them to ``log``
+    in line order.
+
+    A reader finds bad records in passes (unparseable lines, then coordinates, then user ids...),
+    so the ``fail`` policy would otherwise stop on the first pass's record even when another
+    pass's is on an earlier line; the error must name the file's first bad line.
+    """
+
+    def __init__(self, log: RecordLog):
+        self.log = log
+        self.pending: list[tuple[int | None, str, str, str | None]] = []
+
+    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None) -> None:
+        self.pending.append((line, reason, detail, source))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        pending.sort(key=lambda p: (p[0] is None, p[0] or 0))  # stable: same-line records keep their order
+        for line, reason, detail, source in pending:
+            self.log.bad(reason, detail, line=line, source=source)
 
 
 def iter_tweets(
@@ -1106,31 +1171,39 @@ def iter_tweets(
             continue
         f = detect_format(path) if fmt == "auto" else fmt
         if f != "parquet" and _looks_binary(_head(path)):
-            raise DataError(f"{path}: looks like a binary file, not {f} text; pass the right file or fmt=")
+            raise DataError(f"{path}: looks like a binary file, not {f} text; pass the right file or choose the "
+                            f"format with {_FORMAT_OPTION}")
         log_.info("reading %s as %s", path, f)
         before = Counter(log.counts)
         n_good = 0
+        flog = _LineOrderedLog(log)
         if f == "geotext":
-            gen = _read_geotext(path, log, chunksize, encoding, fix_swapped, user_info, progress)
+            gen = _read_geotext(path, flog, chunksize, encoding, fix_swapped, user_info, progress)
         elif f == "rahimi":
-            gen = _read_rahimi(path, log, chunksize, encoding, fix_swapped, progress)
+            gen = _read_rahimi(path, flog, chunksize, encoding, fix_swapped, progress)
         elif f == "twitter_json":
-            gen = _read_json(path, log, chunksize, encoding, fix_swapped, progress)
+            gen = _read_json(path, flog, chunksize, encoding, fix_swapped, progress)
         elif f in ("csv", "tsv"):
-            gen = _read_delimited(path, "," if f == "csv" else "\t", log, chunksize, encoding, fix_swapped, columns,
+            gen = _read_delimited(path, "," if f == "csv" else "\t", flog, chunksize, encoding, fix_swapped, columns,
                                   progress)
         else:
-            gen = _read_parquet(path, log, chunksize, fix_swapped, columns, progress)
-        for frame in gen:
-            if len(frame) == 0:
-                # Many bad lines and nothing good yet: stop early, this is not the format.
-                new = log.counts - before
-                if n_good == 0 and sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
-                    _wrong_format(path, f, new)
-                continue
-            n_good += len(frame)
-            total += len(frame)
-            yield frame
+            gen = _read_parquet(path, flog, chunksize, fix_swapped, columns, progress)
+        try:
+            for frame in gen:
+                flog.flush()  # before the frame is used: under ``fail`` a bad record stops the run first
+                if len(frame) == 0:
+                    # Many bad lines and nothing good yet: stop early, this is not the format.
+                    new = log.counts - before
+                    if n_good == 0 and sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
+                        _wrong_format(path, f, new)
+                    continue
+                n_good += len(frame)
+                total += len(frame)
+                yield frame
+        except DataError:
+            flog.flush()  # an earlier bad record of the chunk is the error under ``fail``; counted under ``skip``
+            raise
+        flog.flush()
         new = log.counts - before
         if n_good == 0 and sum(new.values()) - new["truncated_file"] > 0:
             _wrong_format(path, f, new)
@@ -1140,36 +1213,36 @@ def iter_tweets(
         log.bad("empty_file", "file has no records; skipped", source=str(path))
     if total == 0:
         raise DataError(f"no usable records in {', '.join(map(str, files))} ({dict(log.counts)}); "
-                        "check the files and the format (fmt=)")
+                        f"check the files and the format ({_FORMAT_OPTION})")
     if own_log and log.total:
         log_.warning("skipped or repaired %d bad records: %s", log.total, dict(log.counts))
 
 
 def _is_empty(path: Path) -> bool:
-    """No bytes, or (after gunzip) nothing but whitespace."""
+    """No bytes, or (after gunzip) nothing but whitespace (after a BOM)."""
     if path.stat().st_size == 0:
         return True
     with open(path, "rb") as f:
         if f.read(4) == _PARQUET_MAGIC:
             return False
-    with _open_binary(path) as f:
-        try:
+    try:
+        with _open_data(path) as f:
             while True:
                 block = f.read(1 << 16)
                 if not block:
                     return True
                 if block.strip():
                     return False
-        except (EOFError, zlib.error):
-            return False  # truncated: the reader reports it
-        except OSError as e:  # includes gzip.BadGzipFile
-            raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
+    except (EOFError, zlib.error):
+        return False  # truncated: the reader reports it
+    except OSError as e:  # includes gzip.BadGzipFile
+        raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
 
 
 def _wrong_format(path: Path, fmt: str, new: Counter) -> None:
     raise DataError(
         f"{path}: no line could be read as {fmt} (bad records: {dict(new)}); "
-        "is this the right file? pass fmt= to choose the format explicitly"
+        f"is this the right file? choose the format explicitly with {_FORMAT_OPTION}"
     )
 
 

@@ -274,3 +274,62 @@ def test_run_evaluate_with_baselines_in_the_same_tables(tmp_path):
     assert metrics["provenance"]["baselines"]["tfidf_logreg"]["C_source"].startswith("dev grid")
     assert all(m["n_users"] == 9 for m in metrics["models"].values())
     assert "baseline:tfidf_logreg" in paths["report.html"].read_text()
+
+
+def _cli_evaluate(tmp_path, monkeypatch, d, *extra):
+    """``geoae evaluate`` through the real entry point, the model being a FakePredictor."""
+    import geoae.predict
+    from geoae.cli import main
+
+    monkeypatch.setattr(geoae.predict, "load_predictor", lambda path: FakePredictor())
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return main(["-q", "evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out",
+                 str(tmp_path / "rep"), "--no-baselines", *extra])
+
+
+def test_headline_must_be_a_scored_point(tmp_path, monkeypatch, capsys):
+    d = _documents(tmp_path)
+    assert _cli_evaluate(tmp_path, monkeypatch, d, "--point", "regression", "--headline", "state_median") == 2
+    err = capsys.readouterr().err
+    assert "--headline state_median conflicts with --point regression" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "rep").exists()  # refused before any work
+    # a point the model does not provide, asked for explicitly: refused, naming the ones it has
+    for args in (("--headline", "bayes"), ("--point", "bayes")):
+        assert _cli_evaluate(tmp_path, monkeypatch, d, *args) == 2
+        assert "provides no bayes point" in capsys.readouterr().err
+    # agreeing options, and a single point with the default headline: that point is the headline
+    for args in (("--point", "state_median", "--headline", "state_median"), ("--point", "state_median")):
+        assert _cli_evaluate(tmp_path, monkeypatch, d, *args) == 0
+        m = json.loads((tmp_path / "rep" / "metrics.json").read_text())["models"]["geoae-sdae"]
+        assert m["headline_point"] == "state_median" and list(m["points"]) == ["state_median"]
+
+
+def _unlabel(d, cols):
+    docs = pd.read_parquet(d / "documents.parquet")
+    test = docs["split"] == "test"
+    for c in cols:
+        docs.loc[test, c] = np.nan if c in ("lat", "lon") else ""
+    docs.to_parquet(d / "documents.parquet")
+
+
+def test_split_without_coordinates_says_distances_cannot_be_computed(tmp_path, monkeypatch, capsys):
+    d = _documents(tmp_path)
+    _unlabel(d, ["lat", "lon"])
+    assert _cli_evaluate(tmp_path, monkeypatch, d) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out
+    assert "state acc 1.000  median n/a  Acc@161 n/a" in out
+    assert "distance metrics (km, Acc@161) cannot be computed: no user in split 'test' has coordinates" in out
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert metrics["models"]["geoae-sdae"]["median_km"] is None and metrics["provenance"]["notes"]
+    assert "cannot be computed" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_split_without_any_label_is_an_error(tmp_path, monkeypatch, capsys):
+    d = _documents(tmp_path)
+    _unlabel(d, ["lat", "lon", "state"])
+    assert _cli_evaluate(tmp_path, monkeypatch, d) == 2
+    err = capsys.readouterr().err
+    assert "none of the 9 users in split 'test' has coordinates or a known state" in err
+    with pytest.raises(DataError, match="nothing can be scored"):
+        run_evaluate(None, d, tmp_path / "rep2", baselines=False, predictor=FakePredictor())

@@ -589,3 +589,127 @@ def test_parquet_integer_ids_with_nulls_stay_exact(tmp_path):
     q = tmp_path / "f.parquet"
     pq.write_table(pa.table({"user_id": pa.array([0.0, 1.0, float("nan")]), "text": ["a b", "c d", "e f"]}), q)
     assert list(read_tweets(q, log=skip_log())["user_id"]) == ["0", "1"]
+
+
+# --------------------------------------------------------------------------- review: BOM, NA-like ids, fail order
+
+BOM = b"\xef\xbb\xbf"
+_RAHIMI = b"USER_1\t40.0\t-75.0\thello ||| world\nUSER_2\t41.0\t-74.0\thi\n"
+_JSONL = b'{"user": {"id_str": "1"}, "text": "a"}\n{"user": {"id_str": "2"}, "text": "b"}\n'
+
+
+@pytest.mark.parametrize("name, data, kwargs, read_bytes", [
+    ("user_info.train", _RAHIMI, {}, None),  # the fast block reader
+    ("user_info.train", _RAHIMI, {}, 2),  # ... with reads shorter than the BOM
+    ("user_info.train", _RAHIMI, {"encoding": "latin-1"}, None),  # the per-line reader
+    ("user_info.dev.gz", _RAHIMI, {}, None),  # gzip
+    ("full_text.txt", "".join([geotext_line("USER_1", 40.0, -75.0, "hello"),
+                               geotext_line("USER_2", 41.0, -74.0, "hi")]).encode(), {"user_info": False}, None),
+    ("t.jsonl", _JSONL, {}, None),
+    ("t.jsonl.gz", _JSONL, {}, None),
+    ("tweets.txt", _JSONL, {}, None),  # detected from the content, behind the BOM
+    ("t.csv", b"user_id,text\n1,a\n2,b\n", {"encoding": "latin-1"}, None),
+    ("t.tsv", b"user_id\ttext\n1\ta\n2\tb\n", {}, None),
+], ids=["rahimi-blocks", "rahimi-blocks-tiny-reads", "rahimi-per-line", "rahimi-gzip", "geotext", "jsonl",
+        "jsonl-gzip", "json-sniffed", "csv-latin1", "tsv"])
+def test_bom_at_file_start_is_skipped_in_every_reader(tmp_path, monkeypatch, name, data, kwargs, read_bytes):
+    import geoae.tweets as tw
+
+    if read_bytes:
+        monkeypatch.setattr(tw, "_READ_BYTES", read_bytes)
+    p = tmp_path / name
+    p.write_bytes(gzip.compress(BOM + data) if name.endswith(".gz") else BOM + data)
+    log = skip_log()
+    df = read_tweets(p, log=log, **kwargs)
+    assert not log.counts, dict(log.counts)
+    assert [u for u in df["user_id"] if not u.isascii()] == []
+    assert df["line"].iat[0] == (2 if name.endswith(("csv", "tsv")) else 1)
+
+
+def test_bom_only_file_is_empty_and_bom_later_in_a_file_is_data(tmp_path):
+    with pytest.raises(DataError, match="is empty"):
+        read_tweets(write_bytes(tmp_path / "user_info.train", BOM + b"\n"))
+    p = write_bytes(tmp_path / "user_info.test", _RAHIMI + BOM + b"USER_3\t40.0\t-75.0\tx" + BOM + b"y\n")
+    df = read_tweets(p, log=skip_log())
+    assert list(df["user_id"]) == ["USER_1", "USER_2", "\ufeffUSER_3"] and df["text"].iat[2] == "x\ufeffy"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "rahimi", "parquet"])
+def test_na_like_user_ids_are_ids_and_empty_ids_a_counted_skip(tmp_path, fmt):
+    ids = ["nan", "NaN", "NA", "null", "None", "N/A"]
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        p = tmp_path / f"t.{fmt}"
+        p.write_text(f"user_id{sep}text\n" + "".join(f"{u}{sep}t{u}\n" for u in ids) + f"{sep}empty\n", "utf-8")
+        reasons = ["user id is empty"]
+    elif fmt == "jsonl":
+        p = tmp_path / "t.jsonl"
+        p.write_text("".join(json.dumps({"user": {"id_str": u}, "text": f"t{u}"}) + "\n" for u in ids)
+                     + '{"user": {}, "text": "none"}\n', "utf-8")
+        reasons = ["user id is missing (null)"]
+    elif fmt == "rahimi":
+        p = tmp_path / "user_info.train"
+        p.write_text("".join(f"{u}\t40\t-75\tt{u}\n" for u in ids) + "  \t40\t-75\tblank\n", "utf-8")
+        reasons = ["user id is blank (whitespace only)"]
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        p = tmp_path / "t.parquet"
+        pq.write_table(pa.table({"user_id": [*ids, None, ""], "text": [f"t{u}" for u in ids] + ["x", "y"]}), p)
+        reasons = ["user id is missing (null)", "user id is empty"]
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert list(df["user_id"]) == ids and list(df["text"]) == [f"t{u}" for u in ids]
+    assert log.counts == {"missing_user": len(reasons)}
+    assert [e.split(": ", 1)[1].split(";")[0] for e in log.examples["missing_user"]] == reasons
+
+
+def test_na_like_user_ids_survive_into_documents(tmp_path):
+    from geoae.documents import read_documents
+
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text\nnan,a\nNA,b\nnan,c\n", "utf-8")
+    docs = read_documents(p, log=skip_log())
+    assert sorted(docs["user_id"]) == ["NA", "nan"]
+    assert docs.set_index("user_id").loc["nan", "n_tweets"] == 2
+
+
+_CSV_BAD = {"coords": "u{},hello,999,999", "fields": "u{},hello,40,-75,extra", "nouser": ",hello,40,-75",
+            "ntweets": "u{},hello,40,-75,0"}
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 1000])
+@pytest.mark.parametrize("first, later", [("nouser", "fields"), ("coords", "fields"), ("nouser", "coords"),
+                                          ("coords", "nouser"), ("ntweets", "fields")])
+def test_fail_policy_names_the_first_bad_line_of_a_csv(tmp_path, first, later, chunksize):
+    rows = ["user_id,text,lat,lon" + (",n_tweets" if "ntweets" in (first, later) else "")]
+    for ln in range(2, 10):
+        kind = first if ln == 3 else later if ln == 7 else None
+        row = (_CSV_BAD[kind] if kind else "u{},hello,40,-75").format(ln)
+        if "ntweets" in (first, later) and kind != "ntweets" and kind != "fields":
+            row += ",1"
+        rows.append(row)
+    p = tmp_path / "mixed.csv"
+    p.write_text("\n".join(rows) + "\n", "utf-8")
+    with pytest.raises(DataError, match=r"mixed\.csv:3: "):
+        read_tweets(p, log=RecordLog(policy="fail"), chunksize=chunksize)
+    log = skip_log()
+    read_tweets(p, log=log, chunksize=chunksize)
+    assert log.total == 2
+
+
+def test_fail_policy_names_the_first_bad_line_of_user_lines(tmp_path):
+    p = write_bytes(tmp_path / "user_info.train",
+                    b"u1\t40\t-75\ta\nu2\t40\t-75\tb\nu3\t999\t999\tc\nu4\t40\t-75\td\nu5\t40\t-75\te\nu6\t40\n")
+    with pytest.raises(DataError, match=r"user_info\.train:3: invalid_coordinates"):
+        read_tweets(p, log=RecordLog(policy="fail"))
+
+
+def test_format_errors_name_the_cli_option(tmp_path):
+    p = write_bytes(tmp_path / "mystery.dat", b"just some words\nand more\n")
+    with pytest.raises(DataError, match="--format") as e:
+        read_tweets(p)
+    assert "fmt=" in str(e.value)  # the Python keyword too
+    with pytest.raises(DataError, match="--format"):
+        read_tweets(write_bytes(tmp_path / "x.txt", b"not json at all\n"), fmt="twitter_json")
