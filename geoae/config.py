@@ -159,6 +159,9 @@ class FinetuneConfig:
     # reward. 0 = plain one-hot cross-entropy (the shipped setting; see benchmarks/crossval.md).
     geo_label_smoothing: float = 0.0
     geo_label_km: float = 300.0
+    # Corrupt the input with model.noise[0] while fine-tuning too (the denoising objective keeps
+    # running). false: the encoder sees clean inputs while fine-tuning (pretraining still denoises).
+    input_noise: bool = True
 
 
 @dataclass

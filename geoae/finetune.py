@@ -284,7 +284,7 @@ def finetune(
             x = batches.take(idx)
             # Keep denoising during fine-tuning: the encoder sees the corrupted
             # input, the reconstruction head must recover the clean one.
-            out = model(x, noise=lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"]))
+            out = model(x, noise=(lambda t: corrupt(t, noise0.kind, noise0.level, gens["noise"])) if ft.input_noise else None)
             loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std,
                                      None if y_soft is None else y_soft[idx].to(device))
             if not torch.isfinite(loss):  # a NaN model would otherwise be saved and predict NaN for everyone

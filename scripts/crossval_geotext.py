@@ -132,7 +132,7 @@ def points_for(z, rule: str) -> np.ndarray:
     return risk.points(probs)
 
 
-def analyse(out: Path, k: int, variants: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
+def analyse(out: Path, k: int, variants: list[str], n_boot: int = 400, seed: int = 0) -> dict:
     rules = ["state_median", "bayes500", "location", *[f"users{c}" if c else "users_nocap" for c in CAPS]]
     pooled: dict[str, dict] = {}
     per_user: dict[str, dict] = {}
@@ -178,7 +178,7 @@ def analyse(out: Path, k: int, variants: list[str], n_boot: int = 2000, seed: in
             # Same point rule across variants, or two point rules of one variant.
             if a >= b or not (ra == rb or va == vb):
                 continue
-            d = np.array([stats(per_user[a], ii) - stats(per_user[b], ii) for ii in idx[:400]])
+            d = np.array([stats(per_user[a], ii) - stats(per_user[b], ii) for ii in idx])
             comparisons[f"{a} - {b}"] = {m: [float(np.mean(d[:, i])), float(np.std(d[:, i]))] for i, m in enumerate(METRICS)}
     return {"pooled": pooled, "comparisons": comparisons, "n_users": int(n)}
 

@@ -142,3 +142,20 @@ def test_geo_label_smoothing_trains_and_changes_the_model():
         finetune(m, train, dev, c, device=device, gens=gens, ref_median_km=1000.0, class_points=pts)
         weights.append(m.state_dict()["state_head.weight"].clone())
     assert torch.isfinite(weights[1]).all() and not torch.equal(weights[0], weights[1])
+
+
+def test_input_noise_off_fine_tunes_on_clean_inputs(monkeypatch):
+    import geoae.finetune as ft_mod
+
+    calls = []
+    real = ft_mod.corrupt
+    monkeypatch.setattr(ft_mod, "corrupt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train, dev = tiny_set(60, seed=0), tiny_set(30, seed=1)
+    for noisy in (True, False):
+        calls.clear()
+        cfg = tiny_config(finetune={"epochs": 1, "input_noise": noisy})
+        m = GeoSDAE(train.X.shape[1], 5, cfg.model)
+        m.set_coord_scaler(torch.tensor(train.coords.mean(0)), torch.tensor(train.coords.std(0)))
+        finetune(m, train, dev, cfg, device=torch.device("cpu"), gens=make_generators(0, torch.device("cpu")),
+                 ref_median_km=1000.0)
+        assert bool(calls) == noisy
