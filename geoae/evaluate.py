@@ -540,6 +540,11 @@ def run_evaluate(
                     r["point_label"] = "median training point, no regression head"
                 results[f"baseline:{name}"] = r
                 baseline_info[name] = dict(bpred.attrs.get("baseline", {}))
+            pointless = [n[len("baseline:"):] for n, r in results.items()
+                         if n.startswith("baseline:") and r["metrics"].get("median_km") is None]
+            if pointless and point not in ("both", "all") and not any(n.startswith("distance metrics") for n in notes):
+                notes.append(f"baselines {', '.join(pointless)} have no {point} point, so their distance metrics are n/a; "
+                             "--point all scores each model at the points it has")
     if not results:
         raise GeoaeError("nothing to evaluate: give --model, or allow --baselines")
 

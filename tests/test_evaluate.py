@@ -333,3 +333,15 @@ def test_split_without_any_label_is_an_error(tmp_path, monkeypatch, capsys):
     assert "none of the 9 users in split 'test' has coordinates or a known state" in err
     with pytest.raises(DataError, match="nothing can be scored"):
         run_evaluate(None, d, tmp_path / "rep2", baselines=False, predictor=FakePredictor())
+
+
+def test_single_point_the_baselines_lack_is_a_note_not_a_silent_na(tmp_path):
+    pytest.importorskip("geoae.features")
+    d = _documents(tmp_path)
+    paths = run_evaluate(None, d, tmp_path / "rep", baselines=True, predictor=FakePredictor(), model_name="fake",
+                         point="regression")
+    metrics = json.loads(paths["metrics.json"].read_text())
+    assert metrics["models"]["baseline:tfidf_logreg"]["median_km"] is None
+    notes = metrics["provenance"]["notes"]
+    assert any("tfidf_logreg" in n and "no regression point" in n for n in notes), notes
+    assert metrics["models"]["fake"]["median_km"] is not None
