@@ -156,10 +156,10 @@ def build_documents(
     first_row = df.drop_duplicates("user_id")
     where = dict(zip(first_row["user_id"], zip(first_row["source"].astype(str), first_row["line"].astype(int))))
 
-    def bad(reason: str, users: Iterable[str], detail: str) -> None:
+    def bad(reason: str, users: Iterable[str], detail: str, kept: bool = False) -> None:
         for u in users:
             src, ln = where.get(u, ("", None))
-            log.bad(reason, f"user {u!r}: {detail}", line=ln, source=src)
+            log.bad(reason, f"user {u!r}: {detail}", line=ln, source=src, kept=kept)
 
     # Conflicting splits: more than one distinct non-empty split for a user.
     sp = df.loc[df["split"].fillna("") != "", ["user_id", "split"]].drop_duplicates()
@@ -167,14 +167,14 @@ def build_documents(
     if len(conflicted):
         splits = sp.groupby("user_id", sort=False)["split"].agg(lambda s: "/".join(s))
         for u in conflicted:
-            bad("conflicting_split", [u], f"appears in splits {splits[u]}; kept the first")
+            bad("conflicting_split", [u], f"appears in splits {splits[u]}; kept the first", kept=True)
     # Duplicates of per-user formats: the same user in several aggregated rows.
     per_user = df.loc[df["_per_user"].astype(bool), "user_id"]
     dups = per_user[per_user.duplicated()].unique()
     if len(dups):
         counts = per_user.value_counts()
         for u in dups:
-            bad("duplicate_user", [u], f"has {counts[u]} per-user rows; merged into one document")
+            bad("duplicate_user", [u], f"has {counts[u]} per-user rows; merged into one document", kept=True)
 
     docs = _aggregate(df, df["user_id"])
     empty = blank_texts(docs["text"])
@@ -261,9 +261,9 @@ def iter_documents(
                 u = users[i]
                 if i in rep:
                     log.bad("user_not_contiguous", f"user {u!r} reappears after other users; yielded as a separate "
-                            "document (sort the input by user to merge them)", line=ln, source=src)
+                            "document (sort the input by user to merge them)", line=ln, source=src, kept=True)
                 if empty[i]:
-                    log.bad("empty_user", f"user {u!r} has no text; yielded with text=''", line=ln, source=src)
+                    log.bad("empty_user", f"user {u!r} has no text; yielded with text=''", line=ln, source=src, kept=True)
         return docs
 
     for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, **reader_kwargs):
@@ -406,7 +406,7 @@ def assign_splits(
             nums = out["user_id"].map(ui["uid_num"])
             known = nums.notna().to_numpy()
             for u in out.loc[~known, "user_id"]:
-                log.bad("unknown_user", f"user {u!r} is not in user_info; split set to ''")
+                log.bad("unknown_user", f"user {u!r} is not in user_info; split set to ''", kept=True)
             split = np.full(n, "", dtype=object)
             if known.any():
                 split[known] = geotext_fold_split(nums[known].astype("int64").to_numpy())

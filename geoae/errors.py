@@ -49,25 +49,34 @@ class RecordLog:
     max_examples: int = 5
     counts: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
+    # The part of ``counts`` whose records were kept (repaired, e.g. a coordinate set to unknown,
+    # or only flagged, e.g. a user who reappears) rather than dropped: a summary must not call
+    # a record "skipped" when it is in the output.
+    kept: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ConfigError(f"on_bad_record must be one of {POLICIES}, got {self.policy!r}")
 
-    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None) -> None:
-        """Record one bad record; raise ``DataError`` under the ``fail`` policy."""
+    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None,
+            kept: bool = False) -> None:
+        """Record one bad record (``kept``: it stays in the data, repaired or flagged; otherwise it is
+        dropped); raise ``DataError`` under the ``fail`` policy."""
         where = source or self.source
         loc = f"{where}:{line}" if line is not None else where
         if self.policy == "fail":
             hint = "fix the record, or rerun with --on-bad-record skip to count and skip such records"
             raise DataError(f"{loc}: {reason}{': ' + detail if detail else ''} ({hint})")
         self.counts[reason] += 1
+        if kept:
+            self.kept[reason] += 1
         ex = self.examples.setdefault(reason, [])
         if len(ex) < self.max_examples:
             ex.append(f"{loc}{': ' + detail[:200] if detail else ''}")
 
     def merge(self, other: "RecordLog") -> "RecordLog":
         self.counts.update(other.counts)
+        self.kept.update(other.kept)
         for k, v in other.examples.items():
             mine = self.examples.setdefault(k, [])
             mine.extend(v[: max(0, self.max_examples - len(mine))])
@@ -77,10 +86,24 @@ class RecordLog:
     def total(self) -> int:
         return int(sum(self.counts.values()))
 
+    @property
+    def kept_total(self) -> int:
+        return int(sum(self.kept.values()))
+
+    def summary(self) -> str:
+        """``N bad records (D dropped, K kept: repaired or flagged) {reason: count}``, for the CLI."""
+        by = dict(sorted(self.counts.items()))
+        return (f"{self.total} bad records ({self.total - self.kept_total} dropped, {self.kept_total} kept: "
+                f"repaired or flagged) {by}")
+
     def to_dict(self) -> dict:
         return {
             "policy": self.policy,
+            # "skipped_*" are every bad record (the historical names); "dropped_total" / "kept_*" split them.
             "skipped_total": self.total,
             "skipped_by_reason": dict(sorted(self.counts.items())),
+            "dropped_total": self.total - self.kept_total,
+            "kept_total": self.kept_total,
+            "kept_by_reason": dict(sorted(self.kept.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
         }

@@ -47,6 +47,10 @@ from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
 
 log = logging.getLogger(__name__)
+# torch warns that its sparse CSR tensors are "in beta" the first time one is built; the product we use
+# is stable and tested. A process-wide filter, not ``catch_warnings``: that swaps the global warning
+# state and races the reader thread, which records pandas' warnings at the same time.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 @dataclass
@@ -123,12 +127,10 @@ def _as_model_input(xb, device: torch.device) -> torch.Tensor:
     sparse product, ~3x faster on TF-IDF and never densified), dense rows become a float tensor."""
     if sp.issparse(xb):
         xb = xb.tocsr().astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return torch.sparse_csr_tensor(
-                torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
-                torch.from_numpy(xb.data), size=xb.shape, device=device, check_invariants=True,
-            )
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
+            torch.from_numpy(xb.data), size=xb.shape, device=device, check_invariants=True,
+        )
     return torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
 
 

@@ -304,7 +304,7 @@ def add_labels(
     uid = frame["user_id"].astype(str).to_numpy()
     for i in np.nonzero(invalid)[0]:
         detail = f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} out of range"
-        log.bad("invalid_coordinates", detail)
+        log.bad("invalid_coordinates", detail, kept=True)  # the user stays, without coordinates
     if invalid.any():
         lat = np.where(invalid, np.nan, lat)
         lon = np.where(invalid, np.nan, lon)

@@ -236,6 +236,9 @@ def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: s
     """Refuse an output path that would destroy data or cannot be a file, before any work is done:
     an existing directory or non-regular file (a device, ``/dev/stdout``: the output is renamed into
     place), or one of the inputs itself."""
+    if str(output) == "-":  # the usual "stdout" spelling: the output is written whole, then renamed into place
+        raise GeoaeError(f"{what} '-' (standard output) is not supported: the result is written to a file and renamed "
+                         "into place when complete; give a file path, e.g. -o predictions.csv")
     out = Path(output)
     if out.exists() or out.is_symlink():
         if not out.is_file() or out.is_symlink():
@@ -596,7 +599,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"rows in: {s['users_in']} users ({s['tweets_in']} tweets); rows out: {s['rows_out']} -> {s['output']}")
     print(f"rows by status: {json.dumps(s['rows_by_status'])}")
     skipped = s["records_skipped"]
-    print(f"bad records skipped: {skipped['skipped_total']} {json.dumps(skipped['skipped_by_reason'])}")
+    print(f"bad records: {skipped['skipped_total']} ({skipped['dropped_total']} dropped, {skipped['kept_total']} kept: "
+          f"repaired or flagged) {json.dumps(skipped['skipped_by_reason'])}")
     print(f"throughput: {s['users_per_second']} users/s")
     return 0
 

@@ -158,7 +158,9 @@ def _model_point_label(r: dict, kind: str) -> str:
     """Baselines have no regression head: their single point is named as such."""
     if r.get("point_label"):
         return str(r["point_label"])
-    return f"{_point_label(kind)} (baseline, no regression head)" if r.get("label") == "baseline" else _point_label(kind)
+    if r.get("label") != "baseline":
+        return _point_label(kind)
+    return "none: no regression head (baseline)" if kind == "regression" else f"{_point_label(kind)} (baseline, no regression head)"
 
 
 def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
@@ -193,8 +195,8 @@ def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
     ax.set_ylabel("share of users with error ≤ x")
     ax.set_title("Cumulative distribution of the great-circle error")
     ax.grid(True, which="both", alpha=0.3)
-    if curves:
-        ax.legend(fontsize=7, loc="upper left")
+    if curves:  # below the axes: inside, a legend of several models covers the curves
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return _png(fig)
 
 
@@ -363,8 +365,13 @@ def points_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
         pts = r["metrics"].get("points", {})
+        seen = set()
         for kind, pm in pts.items():
-            rows.append({"model": name, "point": _model_point_label(r, kind), "mean km": pm.get("mean_km"),
+            label = _model_point_label(r, kind)
+            if label in seen:  # one point under several names (the median-point baseline): one row
+                continue
+            seen.add(label)
+            rows.append({"model": name, "point": label, "mean km": pm.get("mean_km"),
                          "median km": pm.get("median_km"), "Acc@161": pm.get("acc_at_161"),
                          **{f"p{q} km": pm.get(f"p{q}_km") for q in (10, 25, 50, 75, 90)},
                          "n": pm.get("n_distance")})
@@ -461,6 +468,7 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
     primary = _primary(results)
     pr = results[primary]
     head = pr["metrics"].get("headline_point", "regression")
+    n_primary_points = len(pr["metrics"].get("points", {}))
     paths: dict[str, Path] = {}
 
     # figures: a failure is logged and reported, never fatal for the numbers
@@ -531,7 +539,8 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("table", points_table(results)),
         ("h", 2, "Figures"),
         ("img", "fig_error_cdf.png", "Figure 1. CDF of the error (km, log scale) for every model at its headline point; "
-                                     f"dashed: {primary}'s other point prediction. Dotted line: 161 km.", failed.get("fig_error_cdf.png")),
+                                     + (f"dashed: {primary}'s other point predictions. " if n_primary_points > 1 else "")
+                                     + "Dotted line: 161 km.", failed.get("fig_error_cdf.png")),
         ("img", "fig_map_points.png", f"Figure 2. {primary}: true (blue dots) vs predicted ({_point_label(head)}, red crosses) "
                                       "locations for a random sample of users, with lines joining each pair.", failed.get("fig_map_points.png")),
         ("img", "fig_map_state_accuracy.png", f"Figure 3. {primary}: state accuracy of each true state's users "

@@ -327,6 +327,7 @@ class _LineReader:
                 "the lines before it were kept; re-download or re-compress the file",
                 line=self.last_line,
                 source=str(self.path),
+                kept=True,
             )
         if buf:
             yield buf
@@ -522,6 +523,7 @@ def _clean_coords(
             f"lat={_show(raw_lat, i)} lon={_show(raw_lon, i)} look swapped; {action}",
             line=int(lines[i]),
             source=str(src[i]),
+            kept=True,
         )
     for i in np.flatnonzero(bad_other):
         log.bad(
@@ -530,6 +532,7 @@ def _clean_coords(
             "coordinates set to NaN, text kept",
             line=int(lines[i]),
             source=str(src[i]),
+            kept=True,
         )
     if fix_swapped and bad_swap.any():
         lat[bad_swap], lon[bad_swap] = lon[bad_swap].copy(), lat[bad_swap].copy()
@@ -615,6 +618,7 @@ def _finish(df: pd.DataFrame, log: RecordLog, granularity: str) -> pd.DataFrame:
                 f"user {df['user_id'].iat[i]!r} has empty text; row kept with text=''",
                 line=int(df["line"].iat[i]),
                 source=str(df["source"].iat[i]),
+                kept=True,
             )
     df = df.reset_index(drop=True)[list(TWEET_COLUMNS)]
     df = df.astype(
@@ -690,7 +694,7 @@ def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix
             known = uid.isin(ui.index).to_numpy()
             for i in np.flatnonzero(~known):
                 log.bad("unknown_user", f"user {uid.iat[i]!r} is not in user_info; kept with split '' and the "
-                        "message's coordinates", line=int(df["line"].iat[i]), source=str(path))
+                        "message's coordinates", line=int(df["line"].iat[i]), source=str(path), kept=True)
             if known.any():
                 sub = ui.loc[uid[known]]
                 df.loc[known, "split"] = geotext_fold_split(sub["uid_num"].to_numpy())
@@ -913,7 +917,7 @@ def _utf8_safe(s: str, what: str, log: RecordLog, line: int, path: Path) -> str:
         return s
     except UnicodeEncodeError:
         log.bad("invalid_unicode", f"{what} has a lone UTF-16 surrogate (a \\uXXXX escape of half a character); "
-                "replaced by U+FFFD, tweet kept", line=line, source=str(path))
+                "replaced by U+FFFD, tweet kept", line=line, source=str(path), kept=True)
         return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
@@ -980,7 +984,7 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
         ok = np.isfinite(num) & (num >= 1) & (num == np.floor(num))
         for i in np.flatnonzero(~ok):
             log.bad("invalid_n_tweets", f"n_tweets={raw_n.iloc[i]!r} is not a positive integer; set to 1",
-                    line=int(lines[i]), source=str(path))
+                    line=int(lines[i]), source=str(path), kept=True)
         n_tweets = np.where(ok, np.nan_to_num(num, nan=1.0), 1).astype("int64")
     split = np.full(n, "", dtype=object)
     if "split" in df.columns:
@@ -989,7 +993,7 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
         ok = s.isin(SPLITS + ("",)).to_numpy()
         for i in np.flatnonzero(~ok):
             log.bad("invalid_split", f"split={df['split'].iloc[i]!r} is not one of {SPLITS}; set to ''",
-                    line=int(lines[i]), source=str(path))
+                    line=int(lines[i]), source=str(path), kept=True)
         split = np.where(ok, s.to_numpy(dtype=object), "")
     out = _frame(df["user_id"].to_numpy(dtype=object), text_array(df["text"]), n_tweets, split, str(path), lines)
     _clean_coords(out, df["lat"].to_numpy() if "lat" in df.columns else None,
@@ -1038,7 +1042,7 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
         raise DataError(f"{path}: is empty (no header line); remove it from the inputs") from e
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         log.bad("truncated_file", f"compressed stream ends early near line {next_line} ({e}); rows before it were "
-                "kept; re-download or re-compress the file", line=next_line - 1, source=str(path))
+                "kept; re-download or re-compress the file", line=next_line - 1, source=str(path), kept=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'} ({str(e)[:200]}); "
                         f"check the delimiter and quoting, or choose the format with {_FORMAT_OPTION}") from e
@@ -1112,16 +1116,17 @@ class _LineOrderedLog:
 
     def __init__(self, log: RecordLog):
         self.log = log
-        self.pending: list[tuple[int | None, str, str, str | None]] = []
+        self.pending: list[tuple[int | None, str, str, str | None, bool]] = []
 
-    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None) -> None:
-        self.pending.append((line, reason, detail, source))
+    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None,
+            kept: bool = False) -> None:
+        self.pending.append((line, reason, detail, source, kept))
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
         pending.sort(key=lambda p: (p[0] is None, p[0] or 0))  # stable: same-line records keep their order
-        for line, reason, detail, source in pending:
-            self.log.bad(reason, detail, line=line, source=source)
+        for line, reason, detail, source, kept in pending:
+            self.log.bad(reason, detail, line=line, source=source, kept=kept)
 
 
 def iter_tweets(

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", help="write the documents (parquet) and RecordLog (.log.json) of one run here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    missing = [p for p in args.inputs if not Path(p).is_file()]
+    if missing:  # the README's example input is written by scripts/bench_speed.py
+        ap.error(f"input not found: {', '.join(missing)} (scripts/bench_speed.py writes runs/bench/inputs/"
+                 "test_x{001,010,100}.txt, or .gz with --input-compression gzip1)")
 
     import importlib
 

@@ -239,3 +239,17 @@ def test_seen_ids_matches_a_set_and_stays_compact():
     assert all(a > 2 * b for a, b in zip(sizes, sizes[1:]))
     assert all((np.diff(a) > 0).all() for a in seen._levels)
     assert seen.add([]).shape == (0,)
+
+
+def test_record_log_tells_dropped_from_kept_records_and_merges_both():
+    from geoae.errors import RecordLog
+
+    a, b = RecordLog(), RecordLog()
+    a.bad("malformed_json", "x", line=1)
+    a.bad("invalid_coordinates", "lat=999", line=2, kept=True)
+    b.bad("empty_text", "user 'u'", line=3, kept=True)
+    a.merge(b)
+    d = a.to_dict()
+    assert (d["skipped_total"], d["dropped_total"], d["kept_total"]) == (3, 1, 2)
+    assert d["kept_by_reason"] == {"empty_text": 1, "invalid_coordinates": 1}
+    assert a.summary().startswith("3 bad records (1 dropped, 2 kept: repaired or flagged)")

@@ -220,6 +220,10 @@ def test_bad_records_are_counted_and_good_rows_written(model, tmp_path, reader):
     assert reasons.get("malformed_json") == 3
     assert reasons.get("invalid_coordinates") == 1
     assert s["rows_by_status"] == {"empty_text": 1, "ok": len(users) + 1}
+    # only the three unreadable lines were dropped; the bad coordinate and the empty user are in the output
+    rec = s["records_skipped"]
+    assert rec["dropped_total"] == 3 and rec["kept_total"] == rec["skipped_total"] - 3
+    assert rec["kept_by_reason"]["invalid_coordinates"] == 1 and "malformed_json" not in rec["kept_by_reason"]
 
 
 @pytest.mark.parametrize("reader", ["thread", "process"])
@@ -408,6 +412,7 @@ def test_output_paths_that_would_destroy_data_are_refused_before_work(model, use
         (["-o", str(tmp_path / "adir"), "--output-format", "csv"], "not a regular file"),
         (["-o", str(tmp_path / "p.csv"), "--summary", str(tmp_path / "p.csv")], "same file"),
         (["-o", str(tmp_path / "q.csv"), "--summary", str(src)], "is also an input"),
+        (["-o", "-", "--output-format", "csv"], "standard output) is not supported"),
     ]
     for extra, msg in cases:
         assert main(["-q", "predict", "-m", str(model), "-i", str(src), *extra]) == 2

@@ -115,3 +115,17 @@ def test_every_figure_is_drawn_whatever_the_headline_point(tmp_path, headline):
     paths = write_report(tmp_path / "rep", {"geoae-sdae": sdae}, {"split": "test"})
     for name in FIGURES:
         assert paths[name].read_bytes().startswith(PNG_MAGIC), name
+
+
+def test_points_table_has_one_row_per_distinct_point_and_honest_baseline_labels():
+    from geoae.report import points_table
+
+    res = _results()
+    res["baseline:majority_state"]["point_label"] = "median training point, no regression head"
+    t = points_table(res)
+    base = t[t["model"] == "baseline:majority_state"]
+    assert len(base) == 1  # its points are one point under several names
+    assert len(t[t["model"] == "geoae-sdae"]) == len(res["geoae-sdae"]["metrics"]["points"])
+    del res["baseline:majority_state"]["point_label"]
+    labels = set(points_table(res).loc[lambda f: f["model"] == "baseline:majority_state", "point"])
+    assert not any(lab.startswith("regression head") for lab in labels), labels
