@@ -365,7 +365,8 @@ def evaluate_predictions(
     for kind in kinds:
         latc, lonc, desc = POINTS[kind]
         if latc not in pred or lonc not in pred:
-            log.warning("predictions have no %s/%s columns: %s not scored", latc, lonc, kind)
+            # info, not warning: run_evaluate puts one note in the report for all the models concerned
+            log.info("predictions have no %s/%s columns: %s not scored", latc, lonc, kind)
             plat = plon = np.full(n, np.nan)
         else:
             plat, plon = pred[latc].to_numpy(dtype=np.float64), pred[lonc].to_numpy(dtype=np.float64)
@@ -557,7 +558,7 @@ def run_evaluate(
         "config": model_cfg,
         "seed": seed,
         "baselines": baseline_info,
-        "point": point,
+        "point": "all" if point == "both" else point,  # one spelling in metrics.json ('both' is an alias)
         "headline_point": results[model_name]["metrics"]["headline_point"] if model_name in results else headline,
         "train_splits": train_splits,
         "dev_splits": dev_splits,
