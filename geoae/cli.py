@@ -25,14 +25,51 @@ STAGE_MODULES = (
 )
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help when it has a real default the text does not
+    already state (unlike ``ArgumentDefaultsHelpFormatter``, not for None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if action.option_strings and "default" not in help_ and not unset:
+            help_ += " (default: %(default)s)"
+        return help_
+
+
+# Help for options registered without any by modules this file does not own; an option's own
+# help, once it has one, wins. tests/test_cli.py checks that every option has help.
+_FALLBACK_HELP = {
+    ("predict", "top_k"): "also list the K most probable states per user in top_states",
+    ("predict", "device"): "torch device for the model: cpu, cuda or cuda:N",
+    ("predict", "on_bad_record"): "skip (count, see the summary) or fail on the first bad record",
+    ("benchmark", "out"): "output directory: benchmark.json, benchmark.md and the runs behind them",
+}
+
+# Whole-number options of other modules' commands, checked here (before the command starts) so
+# the message names the option: (command, dest) -> (option, minimum).
+_MIN_INT = {("predict", "chunksize"): ("--chunksize", 1)}
+
+
+def _add_logging_options(p: argparse.ArgumentParser, top_level: bool) -> None:
+    """-v/-q, accepted before the command and after it (the subcommands' copies default to
+    SUPPRESS so they never overwrite what was given before the command)."""
+    p.add_argument("-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
+                   help="debug logging for geoae (-vv: for every library too); the default level is INFO "
+                        "(progress and summaries)")
+    p.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                   help="only warnings and errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geoae",
         description="Locate Twitter users from their tweets with a stacked denoising autoencoder.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"geoae {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_logging_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
         try:
@@ -42,17 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_cli(sub)
+    parser.commands = tuple(sub.choices)  # for the message when none is given
+    for cmd, p in sub.choices.items():
+        p.formatter_class = _HelpFormatter
+        _add_logging_options(p, top_level=False)
+        for action in p._actions:
+            if action.help is None:
+                action.help = _FALLBACK_HELP.get((cmd, action.dest))
     return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Default INFO; -q WARNING; -v DEBUG for geoae's own loggers; -vv DEBUG for everything."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose and not quiet:
+        logging.getLogger("geoae").setLevel(logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+        parser.error(f"a command is required: one of {', '.join(parser.commands)}"
+                     " (geoae COMMAND --help for its options)")  # exits 2, after the usage
+    if args.quiet and args.verbose:
+        parser.error("-q and -v contradict each other; give one")
+    _configure_logging(args.verbose, args.quiet)
+    for (cmd, dest), (opt, low) in _MIN_INT.items():
+        value = getattr(args, dest, None) if args.command == cmd else None
+        if value is not None and value < low:
+            print(f"geoae {cmd}: error: {opt} must be >= {low}; got {value}", file=sys.stderr)
+            return 2
     try:
         return int(args.func(args) or 0)
     except GeoaeError as e:

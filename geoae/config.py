@@ -9,9 +9,11 @@ be reproduced from what it left behind.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,12 @@ from typing import Any
 import yaml
 
 from geoae.errors import POLICIES, ConfigError
+
+# The config the command line uses when no -c/--config is given. It ships inside the package (so
+# it is found from any working directory and in a pip-installed copy) and is byte-identical to
+# configs/default.yaml (tests/test_config.py checks). ``load_config(None)`` from Python means the
+# dataclass defaults below, which are not the same settings.
+DEFAULT_CONFIG = Path(__file__).resolve().with_name("default.yaml")
 
 NOISE_KINDS = ("masking", "gaussian", "salt_pepper", "dropout", "none")
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "gelu")
@@ -302,8 +310,11 @@ def validate(cfg: Config) -> Config:
         if h < 1:
             raise ConfigError(f"model.hidden[{i}]: a layer width must be >= 1; got {h}")
     if len(m.noise) != len(m.hidden):
+        example = ", ".join(["{kind: masking, level: 0.3}"] + ["{kind: gaussian, level: 0.1}"] * (len(m.hidden) - 1))
         raise ConfigError(
-            f"model.noise: needs one entry per hidden layer ({len(m.hidden)}), got {len(m.noise)}"
+            f"model.noise: needs one entry per hidden layer ({len(m.hidden)}), got {len(m.noise)}; when changing "
+            f"model.hidden, give model.noise one entry per layer too, e.g. --set 'model.noise=[{example}]' "
+            "(or the same list under model: noise: in the config file)"
         )
     for i, n in enumerate(m.noise):
         _check_choice(f"model.noise[{i}].kind", n.kind, NOISE_KINDS)
@@ -370,32 +381,47 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {p} is not a section")
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
     node[parts[-1]] = value
+
+
+def _read_config_file(p: Path) -> dict:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML/JSON: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8); give a YAML or JSON config") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _blame_overrides(message: str, overrides: list[str]) -> str:
+    """Prefix ``message`` with the ``--set`` override(s) it comes from: the ones whose key the
+    message names, else all of them (e.g. a ``model.hidden`` override that no longer matches
+    ``model.noise``)."""
+    keys = [ov.split("=", 1)[0].strip() for ov in overrides]
+    named = [ov for ov, k in zip(overrides, keys) if k and re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", message)]
+    return " ".join(f"--set {ov}" for ov in (named or overrides)) + f": {message}"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML/JSON config, apply ``key=value`` overrides, validate.
 
-    Raises ``ConfigError`` for an unreadable file, a syntax error, an unknown
-    key, a wrong type or an impossible value.
+    ``path=None`` starts from the dataclass defaults (the CLI passes ``DEFAULT_CONFIG`` instead).
+    Raises ``ConfigError`` for an unreadable file, a syntax error, an unknown key, a wrong type or
+    an impossible value; the message blames the file when the file alone is invalid, otherwise
+    the ``--set`` override(s).
     """
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML/JSON: {' '.join(str(e).split())}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not a text file (not UTF-8); give a YAML or JSON config") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    for ov in overrides or []:
+    raw: dict = _read_config_file(Path(path)) if path is not None else {}
+    overrides = list(overrides or [])
+    file_raw = copy.deepcopy(raw)
+    for ov in overrides:
         if "=" not in ov:
-            raise ConfigError(f"override {ov!r}: expected section.key=value")
+            raise ConfigError(f"--set {ov!r}: expected section.key=value")
         k, v = ov.split("=", 1)
         try:
             parsed = yaml.safe_load(v)
@@ -405,5 +431,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return config_from_dict(raw)
     except ConfigError as e:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{e}") from None
+        err = e
+    if overrides:
+        try:
+            config_from_dict(file_raw)
+        except ConfigError as file_err:
+            err = file_err  # the file is invalid on its own: report its own first problem
+        else:
+            raise ConfigError(_blame_overrides(str(err), overrides)) from None
+    where = f"{path}: " if path else ""
+    raise ConfigError(f"{where}{err}") from None

@@ -22,7 +22,7 @@ import torch
 
 from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
-from geoae.config import Config, load_config
+from geoae.config import DEFAULT_CONFIG, Config, load_config
 from geoae.errors import DataError, GeoaeError, RecordLog
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
@@ -383,7 +383,8 @@ def train(
     model_dir = out / "model"
     save_artifact(model_dir, art)
     write_json(out / "history.json", {"pretrain": pt_hist, "finetune": [r["history"] for r in results]})
-    write_run_files(out, cfg, {"stage": "train", **meta, "data_manifest": str(Path(data_dir) / "manifest.json")})
+    write_run_files(out, cfg, {"stage": "train", **meta, "inputs": [file_record(documents_path(data_dir))],
+                               "data_manifest": str(Path(data_dir) / "manifest.json")})
     log.info("trained in %.1fs; best epochs %s; dev %s", timings["total_s"], meta["best_epochs"], dev_metrics)
     return model_dir
 
@@ -391,8 +392,56 @@ def train(
 # --------------------------------------------------------------------------- CLI
 
 
+def cli_config(args: argparse.Namespace) -> Config:
+    """The config a command runs with: ``-c/--config`` if given, else the packaged default (the same
+    settings as ``configs/default.yaml``), plus the ``--set`` overrides; says which at INFO."""
+    path = args.config or DEFAULT_CONFIG
+    cfg = load_config(path, args.set)
+    what = str(path) if args.config else f"the default config {path} (same as configs/default.yaml; -c to choose another)"
+    log.info("config: %s%s", what, "".join(f" --set {s}" for s in args.set))
+    log.debug("resolved config: %s", cfg.to_json())
+    return cfg
+
+
+# The data.* settings that shape what ``prepare`` writes. ``train`` only records them (in its
+# config.json and the artifact), so they must be those the data was prepared with. Not here:
+# data.inputs, format and on_bad_record (prepare's -i/--format/--on-bad-record override them
+# without changing a successful result) and the *_splits lists, which train itself reads.
+PREPARE_KEYS = ("split", "dev_fraction", "test_fraction", "carve_from", "carve_label", "fix_swapped",
+                "outside_us", "min_tweets", "seed")
+
+
+def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
+    """Refuse to train with data.* settings other than those ``data_dir`` was prepared with.
+
+    ``label`` names the config in the message. A data directory without a readable
+    ``config.json`` (older, or hand-made) is not checked.
+    """
+    docs = documents_path(data_dir)
+    saved = docs.parent / "config.json"
+    try:
+        prepared = json.loads(saved.read_text(encoding="utf-8")).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        if docs.is_file():
+            log.warning("%s: unreadable or absent, so the data settings of %s cannot be checked against this "
+                        "config's", saved, data_dir)
+        return
+    mine = cfg.to_dict()["data"]
+    diff = [f"data.{k}: {json.dumps(prepared[k])} there, {json.dumps(mine[k])} here"
+            for k in PREPARE_KEYS if k in prepared and prepared[k] != mine[k]]
+    if diff:
+        raise GeoaeError(
+            f"{data_dir} was prepared with other data settings than {label} ({'; '.join(diff)}); these act in "
+            f"`geoae prepare`, so train with the config the data was prepared with (the same -c/--set as "
+            f"prepare, or -c {saved}), or prepare the data again with this one")
+
+
+def _config_label(args: argparse.Namespace) -> str:
+    return (args.config or "the default config") + "".join(f" --set {s}" for s in args.set)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.set)
+    cfg = cli_config(args)
     if args.on_bad_record:
         cfg.data.on_bad_record = args.on_bad_record
     if args.format:
@@ -401,12 +450,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     print(f"prepared {len(docs)} users -> {Path(args.out) / DOCUMENTS}")
     print("users by split:", json.dumps(docs["split"].value_counts().to_dict()))
     bad = json.loads((Path(args.out) / "manifest.json").read_text())["bad_records"]
-    print(f"bad records: {bad['skipped_total']} {json.dumps(bad['skipped_by_reason'])} (examples in manifest.json)")
+    print(f"bad records: {bad['skipped_total']} ({bad['dropped_total']} dropped, {bad['kept_total']} kept: repaired or "
+          f"flagged) {json.dumps(bad['skipped_by_reason'])} (examples in manifest.json)")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.set)
+    cfg = cli_config(args)
+    check_prepared_with(cfg, args.data, _config_label(args))
     model_dir = train(cfg, args.data, args.out, stage=args.stage, resume=not args.no_resume)
     print(f"{'model' if args.stage != 'pretrain' else 'pretrained checkpoint'}: {model_dir}")
     man = json.loads((Path(args.out) / "manifest.json").read_text())
@@ -419,14 +470,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# Below this the synthetic corpus has a handful of dev and test users at most: the run works but
+# its metrics mean nothing (3 is the hard floor of the default config).
+DEMO_MIN_USERS = 20
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate the embedded synthetic corpus, then prepare, train and evaluate end to end."""
     from geoae.synthetic import write_twitter_jsonl
 
+    # Everything the user gave is checked before anything is written.
+    if args.users < DEMO_MIN_USERS:
+        raise GeoaeError(f"--users must be at least {DEMO_MIN_USERS} (enough for train, dev and test users); "
+                         f"got {args.users}")
+    cfg = cli_config(args)
+    if cfg.data.split != "random":
+        raise GeoaeError(f"the demo corpus has no split of its own, so it needs data.split: random; "
+                         f"{_config_label(args)} has {cfg.data.split!r}")
+    if cfg.data.test_splits[:1] != ["test"] or round(args.users * cfg.data.test_fraction) < 1:
+        raise GeoaeError(f"the demo evaluates on the random split's test users: it needs data.test_splits to start "
+                         f"with test and --users x data.test_fraction >= 1 (got {cfg.data.test_splits} and "
+                         f"{args.users} x {cfg.data.test_fraction} in {_config_label(args)})")
     out = Path(args.out)
     corpus = out / "corpus" / "tweets.jsonl.gz"
     write_twitter_jsonl(corpus, n_users=args.users, seed=0)
-    cfg = load_config(args.config, args.set)
     cfg.data.inputs = [str(corpus)]
     prepare(cfg, out / "data")
     model_dir = train(cfg, out / "data", out / "train")
@@ -438,29 +505,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="YAML/JSON config (see configs/); defaults when omitted")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.hidden=[512,256,128]")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="YAML/JSON config (see configs/); default: the packaged default, the same settings as "
+                        "configs/default.yaml (the synthetic demo corpus), whatever the working directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, repeatable, the value read as YAML, e.g. "
+                        "--set finetune.epochs=20 --set 'model.hidden=[512,256,128]' (a new layer count also needs "
+                        "model.noise with one entry per layer)")
 
 
 def add_cli(sub) -> None:
     p = sub.add_parser("prepare", help="tweets -> labelled user documents (documents.parquet)")
     _common(p)
     p.add_argument("--input", "-i", nargs="+", help="input files (override data.inputs)")
-    p.add_argument("--format", help="auto, geotext, rahimi, twitter_json, csv, tsv, parquet")
-    p.add_argument("--on-bad-record", choices=("skip", "fail"), help="skip (count) or fail on the first bad record")
+    p.add_argument("--format", help="auto, geotext, rahimi, twitter_json, csv, tsv, parquet (default: data.format)")
+    p.add_argument("--on-bad-record", choices=("skip", "fail"),
+                   help="skip (count) or fail on the first bad record (default: data.on_bad_record)")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("train", help="pretrain the SDAE and fine-tune the joint heads")
+    p = sub.add_parser(
+        "train", help="pretrain the SDAE and fine-tune the joint heads",
+        description="Pretrain the SDAE and fine-tune the joint heads on a `geoae prepare` output. The config is "
+                    "-c/--set (default: the packaged default, as configs/default.yaml), not the one saved in the "
+                    "data directory; its data.* settings that act in prepare (split, fractions, carve, outside_us, "
+                    "min_tweets, seed, fix_swapped) must equal those the data was prepared with, else it is an "
+                    "error: pass the same -c/--set as to prepare (or -c DATA/config.json).")
     _common(p)
     p.add_argument("--data", "-d", required=True, help="directory written by `geoae prepare`")
     p.add_argument("--out", "-o", required=True, help="run directory (model/ and checkpoint/ go here)")
-    p.add_argument("--stage", choices=("pretrain", "finetune", "all"), default="all")
+    p.add_argument("--stage", choices=("pretrain", "finetune", "all"), default="all",
+                   help="pretrain: stop after greedy pretraining (checkpoint kept); finetune: continue from that "
+                        "checkpoint; all: both (default: %(default)s)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start afresh")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="generate a small synthetic corpus and run prepare, train and evaluate on it")
     _common(p)
-    p.add_argument("--out", "-o", default="runs/demo")
-    p.add_argument("--users", type=int, default=800)
+    p.add_argument("--out", "-o", default="runs/demo",
+                   help="run directory: corpus/, data/, train/ and report/ go here (default: %(default)s)")
+    p.add_argument("--users", type=int, default=800,
+                   help=f"synthetic users to generate, at least {DEMO_MIN_USERS} (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)

@@ -438,6 +438,17 @@ def _worker_predict(docs: pd.DataFrame) -> pd.DataFrame:
     return pred
 
 
+def _model_record(model_dir: str | Path) -> dict:
+    """Which model made a prediction run: its directory and its files' sha256 (from the verified index)."""
+    rec: dict = {"dir": str(model_dir)}
+    try:
+        idx = json.loads((Path(model_dir) / "artifact.json").read_text(encoding="utf-8"))
+        rec["files"] = {role: {"name": f["name"], "sha256": f["sha256"]} for role, f in idx["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # already verified by the load: best effort
+        pass
+    return rec
+
+
 def predict_files(
     model_dir: str | Path,
     inputs: Iterable[str | Path],
@@ -562,6 +573,7 @@ def predict_files(
         writer.close(ok)
     secs = time.perf_counter() - t0
     summary = {
+        "model": _model_record(model_dir),
         "inputs": paths,
         "output": str(out_path),
         "users_in": users_in,

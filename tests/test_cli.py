@@ -23,3 +23,63 @@ def test_undetectable_input_names_the_format_option(tmp_path, capsys):
     assert main(["-q", "prepare", "-i", str(src), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "--format" in err and len(err.strip().splitlines()) == 1
+
+
+def test_no_command_prints_usage_and_exits_2(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: geoae") and "a command is required" in err and "prepare" in err
+
+
+def test_logging_options_before_or_after_the_command():
+    from geoae.cli import build_parser
+
+    parser = build_parser()
+    for argv, quiet, verbose in ((["prepare", "-o", "x"], False, 0), (["-q", "prepare", "-o", "x"], True, 0),
+                                 (["prepare", "-o", "x", "-q"], True, 0), (["train", "-d", "d", "-o", "x", "-v"], False, 1),
+                                 (["-vv", "predict", "-m", "m", "-i", "i", "-o", "o"], False, 2)):
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.verbose) == (quiet, verbose), argv
+
+
+def test_verbose_enables_debug_logging(tmp_path, caplog):
+    import logging
+
+    geoae_log = logging.getLogger("geoae")
+    assert geoae_log.getEffectiveLevel() > logging.DEBUG
+    try:
+        assert main(["prepare", "-v", "-i", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o")]) == 2
+        assert geoae_log.getEffectiveLevel() == logging.DEBUG
+    finally:
+        geoae_log.setLevel(logging.NOTSET)
+    assert any(r.levelno == logging.DEBUG and "resolved config" in r.getMessage() for r in caplog.records)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from geoae.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"geoae {cmd} {'/'.join(action.option_strings)} has no help"
+        text = p.format_help()
+        for action in p._actions:
+            if isinstance(action.default, int) and not isinstance(action.default, bool):
+                assert str(action.default) in text, f"geoae {cmd} {action.option_strings}: default not shown"
+    predict = sub.choices["predict"].format_help()
+    assert "(default: 3)" in predict and "(default: 5000)" in predict and "(default: cpu)" in predict
+
+
+def test_bad_chunksize_names_the_option(tmp_path, capsys):
+    rc = main(["-q", "predict", "-m", str(tmp_path / "m"), "-i", str(tmp_path / "i"), "-o", str(tmp_path / "o.csv"),
+               "--chunksize", "0"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "geoae predict: error: --chunksize must be >= 1; got 0"

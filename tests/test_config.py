@@ -108,3 +108,48 @@ def test_numbers_yaml_reads_as_text_are_numbers_and_non_finite_ones_are_refused(
     b.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ConfigError, match="not a text file"):
         load_config(b)
+
+
+def test_packaged_default_config_is_configs_default_yaml():
+    """``-c`` left out means geoae/default.yaml (shipped in the package); it must be configs/default.yaml."""
+    from pathlib import Path
+
+    from geoae.config import DEFAULT_CONFIG
+
+    repo_copy = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert DEFAULT_CONFIG.parent.name == "geoae" and DEFAULT_CONFIG.is_file()
+    assert DEFAULT_CONFIG.read_bytes() == repo_copy.read_bytes(), "copy configs/default.yaml to geoae/default.yaml"
+
+
+def test_set_errors_name_the_override_not_the_file(tmp_path):
+    from geoae.config import DEFAULT_CONFIG
+
+    with pytest.raises(ConfigError) as e:
+        load_config(DEFAULT_CONFIG, ["train.seed=1", "model.hiden=[1]"])
+    assert str(e.value).startswith("--set model.hiden=[1]: unknown config key model.hiden")
+    assert "default.yaml" not in str(e.value)
+    # A layer count the file's noise list does not match: blamed on --set, with the fix spelled out.
+    with pytest.raises(ConfigError) as e:
+        load_config(DEFAULT_CONFIG, ["model.hidden=[512,256]"])
+    msg = str(e.value)
+    assert msg.startswith("--set model.hidden=[512,256]: model.noise") and "default.yaml" not in msg
+    fix = msg.split("--set '", 1)[1].split("'", 1)[0]
+    assert load_config(DEFAULT_CONFIG, ["model.hidden=[512,256]", fix]).model.hidden == [512, 256]
+    # A file that is invalid on its own is still blamed, even with overrides.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hiden: [4]\n")
+    with pytest.raises(ConfigError, match=r"^.*bad\.yaml: unknown config key model\.hiden"):
+        load_config(bad, ["train.seed=1"])
+
+
+def test_readme_set_examples_are_valid():
+    import re
+    from pathlib import Path
+
+    from geoae.config import DEFAULT_CONFIG
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    examples = re.findall(r"`([^`]*--set '[^`]*)`", readme.replace("\n", " "))
+    assert examples
+    for example in examples:
+        load_config(DEFAULT_CONFIG, re.findall(r"--set '([^']*)'", example))

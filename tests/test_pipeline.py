@@ -62,8 +62,13 @@ def test_prepare_outputs_and_manifest(run):
 
 
 def test_resolved_config_is_written(run):
+    from geoae.config import load_config
+
+    # The fixture gives no -c: the settings are configs/default.yaml's (plus the --set overrides).
+    expected = load_config(REPO / "configs" / "default.yaml", TINY).to_dict()
     for sub in ("data", "train"):
         cfg = json.loads((run / sub / "config.json").read_text())
+        assert cfg == expected, sub
         assert cfg["model"]["hidden"] == [16, 8, 4]
         assert cfg["data"]["split"] == "random"
         # resolved: defaults filled in
@@ -80,6 +85,10 @@ def test_train_outputs(run):
     man = json.loads((t / "manifest.json").read_text())
     assert man["stage"] == "train" and man["train_users"] > 0 and man["dev_users"] > 0
     assert {"features_s", "pretrain_s", "finetune_s", "total_s"} <= set(man["timings"])
+    from geoae.manifest import sha256_file
+
+    (doc,) = man["inputs"]  # what it was trained on, by content
+    assert doc["path"].endswith("documents.parquet") and doc["sha256"] == sha256_file(run / "data" / "documents.parquet")
     hist = json.loads((t / "history.json").read_text())
     assert len(hist["pretrain"]) == 3 * 2
     ft = hist["finetune"]
@@ -224,3 +233,66 @@ def test_frozen_first_layer_model_shares_one_first_product(run, tmp_path):
     assert first_layer_rows(art.model, members).shape == (X.shape[1], w[0].shape[0])
     dense_p, dense_c = predict_arrays(art.model, X.toarray(), torch.device("cpu"))
     assert np.allclose(probs, dense_p, atol=1e-5) and np.allclose(coords, dense_c, atol=1e-3)
+
+
+def test_without_c_every_command_uses_configs_default_yaml_from_any_directory(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from geoae.config import load_config
+
+    corpus = write_corpus(tmp_path / "tweets.jsonl", n_users=60)
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        assert main(["-q", "prepare", "-i", str(corpus), "-o", str(tmp_path / "data")]) == 0
+    assert json.loads((tmp_path / "data" / "config.json").read_text()) == load_config(REPO / "configs" / "default.yaml").to_dict()
+    assert any("config: the default config" in r.getMessage() and "default.yaml" in r.getMessage() for r in caplog.records)
+
+
+def test_train_refuses_data_settings_other_than_the_data_was_prepared_with(tmp_path, capsys):
+    from geoae.config import load_config
+    from geoae.pipeline import check_prepared_with
+
+    corpus = write_corpus(tmp_path / "tweets.jsonl", n_users=60)
+    assert main(["-q", "prepare", "-i", str(corpus), "-o", str(tmp_path / "data")]) == 0
+    capsys.readouterr()
+    rc = main(["-q", "train", "--set", "data.dev_fraction=0.3", "-d", str(tmp_path / "data"), "-o", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "data.dev_fraction: 0.15 there, 0.3 here" in err and str(tmp_path / "data" / "config.json") in err
+    assert not (tmp_path / "t").exists()
+    # Data prepared with another config (here: GeoText's split rule) and train without -c.
+    cfg = json.loads((tmp_path / "data" / "config.json").read_text())
+    cfg["data"]["split"] = "column"
+    (tmp_path / "data" / "config.json").write_text(json.dumps(cfg))
+    assert main(["-q", "train", "-d", str(tmp_path / "data"), "-o", str(tmp_path / "t")]) == 2
+    assert 'data.split: "column" there, "random" here' in capsys.readouterr().err
+    # The config saved beside the data, or the same settings, pass.
+    check_prepared_with(load_config(tmp_path / "data" / "config.json"), tmp_path / "data", "it")
+    check_prepared_with(load_config(REPO / "configs" / "default.yaml", ["data.split=column", "finetune.epochs=1"]),
+                        tmp_path / "data", "it")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--users", "0"], "--users must be at least 20"),
+    (["--users", "-5"], "--users must be at least 20"),
+    (["--set", "model.hiden=1"], "--set model.hiden=1: unknown config key model.hiden"),
+    (["-c", str(REPO / "configs" / "geotext.yaml")], "data.split: random"),
+    (["--set", "data.test_fraction=0.01", "--users", "30"], "data.test_fraction >= 1"),
+])
+def test_demo_checks_its_arguments_and_config_before_writing_anything(tmp_path, capsys, argv, says):
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()
+
+
+def test_readme_lists_every_bad_record_reason():
+    import re
+
+    code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "geoae").glob("*.py"))
+    reasons = set(re.findall(r"\bbad\(\s*\"([a-z_]+)\"", code)) | set(re.findall(r"_record\(\w+, \"([a-z_]+)\"", code))
+    assert {"malformed_json", "outside_us", "too_few_tweets"} <= reasons
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Bad records", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(r for r in reasons if f"`{r}`" not in section)
+    assert not missing, f"README's Bad records section does not list {missing}"

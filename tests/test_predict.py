@@ -211,6 +211,7 @@ def test_bad_records_are_counted_and_good_rows_written(model, tmp_path, reader):
     df = _read(out)
     s = json.loads(summary.read_text())
     assert s["reader"] == reader  # the child's record log reached the summary (counts below)
+    assert s["model"]["dir"] == str(model) and all(len(f["sha256"]) == 64 for f in s["model"]["files"].values())
     users = {json.loads(l)["user"]["id_str"] for l in good_lines}
     assert set(df["user_id"]) == users | {"badcoord", "silent"}
     assert len(df) == s["rows_out"] == s["users_in"] == len(users) + 2
