@@ -459,7 +459,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = cli_config(args)
     check_prepared_with(cfg, args.data, _config_label(args))
     model_dir = train(cfg, args.data, args.out, stage=args.stage, resume=not args.no_resume)
-    print(f"{'model' if args.stage != 'pretrain' else 'pretrained checkpoint'}: {model_dir}")
+    if args.stage == "pretrain":
+        print(f"pretrained checkpoint: {Path(args.out) / 'checkpoint'} (continue with --stage finetune)")
+    else:
+        print(f"model: {model_dir}")
     man = json.loads((Path(args.out) / "manifest.json").read_text())
     if man.get("dev_metrics"):
         dm = man["dev_metrics"]
