@@ -564,6 +564,8 @@ def _id_array(values: Any) -> np.ndarray:
     so ``_finish`` can count it; everything else is ``str(v)``. No string is ever taken for a
     missing value: "nan", "NA", "null" and "None" are ids like any other."""
     arr = np.asarray(values, dtype=object).reshape(-1)
+    if pd.api.types.infer_dtype(arr, skipna=False) in ("string", "empty"):  # all text already: the usual case
+        return arr.copy()
     out = np.empty(len(arr), dtype=object)
     for i, v in enumerate(arr.tolist()):
         if type(v) is str:
