@@ -497,6 +497,19 @@ def run_evaluate(
     dev_splits = list(dev_splits or (mdata.dev_splits if mdata else ["dev"]))
     if split in train_splits or split in dev_splits:
         log.warning("evaluating on split %r, which the model was trained or tuned on: numbers are optimistic", split)
+    meta = getattr(getattr(predictor, "artifact", None), "meta", None) or {}
+    trained_on = meta.get("data_dir")
+    if "data_sha256" in meta:  # by content: the same documents under another path are the same data
+        other_data = meta["data_sha256"] != file_record(doc_path)["sha256"]
+    else:  # artifacts from before the checksum: by path
+        other_data = bool(trained_on) and not _same_dir(trained_on, doc_path.parent)
+    if other_data:
+        # Not an error (evaluating on another corpus is legitimate), but the user should know: the split
+        # names of two data directories say nothing about whether their users overlap.
+        notes.append(f"the model was trained on {trained_on}, not on {doc_path.parent}: the baselines train on this "
+                     f"directory's {'/'.join(train_splits)} users, and nothing checks that the {split!r} users were "
+                     "not among the model's training users")
+        log.warning("%s", notes[-1])
     train = docs[docs["split"].astype(str).isin(train_splits)].reset_index(drop=True)
     dev = docs[docs["split"].astype(str).isin(dev_splits)].reset_index(drop=True)
     log.info("evaluating on %d %s users (%d train %s, %d dev %s for baselines)", len(ev), split, len(train), train_splits,
@@ -567,6 +580,13 @@ def run_evaluate(
         "wall_time_s": round(time.perf_counter() - t0, 3),
     }
     return write_report(out_dir, results, provenance)
+
+
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == str(b)
 
 
 def _label_notes(ev: pd.DataFrame, split: str, doc_path: Path) -> list[str]:

@@ -361,6 +361,7 @@ def train(
     if point == "auto":
         # The point kind with the lowest median error on the validation users (never on test).
         point = dev_metrics.get("best_point", "regression")
+    data_record = file_record(documents_path(data_dir))
     meta = {
         "point": point,
         "train_users": int(len(tr)),
@@ -368,6 +369,7 @@ def train(
         "unlabelled_users": int(0 if X_ul is None else X_ul.shape[0]),
         "unlabelled_splits": list(d.unlabelled_splits),
         "data_dir": str(data_dir),
+        "data_sha256": data_record["sha256"],  # lets `geoae evaluate` tell whether it scores the model's own data
         "members": len(members),
         "refit": refit_meta,
         "best_epochs": [r["best_epoch"] for r in results],
@@ -383,7 +385,7 @@ def train(
     model_dir = out / "model"
     save_artifact(model_dir, art)
     write_json(out / "history.json", {"pretrain": pt_hist, "finetune": [r["history"] for r in results]})
-    write_run_files(out, cfg, {"stage": "train", **meta, "inputs": [file_record(documents_path(data_dir))],
+    write_run_files(out, cfg, {"stage": "train", **meta, "inputs": [data_record],
                                "data_manifest": str(Path(data_dir) / "manifest.json")})
     log.info("trained in %.1fs; best epochs %s; dev %s", timings["total_s"], meta["best_epochs"], dev_metrics)
     return model_dir

@@ -345,3 +345,18 @@ def test_single_point_the_baselines_lack_is_a_note_not_a_silent_na(tmp_path):
     notes = metrics["provenance"]["notes"]
     assert any("tfidf_logreg" in n and "no regression point" in n for n in notes), notes
     assert metrics["models"]["fake"]["median_km"] is not None
+
+
+def test_a_model_scored_on_other_data_than_it_was_trained_on_gets_a_note(tmp_path):
+    from types import SimpleNamespace
+
+    from geoae.manifest import sha256_file
+
+    d = _documents(tmp_path)
+    own = sha256_file(d / "documents.parquet")
+    for sha, expect in ((own, False), ("0" * 64, True)):
+        pred = FakePredictor()
+        pred.artifact = SimpleNamespace(meta={"data_dir": "runs/elsewhere/data", "data_sha256": sha}, config=None)
+        paths = run_evaluate(None, d, tmp_path / f"rep{int(expect)}", baselines=False, predictor=pred, model_name="fake")
+        notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
+        assert any("trained on runs/elsewhere/data" in n for n in notes) == expect, notes
