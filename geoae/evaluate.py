@@ -496,7 +496,8 @@ def run_evaluate(
     train_splits = list(train_splits or (mdata.train_splits if mdata else ["train"]))
     dev_splits = list(dev_splits or (mdata.dev_splits if mdata else ["dev"]))
     if split in train_splits or split in dev_splits:
-        log.warning("evaluating on split %r, which the model was trained or tuned on: numbers are optimistic", split)
+        notes.append(f"split {split!r} is one the model was trained or tuned on: the numbers are optimistic")
+        log.warning("%s", notes[-1])
     meta = getattr(getattr(predictor, "artifact", None), "meta", None) or {}
     trained_on = meta.get("data_dir")
     if "data_sha256" in meta:  # by content: the same documents under another path are the same data

@@ -360,3 +360,12 @@ def test_a_model_scored_on_other_data_than_it_was_trained_on_gets_a_note(tmp_pat
         paths = run_evaluate(None, d, tmp_path / f"rep{int(expect)}", baselines=False, predictor=pred, model_name="fake")
         notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
         assert any("trained on runs/elsewhere/data" in n for n in notes) == expect, notes
+
+
+def test_scoring_a_training_split_is_flagged_in_the_report(tmp_path):
+    d = _documents(tmp_path)
+    paths = run_evaluate(None, d, tmp_path / "rep", split="train", baselines=False, predictor=FakePredictor(),
+                         model_name="fake")
+    notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
+    assert any("trained or tuned on" in n for n in notes), notes
+    assert "trained or tuned on" in paths["report.md"].read_text()
