@@ -278,7 +278,8 @@ def add_cli(sub) -> None:
     p.add_argument("--config", "-c", metavar="PATH",
                    help=f"YAML/JSON config (default: {DEFAULT_CONFIG} in the current directory, which must then be the "
                         "repository root: that config's data paths are relative to it)")
-    p.add_argument("--out", "-o", default="runs/benchmark")
+    p.add_argument("--out", "-o", default="runs/benchmark",
+                   help="output directory: benchmark.json, benchmark.md and the runs behind them")
     p.add_argument("--ablations", default="all", help="comma-separated names, 'all' (default) or '' for none: " + ", ".join(ABLATIONS))
     p.add_argument("--full-text", help="a complete GeoText full_text.txt: run the official protocol instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")

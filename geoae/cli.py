@@ -38,20 +38,6 @@ class _HelpFormatter(argparse.HelpFormatter):
         return help_
 
 
-# Help for options registered without any by modules this file does not own; an option's own
-# help, once it has one, wins. tests/test_cli.py checks that every option has help.
-_FALLBACK_HELP = {
-    ("predict", "top_k"): "also list the K most probable states per user in top_states",
-    ("predict", "device"): "torch device for the model: cpu, cuda or cuda:N",
-    ("predict", "on_bad_record"): "skip (count, see the summary) or fail on the first bad record",
-    ("benchmark", "out"): "output directory: benchmark.json, benchmark.md and the runs behind them",
-}
-
-# Whole-number options of other modules' commands, checked here (before the command starts) so
-# the message names the option: (command, dest) -> (option, minimum).
-_MIN_INT = {("predict", "chunksize"): ("--chunksize", 1)}
-
-
 def _add_logging_options(p: argparse.ArgumentParser, top_level: bool) -> None:
     """-v/-q, accepted before the command and after it (the subcommands' copies default to
     SUPPRESS so they never overwrite what was given before the command)."""
@@ -80,12 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.add_cli(sub)
     parser.commands = tuple(sub.choices)  # for the message when none is given
-    for cmd, p in sub.choices.items():
+    for p in sub.choices.values():
         p.formatter_class = _HelpFormatter
         _add_logging_options(p, top_level=False)
-        for action in p._actions:
-            if action.help is None:
-                action.help = _FALLBACK_HELP.get((cmd, action.dest))
     return parser
 
 
@@ -106,11 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet and args.verbose:
         parser.error("-q and -v contradict each other; give one")
     _configure_logging(args.verbose, args.quiet)
-    for (cmd, dest), (opt, low) in _MIN_INT.items():
-        value = getattr(args, dest, None) if args.command == cmd else None
-        if value is not None and value < low:
-            print(f"geoae {cmd}: error: {opt} must be >= {low}; got {value}", file=sys.stderr)
-            return 2
     try:
         return int(args.func(args) or 0)
     except GeoaeError as e:

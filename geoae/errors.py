@@ -13,6 +13,7 @@ dropped without being counted.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -91,10 +92,8 @@ class RecordLog:
         return int(sum(self.kept.values()))
 
     def summary(self) -> str:
-        """``N bad records (D dropped, K kept: repaired or flagged) {reason: count}``, for the CLI."""
-        by = dict(sorted(self.counts.items()))
-        return (f"{self.total} bad records ({self.total - self.kept_total} dropped, {self.kept_total} kept: "
-                f"repaired or flagged) {by}")
+        """``N bad records (D dropped, K kept: repaired or flagged) {reason: count}``."""
+        return f"{self.total} bad records {breakdown(self.to_dict())}"
 
     def to_dict(self) -> dict:
         return {
@@ -107,3 +106,11 @@ class RecordLog:
             "kept_by_reason": dict(sorted(self.kept.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
         }
+
+
+def breakdown(record_log: dict) -> str:
+    """``(D dropped, K kept: repaired or flagged) {reason: count}`` of a ``RecordLog.to_dict()``: the
+    line the CLI prints after the total."""
+    d = record_log
+    return (f"({d['dropped_total']} dropped, {d['kept_total']} kept: repaired or flagged) "
+            f"{json.dumps(d['skipped_by_reason'])}")

@@ -480,6 +480,7 @@ def run_evaluate(
         have = sorted(docs["split"].astype(str).unique())
         raise DataError(f"{doc_path}: no users in split {split!r} (splits present: {have}); choose one with --split")
     notes = _label_notes(ev, split, doc_path)
+    data_file = file_record(doc_path)  # provenance, and which data the model is scored on
     results: dict[str, dict] = {}
     model_cfg, model_files = None, []
     if predictor is None and model_dir is not None:
@@ -501,7 +502,7 @@ def run_evaluate(
     meta = getattr(getattr(predictor, "artifact", None), "meta", None) or {}
     trained_on = meta.get("data_dir")
     if "data_sha256" in meta:  # by content: the same documents under another path are the same data
-        other_data = meta["data_sha256"] != file_record(doc_path)["sha256"]
+        other_data = meta["data_sha256"] != data_file["sha256"]
     else:  # artifacts from before the checksum: by path
         other_data = bool(trained_on) and not _same_dir(trained_on, doc_path.parent)
     if other_data:
@@ -566,7 +567,7 @@ def run_evaluate(
     provenance = {
         "split": split,
         "n_eval_users": int(len(ev)),
-        "data_files": [file_record(doc_path)],
+        "data_files": [data_file],
         "model_dir": str(model_dir) if model_dir is not None else None,
         "model_files": model_files,
         "config": model_cfg,

@@ -23,7 +23,7 @@ import torch
 from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import DEFAULT_CONFIG, Config, load_config
-from geoae.errors import DataError, GeoaeError, RecordLog
+from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
 from geoae.manifest import Timer, file_record, write_json, write_run_files
@@ -452,8 +452,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     print(f"prepared {len(docs)} users -> {Path(args.out) / DOCUMENTS}")
     print("users by split:", json.dumps(docs["split"].value_counts().to_dict()))
     bad = json.loads((Path(args.out) / "manifest.json").read_text())["bad_records"]
-    print(f"bad records: {bad['skipped_total']} ({bad['dropped_total']} dropped, {bad['kept_total']} kept: repaired or "
-          f"flagged) {json.dumps(bad['skipped_by_reason'])} (examples in manifest.json)")
+    print(f"bad records: {bad['skipped_total']} {breakdown(bad)} (examples in manifest.json)")
     return 0
 
 

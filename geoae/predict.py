@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
-from geoae.errors import DataError, GeoaeError, RecordLog
+from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
 from geoae.tweets import blank_texts, text_list
@@ -594,6 +594,8 @@ def predict_files(
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.chunksize < 1:  # checked here so the message names the option
+        raise GeoaeError(f"--chunksize must be >= 1; got {args.chunksize}")
     if args.summary:
         check_output_paths(args.summary, [*args.input, args.output], "--summary")
         if Path(args.summary).resolve() == Path(args.output).resolve():
@@ -611,8 +613,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"rows in: {s['users_in']} users ({s['tweets_in']} tweets); rows out: {s['rows_out']} -> {s['output']}")
     print(f"rows by status: {json.dumps(s['rows_by_status'])}")
     skipped = s["records_skipped"]
-    print(f"bad records: {skipped['skipped_total']} ({skipped['dropped_total']} dropped, {skipped['kept_total']} kept: "
-          f"repaired or flagged) {json.dumps(skipped['skipped_by_reason'])}")
+    print(f"bad records: {skipped['skipped_total']} {breakdown(skipped)}")
     print(f"throughput: {s['users_per_second']} users/s")
     return 0
 
@@ -625,9 +626,10 @@ def add_cli(sub) -> None:
     p.add_argument("--format", default="auto", help="input format (default: detect)")
     p.add_argument("--output-format", help="csv, jsonl or parquet (default: from the suffix)")
     p.add_argument("--chunksize", type=int, default=5000, help="users per streamed chunk")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--on-bad-record", choices=("skip", "fail"), default="skip")
+    p.add_argument("--top-k", type=int, default=3, help="also list the K most probable states per user in top_states")
+    p.add_argument("--device", default="cpu", help="torch device for the model: cpu, cuda or cuda:N")
+    p.add_argument("--on-bad-record", choices=("skip", "fail"), default="skip",
+                   help="skip (count, see the summary) or fail on the first bad record")
     p.add_argument("--reader", choices=("auto", "process", "thread"), default="auto",
                    help="read inputs in a separate process (uses a second core; default for inputs over 32 MB) "
                         "or in a read-ahead thread")
