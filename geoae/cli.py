@@ -9,7 +9,9 @@ printed as one clear line and exit with status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import logging
 import sys
 
@@ -45,7 +47,7 @@ def _add_logging_options(p: argparse.ArgumentParser, top_level: bool) -> None:
                    help="debug logging for geoae (-vv: for every library too); the default level is INFO "
                         "(progress and summaries)")
     p.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
-                   help="only warnings and errors")
+                   help="only warnings and errors: no progress bars and no summary on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet and args.verbose:
         parser.error("-q and -v contradict each other; give one")
     _configure_logging(args.verbose, args.quiet)
+    # -q also silences what the command prints on success (its progress bars follow the log
+    # level); errors still reach stderr below.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext()
     try:
-        return int(args.func(args) or 0)
+        with quiet:
+            return int(args.func(args) or 0)
     except GeoaeError as e:
         print(f"geoae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -66,7 +66,10 @@ class RecordLog:
         where = source or self.source
         loc = f"{where}:{line}" if line is not None else where
         if self.policy == "fail":
-            hint = "fix the record, or rerun with --on-bad-record skip to count and skip such records"
+            # The detail says what the skip policy does with the record ("row dropped", "row kept
+            # with ..."); under fail nothing of that happens, the run stops, so say so.
+            hint = ("stopped, as on_bad_record is fail: fix the record, or rerun with --on-bad-record skip, "
+                    "which counts such records and " + ("keeps them as described" if kept else "drops them"))
             raise DataError(f"{loc}: {reason}{': ' + detail if detail else ''} ({hint})")
         self.counts[reason] += 1
         if kept:

@@ -276,7 +276,7 @@ def finetune(
     metric = ft.select_metric
     if dev is None and metric != "loss" and not fixed_epochs:
         log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
-    bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=None, leave=False)
+    bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=None if log.isEnabledFor(logging.INFO) else True, leave=False)
     stopped_early = False
     for epoch in bar:
         model.train()

@@ -222,7 +222,6 @@ def train(
     if stage not in ("pretrain", "finetune", "all"):
         raise GeoaeError(f"--stage must be pretrain, finetune or all; got {stage!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
     if cfg.train.threads:
@@ -251,6 +250,7 @@ def train(
         evaluated = sorted(set(d.unlabelled_splits) & set(d.dev_splits + d.test_splits))
         log.info("unlabelled text for the unsupervised steps: %d users from %s%s", len(ul), d.unlabelled_splits,
                  f" (transductive: {evaluated} are also evaluated; only their text is used)" if evaluated else "")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty directory behind
     with Timer() as t:
         # Users in both train and unlabelled splits are counted once.
         extra = ul[~ul["user_id"].isin(tr["user_id"])]

@@ -1219,7 +1219,8 @@ def iter_tweets(
             raise DataError(f"{path}: is empty; remove it from the inputs or check that it was copied completely")
         log.bad("empty_file", "file has no records; skipped", source=str(path))
     if total == 0:
-        raise DataError(f"no usable records in {', '.join(map(str, files))} ({dict(log.counts)}); "
+        why = f"bad records: {dict(log.counts)}" if log.counts else "a header, but no records"
+        raise DataError(f"no usable records in {', '.join(map(str, files))} ({why}); "
                         f"check the files and the format ({_FORMAT_OPTION})")
     if own_log and log.total:
         log_.warning("skipped or repaired %d bad records: %s", log.total, dict(log.counts))

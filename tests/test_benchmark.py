@@ -75,7 +75,7 @@ def test_official_protocol_runs_end_to_end_on_a_full_text_file(tmp_path, capsys)
     out = tmp_path / "bench"
     tiny = ["model.hidden=[16,8,4]", "features.max_features=300", "pretrain.epochs=1", "finetune.epochs=2",
             "finetune.ensemble=1", "train.threads=1"]
-    args = ["-q", "benchmark", "-c", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"), "-o", str(out), "--full-text", str(src),
+    args = ["benchmark", "-c", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"), "-o", str(out), "--full-text", str(src),
             "--ablations", "transductive_pretrain"] + [a for s in tiny for a in ("--set", s)]
     assert main(args) == 0
     printed = capsys.readouterr().out

@@ -83,3 +83,23 @@ def test_bad_chunksize_names_the_option(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert err.strip() == "geoae predict: error: --chunksize must be >= 1; got 0"
+
+
+def test_quiet_prints_nothing_on_success_and_errors_still_reach_stderr(tmp_path, capsys):
+    from geoae.synthetic import write_twitter_jsonl
+
+    src = write_twitter_jsonl(tmp_path / "t.jsonl", n_users=40, seed=0)
+    assert main(["prepare", "-i", str(src), "-o", str(tmp_path / "loud")]) == 0
+    assert "prepared 40 users" in capsys.readouterr().out
+    assert main(["prepare", "-q", "-i", str(src), "-o", str(tmp_path / "quiet")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert (tmp_path / "quiet" / "documents.parquet").exists()
+    assert main(["-q", "prepare", "-i", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "x")]) == 2
+    assert "none.jsonl" in capsys.readouterr().err
+
+
+def test_a_refused_train_leaves_no_output_directory(tmp_path, capsys):
+    assert main(["-q", "train", "-d", str(tmp_path / "no_data"), "-o", str(tmp_path / "t")]) == 2
+    assert "geoae prepare" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

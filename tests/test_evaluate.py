@@ -283,7 +283,7 @@ def _cli_evaluate(tmp_path, monkeypatch, d, *extra):
 
     monkeypatch.setattr(geoae.predict, "load_predictor", lambda path: FakePredictor())
     (tmp_path / "model").mkdir(exist_ok=True)
-    return main(["-q", "evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out",
+    return main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out",
                  str(tmp_path / "rep"), "--no-baselines", *extra])
 
 

@@ -147,7 +147,7 @@ def _read(path: Path) -> pd.DataFrame:
 def test_cli_writes_every_format_by_suffix(model, users_file, tmp_path, suffix, capsys):
     out = tmp_path / f"pred{suffix}"
     summary = tmp_path / "summary.json"
-    rc = main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out),
+    rc = main(["predict", "-m", str(model), "-i", str(users_file), "-o", str(out),
                "--summary", str(summary), "--chunksize", "7", "--top-k", "2", *(["--half"] if suffix == ".jsonl" else [])])
     assert rc == 0
     df = _read(out)
@@ -183,6 +183,50 @@ def test_cli_output_format_option_overrides_suffix(model, users_file, tmp_path):
     out = tmp_path / "pred.out"
     assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out), "--output-format", "jsonl"]) == 0
     assert len(pd.read_json(out, lines=True)) == 40
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_gz_output_is_the_same_text_gzip_compressed_and_reproducible(model, users_file, tmp_path, suffix):
+    import gzip
+
+    plain, gz = tmp_path / f"pred{suffix}", tmp_path / f"pred{suffix}.gz"
+    for out in (plain, gz):
+        assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out), "--chunksize", "7"]) == 0
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    assert gzip.decompress(gz.read_bytes()) == plain.read_bytes()
+    first = gz.read_bytes()
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(gz), "--chunksize", "7"]) == 0
+    assert gz.read_bytes() == first  # no time stamp or temp-file name in the gzip header
+    reread = pd.read_csv(gz) if suffix == ".csv" else pd.read_json(gz, lines=True)
+    assert len(reread) == 40
+
+
+def test_gz_output_with_no_rows_still_has_the_header(tmp_path):
+    import gzip
+
+    from geoae.predict import _Writer
+
+    out = tmp_path / "pred.csv.gz"
+    _Writer(out, "csv").close(ok=True)
+    assert gzip.decompress(out.read_bytes()).decode() == ",".join(f'"{c}"' for c in OUTPUT_COLUMNS) + "\n"
+    w = _Writer(tmp_path / "failed.jsonl.gz", "jsonl")
+    w.close(ok=False)  # nothing written: no partial file left behind
+    assert not list(tmp_path.glob("*failed*")) and not list(tmp_path.glob(".*partial"))
+
+
+def test_header_only_input_says_so(model, tmp_path, capsys):
+    src = tmp_path / "header_only.csv"
+    src.write_text("user_id,text\n")
+    assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(tmp_path / "p.csv")]) == 2
+    assert "a header, but no records" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["-o", "pred.parquet.gz"], ["-o", "pred.gz", "--output-format", "parquet"]])
+def test_gzipped_parquet_is_refused_with_a_reason(model, users_file, tmp_path, capsys, args):
+    args = [a if not a.startswith("pred") else str(tmp_path / a) for a in args]
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), *args]) == 2
+    assert "Parquet" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*pred*"))
 
 
 def test_cli_unknown_output_suffix_is_a_clear_error(model, users_file, tmp_path, capsys):

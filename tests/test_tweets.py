@@ -713,3 +713,17 @@ def test_format_errors_name_the_cli_option(tmp_path):
     assert "fmt=" in str(e.value)  # the Python keyword too
     with pytest.raises(DataError, match="--format"):
         read_tweets(write_bytes(tmp_path / "x.txt", b"not json at all\n"), fmt="twitter_json")
+
+
+def test_fail_policy_message_says_the_run_stopped_not_what_skip_would_do(tmp_path):
+    # The details describe the skip policy's action ("row kept with text=''"); under fail the
+    # message must not read as if that happened.
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text,lat,lon\nu1,hello,40,-75\nu2,,40,-75\n", "utf-8")
+    with pytest.raises(DataError, match=r"t\.csv:3: empty_text") as e:
+        read_tweets(p, log=RecordLog(policy="fail"))
+    assert "stopped, as on_bad_record is fail" in str(e.value) and "keeps them as described" in str(e.value)
+    p.write_text("user_id,text,lat,lon\n,hello,40,-75\n", "utf-8")
+    with pytest.raises(DataError, match=r"t\.csv:2: missing_user") as e:
+        read_tweets(p, log=RecordLog(policy="fail"))
+    assert "drops them" in str(e.value)
