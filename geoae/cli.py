@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"geoae {args.command}: interrupted", file=sys.stderr)
+        hint = (" (the checkpoint keeps every finished epoch: rerun the same command to resume)"
+                if args.command in ("train", "demo") else "")
+        print(f"geoae {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

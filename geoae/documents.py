@@ -425,4 +425,9 @@ def assign_splits(
         out["split"] = split
         log_.info("carved %d test and %d %s users out of %d %s users", n_test, n_dev, dev_label, len(pool),
                   "/".join(carve_from))
+    if rule == "column" and n and (out["split"] == "").all():
+        # Not an error here (the documents are still valid), but `geoae train` would stop on them.
+        log_.warning("data.split is 'column' but none of the %d users has a split: the inputs have no split column "
+                     "(or it is empty), so there are no training users; use data.split: random, or give each user "
+                     "a split (train/dev/test) in the input", n)
     return out.astype({"split": "str"})

@@ -432,16 +432,12 @@ def load_documents(data_dir: str | Path) -> tuple[pd.DataFrame, Path]:
     return docs, documents_path(data_dir)
 
 
-def _model_provenance(model_dir: Path) -> tuple[dict | None, list[dict]]:
+def _model_provenance(model_dir: Path, artifact: Any) -> tuple[dict | None, list[dict]]:
+    """The model's config (the one stored in its artifact, which is what it was trained with)
+    and its files with sha256."""
     from geoae.manifest import file_record
 
-    cfg = None
-    cfg_path = model_dir / "config.json"
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text("utf-8"))
-        except (OSError, ValueError):
-            cfg = None
+    cfg = artifact.config.to_dict() if getattr(artifact, "config", None) is not None else None
     files = [file_record(p) for p in sorted(model_dir.iterdir()) if p.is_file()] if model_dir.is_dir() else []
     return cfg, files
 
@@ -490,7 +486,7 @@ def run_evaluate(
         if not model_dir.exists():
             raise ArtifactError(f"{model_dir}: model directory not found (train one with `geoae train`)")
         predictor = load_predictor(model_dir)
-        model_cfg, model_files = _model_provenance(model_dir)
+        model_cfg, model_files = _model_provenance(model_dir, getattr(predictor, "artifact", None))
     # Baselines train and tune on exactly the users the model did (its config's splits).
     mcfg = getattr(getattr(predictor, "artifact", None), "config", None)  # None for a duck-typed predictor
     mdata = getattr(mcfg, "data", None)
@@ -498,6 +494,11 @@ def run_evaluate(
     dev_splits = list(dev_splits or (mdata.dev_splits if mdata else ["dev"]))
     if split in train_splits or split in dev_splits:
         notes.append(f"split {split!r} is one the model was trained or tuned on: the numbers are optimistic")
+        log.warning("%s", notes[-1])
+    elif mdata is not None and split in mdata.unlabelled_splits:
+        notes.append(f"transductive: the model's vocabulary, idf and pretraining also used the text (never the labels "
+                     f"or coordinates) of the {split!r} users it is scored on (data.unlabelled_splits="
+                     f"{list(mdata.unlabelled_splits)}); the baselines did not")
         log.warning("%s", notes[-1])
     meta = getattr(getattr(predictor, "artifact", None), "meta", None) or {}
     trained_on = meta.get("data_dir")

@@ -134,6 +134,27 @@ def _as_model_input(xb, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
 
 
+# The CPU matrix products round a row's result differently depending on how many rows the batch
+# has (the kernels treat a ragged last block of rows their own way): scored in a chunk of 7 or of
+# 5,000, one user's probabilities differed in the last float32 bit. Padding every batch with empty
+# rows to a multiple of ROW_BLOCK makes a user's output independent of the chunk it came in (checked
+# on this project's CPU for 1 to 1,024 rows and any offset, 1 and 2 threads; tests/test_predict.py),
+# for at most 63 wasted rows per batch.
+ROW_BLOCK = 64
+
+
+def _pad_rows(xb, multiple: int):
+    """``xb`` with all-zero rows appended up to a multiple of ``multiple`` rows."""
+    k = -xb.shape[0] % multiple
+    if not k:
+        return xb
+    if sp.issparse(xb):
+        xb = xb.tocsr()
+        indptr = np.concatenate([xb.indptr, np.full(k, xb.indptr[-1], dtype=xb.indptr.dtype)])
+        return sp.csr_matrix((xb.data, xb.indices, indptr), shape=(xb.shape[0] + k, xb.shape[1]))
+    return np.concatenate([np.asarray(xb), np.zeros((k, xb.shape[1]), dtype=np.asarray(xb).dtype)])
+
+
 @torch.no_grad()
 def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
                    batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +165,11 @@ def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
         X = X.tocsr()
     probs, coords = [], []
     for start in range(0, X.shape[0], batch_size):
-        out = model(_as_model_input(X[start : start + batch_size], device), reconstruct=False)
-        probs.append(torch.softmax(out["state_logits"], dim=1).cpu())
-        coords.append(out["coords"].cpu())
+        xb = X[start : start + batch_size]
+        n = xb.shape[0]
+        out = model(_as_model_input(_pad_rows(xb, ROW_BLOCK), device), reconstruct=False)
+        probs.append(torch.softmax(out["state_logits"][:n], dim=1).cpu())
+        coords.append(out["coords"][:n].cpu())
     model.train(was)
     if not probs:
         return np.zeros((0, model.n_states), np.float32), np.zeros((0, 2), np.float32)
@@ -270,6 +293,8 @@ def finetune(
         start, history = pos.get("epoch", 0), list(pos.get("ft_history", []))
         if pos.get("finished"):
             start = ft.epochs  # the run had already ended (early stop or last epoch)
+        log.info("resuming fine-tuning from %s: %s", ckpt_dir, "already finished" if pos.get("finished")
+                 else f"epoch {start + 1}/{ft.epochs}")
         best, best_epoch, bad_epochs = pos.get("best"), pos.get("best_epoch", 0), pos.get("bad_epochs", 0)
         if extra:
             best_state = {k[5:]: v.to(device) for k, v in extra.items() if k.startswith("best.")}

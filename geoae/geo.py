@@ -75,9 +75,10 @@ def haversine_km_torch(lat1, lon1, lat2, lon2):
 def valid_coordinates(lat, lon) -> np.ndarray:
     """Boolean mask of usable points: finite, |lat| <= 90 and |lon| <= 180.
 
-    Anything else (NaN for an unknown location, 0/0 placeholders are *not*
-    caught here, swapped or projected coordinates) cannot be labelled and is
-    treated as "no coordinates" by the callers.
+    Anything else (NaN for an unknown location, swapped or projected
+    coordinates) cannot be labelled and is treated as "no coordinates" by the
+    callers. The 0/0 placeholder and swaps that stay within range pass this
+    check; ``labels.add_labels`` catches them.
     """
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)

@@ -262,6 +262,7 @@ def add_labels(
     log: RecordLog | None = None,
     snap_km: float = 25.0,
     locator: StateLocator | None = None,
+    fix_swapped: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Add ``state`` and ``region`` columns to a user-document table.
 
@@ -273,7 +274,8 @@ def add_labels(
          "users_out": int,           # rows returned
          "labeled": int,             # rows with a state
          "no_coordinates": int,      # NaN/missing lat or lon: kept, state ""
-         "invalid_coordinates": int, # finite but impossible (|lat|>90...): kept, state "", coords set to NaN
+         "invalid_coordinates": int, # finite but impossible (|lat|>90..., or 0/0): kept, state "", coords NaN
+         "swapped_coordinates": int, # outside the US, in a state once swapped: fixed (fix_swapped) or NaN
          "outside_us": int,          # valid points outside the 50 states + DC
          "outside_us_policy": str,
          "dropped_outside_us": int,
@@ -284,7 +286,15 @@ def add_labels(
     Users without coordinates stay (their text is still useful, e.g. for
     pre-training and prediction); they are counted, not logged as bad records.
     Invalid coordinates go through ``log.bad("invalid_coordinates")`` (so
-    ``on_bad_record: fail`` stops on them) and are then treated as unknown.
+    ``on_bad_record: fail`` stops on them) and are then treated as unknown;
+    so is exactly (0, 0), the usual placeholder of a missing position (no US
+    user is there, and as a regression target it would pull the coordinate
+    head into the Gulf of Guinea). A point outside the US whose swap (lat <->
+    lon) lies in a state is a ``swapped_coordinates`` record: swapped back
+    with ``fix_swapped``, else treated as unknown, like the readers' swapped
+    points. (The readers only catch swaps that leave |lat| > 90; a US point
+    east of 90 W swaps into valid degrees, near Antarctica, and only the
+    state polygons can tell.)
     Outside points follow ``outside_us``: ``drop`` removes them (counted in
     ``log`` under ``outside_us``), ``keep`` keeps them with state/region "",
     ``fail`` raises ``DataError`` naming the first such user and point.
@@ -301,19 +311,44 @@ def add_labels(
     lon = pd.to_numeric(frame["lon"], errors="coerce").to_numpy(dtype=np.float64)
     missing = ~(np.isfinite(lat) & np.isfinite(lon))
     invalid = ~missing & ~valid_coordinates(lat, lon)
+    null_island = ~missing & (lat == 0) & (lon == 0)
     uid = frame["user_id"].astype(str).to_numpy()
-    for i in np.nonzero(invalid)[0]:
-        detail = f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} out of range"
-        log.bad("invalid_coordinates", detail, kept=True)  # the user stays, without coordinates
+    for i in np.nonzero(invalid | null_island)[0]:
+        detail = (f"user {uid[i]}: lat=0, lon=0 is the usual placeholder of a missing position" if null_island[i]
+                  else f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} out of range")
+        log.bad("invalid_coordinates", detail + "; coordinates set to NaN, user kept", kept=True)
+    invalid |= null_island
     if invalid.any():
         lat = np.where(invalid, np.nan, lat)
         lon = np.where(invalid, np.nan, lon)
-    frame["lat"] = lat
-    frame["lon"] = lon
 
     loc = locator or StateLocator(snap_km=snap_km)
     state = loc.locate(lat, lon)
+    snapped = loc.snapped_
     has_point = ~missing & ~invalid
+    unplaced = np.flatnonzero(has_point & (state == ""))
+    swapped = np.zeros(len(frame), dtype=bool)
+    if len(unplaced):
+        sw_state = loc.locate(lon[unplaced], lat[unplaced])
+        hit = sw_state != ""
+        swapped[unplaced[hit]] = True
+        for i, code in zip(unplaced[hit], sw_state[hit]):
+            action = (f"swapped back (in {code})" if fix_swapped else
+                      f"coordinates set to NaN, user kept (swapped, the point is in {code}: set data.fix_swapped: true "
+                      "to swap them back)")
+            log.bad("swapped_coordinates", f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} is outside the US; {action}",
+                    kept=True)
+        if fix_swapped:
+            lat, lon = lat.copy(), lon.copy()
+            lat[swapped], lon[swapped] = lon[swapped].copy(), lat[swapped].copy()
+            state[swapped] = sw_state[hit]
+            snapped += loc.snapped_
+        else:
+            lat = np.where(swapped, np.nan, lat)
+            lon = np.where(swapped, np.nan, lon)
+            has_point &= ~swapped
+    frame["lat"] = lat
+    frame["lon"] = lon
     outside = has_point & (state == "")
     if outside.any() and outside_us == "fail":
         i = int(np.nonzero(outside)[0][0])
@@ -339,7 +374,8 @@ def add_labels(
         "outside_us": int(outside.sum()),
         "outside_us_policy": outside_us,
         "dropped_outside_us": dropped,
-        "snapped": int(loc.snapped_),
+        "snapped": int(snapped),
+        "swapped_coordinates": int(swapped.sum()),
         "snap_km": float(loc.snap_km),
         "by_region": {k: int(v) for k, v in frame.loc[labeled, "region"].value_counts().sort_index().items()},
         "by_state": {k: int(v) for k, v in frame.loc[labeled, "state"].value_counts().sort_index().items()},

@@ -9,6 +9,7 @@ with hashes, counts, skips by reason, wall time, versions) beside its outputs.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -59,7 +60,7 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
             docs, d.split, seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
             carve_from=tuple(d.carve_from), dev_label=d.carve_label, log=rlog,
         )
-        labelled = add_labels(docs, outside_us=d.outside_us, log=rlog)
+        labelled = add_labels(docs, outside_us=d.outside_us, log=rlog, fix_swapped=d.fix_swapped)
         docs, label_stats = labelled if isinstance(labelled, tuple) else (labelled, {})
     if docs.empty:
         raise DataError(f"no usable users in {', '.join(paths)} after cleaning; see the skip counts: {rlog.to_dict()['skipped_by_reason']}")
@@ -72,7 +73,11 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         "with_state": int((docs["state"] != "").sum()),
         "states": int(docs.loc[docs["state"] != "", "state"].nunique()),
     }
-    write_run_files(out, cfg, {
+    # The resolved config records the inputs actually read (--input overrides data.inputs), as
+    # absolute paths, so `geoae prepare -c DATA/config.json` repeats this run from any directory.
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.data.inputs = [str(Path(p).resolve()) for p in paths]
+    write_run_files(out, run_cfg, {
         "stage": "prepare",
         "inputs": [file_record(p) for p in paths],
         "counts": counts,
@@ -321,7 +326,8 @@ def train(
             pt_hist = list(pos.get("history", []))
     timings["pretrain_s"] = round(t.seconds, 3)
     if stage == "pretrain":
-        write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "timings": timings, "pretrain_history": pt_hist})
+        write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "inputs": [file_record(documents_path(data_dir))],
+                                   "timings": timings, "pretrain_history": pt_hist})
         log.info("pretraining done in %.1fs; continue with --stage finetune", t.seconds)
         return out
     # Fine-tune ``finetune.ensemble`` members, each from the pretrained weights (or, without

@@ -87,6 +87,9 @@ def pretrain(
     if resume is not None:
         pos = resume[0]["position"]
         start_layer, start_epoch, history = pos["layer"], pos["epoch"], list(pos.get("history", []))
+        if start_layer < len(model.layers):
+            log.info("resuming pretraining from %s: layer %d/%d, epoch %d/%d", ckpt_dir, start_layer + 1,
+                     len(model.layers), start_epoch + 1, cfg.pretrain.epochs)
     n_layers, epochs = len(model.layers), cfg.pretrain.epochs
     for k in range(start_layer, n_layers):
         layer = model.layers[k]

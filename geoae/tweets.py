@@ -991,6 +991,9 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
     split = np.full(n, "", dtype=object)
     if "split" in df.columns:
         s = df["split"].astype("str").fillna("").str.strip().str.lower()
+        aliased = s.isin(("validation", "val", "valid"))
+        if aliased.any():  # documented synonyms, not bad records; said once per chunk so nobody is surprised
+            log_.info("%s: %d rows with split validation/val/valid read as dev", path, int(aliased.sum()))
         s = s.replace({"validation": "dev", "val": "dev", "valid": "dev", "nan": ""})
         ok = s.isin(SPLITS + ("",)).to_numpy()
         for i in np.flatnonzero(~ok):

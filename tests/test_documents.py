@@ -190,6 +190,22 @@ def test_assign_splits_column_keeps_and_carves_dev_from_train():
     assert not other_seed["split"].equals(out["split"])
 
 
+def test_assign_splits_column_without_any_split_warns(caplog):
+    import logging
+
+    d = _docs(20)
+    d["split"] = ""
+    with caplog.at_level(logging.WARNING, logger="geoae"):
+        out = assign_splits(d, "column")
+    assert (out["split"] == "").all()
+    assert any("none of the 20 users has a split" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    d.loc[:4, "split"] = "train"
+    with caplog.at_level(logging.WARNING, logger="geoae"):
+        assign_splits(d, "column")
+    assert not caplog.records
+
+
 def test_assign_splits_carve_from_other_split_with_label():
     d = _docs(10, "dev")
     out = assign_splits(d, "column", dev_fraction=0.3, carve_from=("dev",), dev_label="val")

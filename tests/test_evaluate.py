@@ -245,11 +245,23 @@ def test_run_evaluate_with_fake_predictor(tmp_path):
 
 def test_cli_parses_and_runs(tmp_path, monkeypatch, capsys):
     d = _documents(tmp_path)
+    from types import SimpleNamespace
+
+    from geoae.config import Config
+
+    cfg = Config()
+    cfg.finetune.epochs = 3
+
+    def load(path):
+        pred = FakePredictor()
+        pred.artifact = SimpleNamespace(config=cfg, meta={})  # provenance takes the artifact's config
+        return pred
+
     fake = types.ModuleType("geoae.predict")
-    fake.load_predictor = lambda path: FakePredictor()
+    fake.load_predictor = load
     monkeypatch.setitem(sys.modules, "geoae.predict", fake)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text('{"seed": 3}')
+    (tmp_path / "model" / "config.json").write_text('{"seed": 3}')  # not the model's config: ignored
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out",
@@ -257,7 +269,7 @@ def test_cli_parses_and_runs(tmp_path, monkeypatch, capsys):
     assert args.func(args) == 0
     assert "report:" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
-    assert metrics["provenance"]["config"] == {"seed": 3}
+    assert metrics["provenance"]["config"] == cfg.to_dict() and metrics["provenance"]["config"]["finetune"]["epochs"] == 3
     with pytest.raises(DataError):
         args = parser.parse_args(["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "x")])
         args.func(args)
@@ -369,3 +381,20 @@ def test_scoring_a_training_split_is_flagged_in_the_report(tmp_path):
     notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
     assert any("trained or tuned on" in n for n in notes), notes
     assert "trained or tuned on" in paths["report.md"].read_text()
+
+
+def test_a_transductive_model_scored_on_its_unlabelled_split_gets_a_note(tmp_path):
+    from types import SimpleNamespace
+
+    from geoae.config import Config
+
+    d = _documents(tmp_path)
+    for unlabelled, expect in (([], False), (["test"], True)):
+        cfg = Config()
+        cfg.data.unlabelled_splits = unlabelled
+        pred = FakePredictor()
+        pred.artifact = SimpleNamespace(meta={}, config=cfg)
+        paths = run_evaluate(None, d, tmp_path / f"rep{int(expect)}", baselines=False, predictor=pred, model_name="fake")
+        notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
+        assert any(n.startswith("transductive") for n in notes) == expect, notes
+        assert ("idf and pretraining also used the text" in paths["report.md"].read_text()) == expect

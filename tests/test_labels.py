@@ -128,6 +128,35 @@ def test_add_labels_bad_record_fail_policy():
     assert stats["dropped_outside_us"] == 1
 
 
+@pytest.mark.parametrize("fix", [False, True])
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+def test_null_island_and_in_range_swaps_never_become_training_points(fix, policy):
+    # (0, 0) is a placeholder; (-73.9, 40.7) is New York swapped (valid degrees, near Antarctica),
+    # which the readers' |lat| > 90 test cannot see. Neither may reach training as a point.
+    docs = pd.DataFrame({"user_id": ["null", "nyc_swapped", "atl_swapped", "paris", "ny"],
+                         "lat": [0.0, -73.9465, -84.39, 48.85, 40.81],
+                         "lon": [0.0, 40.8116, 33.75, 2.35, -73.95]})
+    rl = RecordLog(policy="skip", source="docs")
+    frame, stats = add_labels(docs, outside_us=policy, log=rl, fix_swapped=fix)
+    f = frame.set_index("user_id")
+    assert np.isnan(f.loc["null", "lat"]) and f.loc["null", "state"] == ""
+    assert stats["invalid_coordinates"] == 1 and rl.kept["invalid_coordinates"] == 1
+    assert "placeholder" in rl.examples["invalid_coordinates"][0]
+    assert stats["swapped_coordinates"] == 2 and rl.kept["swapped_coordinates"] == 2
+    if fix:
+        assert f.loc["nyc_swapped", "state"] == "NY" and f.loc["atl_swapped", "state"] == "GA"
+        assert (f.loc["nyc_swapped", "lat"], f.loc["nyc_swapped", "lon"]) == (40.8116, -73.9465)
+        assert "swapped back" in rl.examples["swapped_coordinates"][0]
+    else:
+        assert np.isnan(f.loc[["nyc_swapped", "atl_swapped"], "lat"]).all()
+        assert "fix_swapped" in rl.examples["swapped_coordinates"][0]
+    # a real point abroad is outside the US, not a swap
+    assert stats["outside_us"] == 1 and ("paris" in f.index) == (policy == "keep")
+    assert f.loc["ny", "state"] == "NY" and stats["labeled"] == (3 if fix else 1)
+    with pytest.raises(DataError, match="swapped_coordinates|invalid_coordinates"):
+        add_labels(docs, outside_us=policy, log=RecordLog(policy="fail"), fix_swapped=fix)
+
+
 def _read_eisenstein(path: Path) -> pd.DataFrame:
     # the city column holds unquoted commas ("Pike Creek, Delaware"): split on the first 4
     lines = path.read_text(encoding="utf-8-sig").splitlines()

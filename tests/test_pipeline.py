@@ -68,7 +68,10 @@ def test_resolved_config_is_written(run):
     expected = load_config(REPO / "configs" / "default.yaml", TINY).to_dict()
     for sub in ("data", "train"):
         cfg = json.loads((run / sub / "config.json").read_text())
-        assert cfg == expected, sub
+        # prepare's config records the --input it read (absolute), so it can be re-run from config.json
+        want_inputs = [str((run / "tweets.jsonl").resolve())] if sub == "data" else []
+        assert cfg["data"].pop("inputs") == want_inputs, sub
+        assert cfg == {**expected, "data": {k: v for k, v in expected["data"].items() if k != "inputs"}}, sub
         assert cfg["model"]["hidden"] == [16, 8, 4]
         assert cfg["data"]["split"] == "random"
         # resolved: defaults filled in
@@ -244,7 +247,14 @@ def test_without_c_every_command_uses_configs_default_yaml_from_any_directory(tm
     monkeypatch.chdir(tmp_path)  # not the repository root
     with caplog.at_level(logging.INFO, logger="geoae"):
         assert main(["-q", "prepare", "-i", str(corpus), "-o", str(tmp_path / "data")]) == 0
-    assert json.loads((tmp_path / "data" / "config.json").read_text()) == load_config(REPO / "configs" / "default.yaml").to_dict()
+    expected = load_config(REPO / "configs" / "default.yaml").to_dict()
+    expected["data"]["inputs"] = [str(corpus.resolve())]
+    assert json.loads((tmp_path / "data" / "config.json").read_text()) == expected
+    # ... so the saved config alone repeats the run (no -i), from another directory too
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["-q", "prepare", "-c", str(tmp_path / "data" / "config.json"), "-o", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "documents.parquet").read_bytes() == (tmp_path / "data" / "documents.parquet").read_bytes()
     assert any("config: the default config" in r.getMessage() and "default.yaml" in r.getMessage() for r in caplog.records)
 
 

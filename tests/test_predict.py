@@ -499,3 +499,32 @@ def test_a_pipe_input_and_a_top_k_below_one_are_clear_errors(model, users_file, 
     assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "b.csv"),
                  "--top-k", "0"]) == 2
     assert "--top-k must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_a_users_output_does_not_depend_on_the_chunk_it_came_in(model, tmp_path, half):
+    # Without the row padding of predict_arrays, a chunk of 7 and one of 1,000 rounded some users'
+    # probabilities differently in the last float32 bit (the CPU kernels treat ragged row blocks
+    # their own way), so outputs differed with --chunksize.
+    src = write_users(tmp_path / "users.txt", n_users=150)
+    outs = []
+    for chunk in ("1", "7", "64", "100", "1000"):
+        out = tmp_path / f"pred{chunk}.csv"
+        assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(out), "--chunksize", chunk,
+                     *(["--half"] if half else [])]) == 0
+        outs.append(out.read_bytes())
+    assert all(o == outs[0] for o in outs[1:])
+
+
+def test_row_padding_keeps_rows_and_values():
+    import scipy.sparse as sp
+
+    from geoae.finetune import _pad_rows
+
+    X = sp.random(10, 6, density=0.4, format="csr", random_state=0, dtype=np.float32)
+    P = _pad_rows(X, 64)
+    assert P.shape == (64, 6) and P.nnz == X.nnz
+    assert (P[:10] != X).nnz == 0 and P[10:].nnz == 0
+    assert _pad_rows(X[:0], 64).shape == (0, 6)
+    D = _pad_rows(X.toarray(), 8)
+    assert D.shape == (16, 6) and np.array_equal(D[:10], X.toarray()) and not D[10:].any()

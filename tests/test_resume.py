@@ -92,15 +92,21 @@ def kill_at(stage: str, layer: int, epoch: int):
     ],
     ids=["pretrain-l2e1", "pretrain-layer-end", "finetune-e2", "finetune-redo", "pretrain-redo"],
 )
-def test_killed_then_resumed_equals_uninterrupted(where, extra, data, reference, tmp_path):
+def test_killed_then_resumed_equals_uninterrupted(where, extra, data, reference, tmp_path, caplog):
+    import logging
+
     c = cfg(*extra)
     hook = kill_at(*where)
     with pytest.raises(KeyboardInterrupt):
         train(c, data, tmp_path, on_epoch_end=hook)
     assert hook.seen[-1] == where
     assert not (tmp_path / "model").exists()
-    model_dir = train(c, data, tmp_path, resume=True)
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        model_dir = train(c, data, tmp_path, resume=True)
     assert_same_weights(reference, model_dir)
+    # the resumed run says where it picks up
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming")]
+    assert said and said[0].startswith({"pretrain": "resuming pretraining", "finetune": "resuming fine-tuning"}[where[0]]), said
 
 
 def test_kill_between_checkpoint_writes_resumes_from_previous_checkpoint(data, reference, tmp_path, monkeypatch):
@@ -127,6 +133,7 @@ def test_stage_pretrain_then_finetune_equals_all(data, reference, tmp_path):
     assert not (tmp_path / "model").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "train:pretrain"
+    assert manifest["inputs"][0]["path"].endswith("documents.parquet") and len(manifest["inputs"][0]["sha256"]) == 64
     model_dir = train(cfg(), data, tmp_path, stage="finetune")
     assert_same_weights(reference, model_dir)
 
