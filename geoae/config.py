@@ -376,6 +376,10 @@ def config_from_dict(raw: dict | None) -> Config:
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     """Apply a ``section.key=value`` override (value parsed as YAML) to a raw mapping."""
+    if "[" in dotted:  # the validation messages say model.noise[0].level, which reads like a settable path
+        section = dotted.split("[", 1)[0]
+        raise ConfigError(f"--set {dotted}: list items cannot be set one by one; give the whole list, e.g. "
+                          f"--set '{section}=[...]' (YAML, as in the config file)")
     parts = dotted.split(".")
     node = raw
     for p in parts[:-1]:

@@ -419,6 +419,18 @@ PREPARE_KEYS = ("split", "dev_fraction", "test_fraction", "carve_from", "carve_l
                 "outside_us", "min_tweets", "seed")
 
 
+def _acting_prepare_keys(d: dict) -> set[str]:
+    """The PREPARE_KEYS that change what ``prepare`` writes under the data settings ``d``: the seed
+    and the carve-out settings do nothing when no users are drawn at random (the ``random`` rule
+    ignores ``carve_*``; the other rules use them, and the seed, only to carve fractions)."""
+    keys = set(PREPARE_KEYS)
+    if d.get("split") == "random":
+        return keys - {"carve_from", "carve_label"}
+    if not (d.get("dev_fraction") or d.get("test_fraction")):
+        keys -= {"seed", "carve_from", "carve_label"}
+    return keys
+
+
 def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
     """Refuse to train with data.* settings other than those ``data_dir`` was prepared with.
 
@@ -435,8 +447,9 @@ def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
                         "config's", saved, data_dir)
         return
     mine = cfg.to_dict()["data"]
+    acting = _acting_prepare_keys(prepared) | _acting_prepare_keys(mine)
     diff = [f"data.{k}: {json.dumps(prepared[k])} there, {json.dumps(mine[k])} here"
-            for k in PREPARE_KEYS if k in prepared and prepared[k] != mine[k]]
+            for k in PREPARE_KEYS if k in acting and k in prepared and prepared[k] != mine[k]]
     if diff:
         raise GeoaeError(
             f"{data_dir} was prepared with other data settings than {label} ({'; '.join(diff)}); these act in "

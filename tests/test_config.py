@@ -135,6 +135,10 @@ def test_set_errors_name_the_override_not_the_file(tmp_path):
     assert msg.startswith("--set model.hidden=[512,256]: model.noise") and "default.yaml" not in msg
     fix = msg.split("--set '", 1)[1].split("'", 1)[0]
     assert load_config(DEFAULT_CONFIG, ["model.hidden=[512,256]", fix]).model.hidden == [512, 256]
+    # Indexed keys (as the validation messages spell them) are not settable: say so, with the fix.
+    with pytest.raises(ConfigError, match=r"--set model\.noise\[0\]\.level: list items cannot be set one by one; "
+                                          r"give the whole list, e\.g\. --set 'model\.noise=\[\.\.\.\]'"):
+        load_config(DEFAULT_CONFIG, ["model.noise[0].level=0.5"])
     # A file that is invalid on its own is still blamed, even with overrides.
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  hiden: [4]\n")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from geoae.cli import main
+from geoae.errors import GeoaeError
 from tests.tiny_run import TINY, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,6 +281,16 @@ def test_train_refuses_data_settings_other_than_the_data_was_prepared_with(tmp_p
     check_prepared_with(load_config(tmp_path / "data" / "config.json"), tmp_path / "data", "it")
     check_prepared_with(load_config(REPO / "configs" / "default.yaml", ["data.split=column", "finetune.epochs=1"]),
                         tmp_path / "data", "it")
+    # Settings that did nothing in prepare are not held against train: without a carve-out the
+    # column rule draws nothing at random, so the seed (and carve_*) cannot have mattered.
+    cfg["data"].update(dev_fraction=0.0, test_fraction=0.0, seed=0)
+    (tmp_path / "data" / "config.json").write_text(json.dumps(cfg))
+    quiet = ["data.split=column", "data.dev_fraction=0", "data.test_fraction=0"]
+    check_prepared_with(load_config(REPO / "configs" / "default.yaml", [*quiet, "data.seed=1", "data.carve_label=val"]),
+                        tmp_path / "data", "it")
+    with pytest.raises(GeoaeError, match="data.dev_fraction"):
+        check_prepared_with(load_config(REPO / "configs" / "default.yaml", ["data.split=column", "data.seed=1"]),
+                            tmp_path / "data", "it")
 
 
 @pytest.mark.parametrize("argv, says", [
