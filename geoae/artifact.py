@@ -169,11 +169,15 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
 
     dev = torch_device(device)  # before any file is read: an unusable device is the user's first problem
     d = Path(model_dir)
+    if d.is_file() and d.name == INDEX:  # the index file named instead of its directory: what was meant
+        d = d.parent
     if not d.is_dir():
         raise ArtifactError(f"model directory not found: {d}")
     ip = d / INDEX
     if not ip.is_file():
-        raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory (train one with `geoae train`)")
+        hint = (f"; did you mean {d / 'model'}? (`geoae train -o {d}` writes the model there)"
+                if (d / "model" / INDEX).is_file() else " (train one with `geoae train`)")
+        raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory{hint}")
     try:
         idx = json.loads(ip.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -13,7 +13,9 @@ import contextlib
 import importlib
 import io
 import logging
+import signal
 import sys
+import threading
 
 from geoae import __version__
 from geoae.errors import GeoaeError
@@ -82,8 +84,21 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger("geoae").setLevel(logging.DEBUG)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what batch schedulers and ``kill`` send), raised where Python is running so the
+    command unwinds as on Ctrl-C: reader and worker processes are stopped, partial output named."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch and the stage modules: a second or two
+    except KeyboardInterrupt:
+        print("geoae: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.error(f"a command is required: one of {', '.join(parser.commands)}"
@@ -94,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     # -q also silences what the command prints on success (its progress bars follow the log
     # level); errors still reach stderr below.
     quiet = contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext()
+    # Without this, SIGTERM kills the process on the spot: no cleanup, and the reader or worker
+    # processes of `predict` are left running. (Only the main thread may set handlers.)
+    on_term = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_term else None
     try:
         with quiet:
             return int(args.func(args) or 0)
@@ -104,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         hint = (" (the checkpoint keeps every finished epoch: rerun the same command to resume)"
                 if args.command in ("train", "demo") else "")
-        print(f"geoae {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"geoae {args.command}: {what}{hint}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if on_term:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

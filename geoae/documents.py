@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,28 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def read_documents_into(q, paths: list[str], fmt: str, chunksize: int, policy: str) -> None:
+def die_with_parent() -> None:
+    """In a child process: have Linux send it SIGTERM when its parent dies, however the parent dies
+    (even SIGKILL), so a reader or worker never lingers blocked on a queue nobody reads. A no-op
+    where ``prctl`` is unavailable."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call: nobody will send the signal
+        os._exit(1)
+
+
+def read_documents_into(q, paths: list[str], fmt: str, chunksize: int, policy: str,
+                        columns: dict[str, str] | None = None) -> None:
     """Body of a reader *process*: ``iter_documents`` chunks into the queue ``q``, then its log.
 
     Messages: ``("chunk", frame)``, then ``("done", (RecordLog, peak RSS MB))`` or
@@ -300,9 +322,10 @@ def read_documents_into(q, paths: list[str], fmt: str, chunksize: int, policy: s
     ``RUSAGE_CHILDREN`` cannot tell it, since Linux counts a forked child's pages before ``exec``.
     Lives here, not in ``predict``, so a spawned child imports pandas but not torch.
     """
+    die_with_parent()
     log = RecordLog(policy=policy)
     try:
-        for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log):
+        for docs in iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log, columns=columns):
             q.put(("chunk", docs))
         q.put(("done", (log, _peak_rss_mb())))
     except BaseException as e:  # every failure is handed to the parent, which raises it

@@ -470,6 +470,12 @@ def run_evaluate(
         raise GeoaeError(f"--headline {headline} conflicts with --point {point}: only the {point} point is scored, so "
                          f"it is the headline; use --point all (or --point {headline}) to headline the {headline} "
                          "point, or drop --headline")
+    out = Path(out_dir).resolve()
+    if model_dir is not None and Path(model_dir).is_dir():
+        # The report's CSVs and figures would land among the model's files, which are shipped as a unit.
+        m = Path(model_dir).resolve()
+        if out == m or m in out.parents:
+            raise GeoaeError(f"--out {out_dir} is inside the model directory {model_dir}; give the report its own directory")
     docs, doc_path = load_documents(data_dir)
     ev = docs[docs["split"].astype(str) == split].reset_index(drop=True)
     if ev.empty:

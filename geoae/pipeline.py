@@ -85,7 +85,10 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         "bad_records": rlog.to_dict(),
         "wall_seconds": round(t.seconds, 3),
     })
-    log.info("prepared %d users (%s) in %.1fs; skipped %d records", len(docs), counts["by_split"], t.seconds, rlog.total)
+    log.info("prepared %d users (%s) in %.1fs; %d bad records", len(docs), counts["by_split"], t.seconds, rlog.total)
+    dropped = rlog.counts - rlog.kept
+    if dropped:  # a warning, so -q still says it
+        log.warning("%d bad records dropped %s (examples in %s)", sum(dropped.values()), dict(dropped), out / "manifest.json")
     return docs
 
 

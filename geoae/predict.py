@@ -80,6 +80,8 @@ class Predictor:
         artifact.model.first_layer_dtype = torch.float16 if half else torch.float32
         self.classes_ = list(artifact.classes)
         self.top_k = max(1, min(top_k, len(self.classes_)))
+        if top_k > self.top_k:
+            log.info("--top-k %d: the model knows %d states, so top_states lists %d", top_k, len(self.classes_), self.top_k)
         self.batch_size = batch_size
         self.device = next(artifact.model.parameters()).device
         self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
@@ -336,7 +338,8 @@ def prefetch_chunks(chunks: Iterable[pd.DataFrame], depth: int = 2) -> Iterable[
 
 
 def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLog,
-                       depth: int = 2, stats: dict | None = None) -> Iterable[pd.DataFrame]:
+                       depth: int = 2, stats: dict | None = None,
+                       columns: dict[str, str] | None = None) -> Iterable[pd.DataFrame]:
     """``iter_documents`` in a separate reader *process*, chunks handed over through a bounded queue.
 
     Why a process and not ``prefetch_chunks``' thread: reading (decoding, splitting, grouping)
@@ -354,7 +357,7 @@ def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLo
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue(maxsize=depth)
-    proc = ctx.Process(target=read_documents_into, args=(q, list(paths), fmt, chunksize, log.policy),
+    proc = ctx.Process(target=read_documents_into, args=(q, list(paths), fmt, chunksize, log.policy, columns),
                        name="geoae-read", daemon=True)
     proc.start()
     try:
@@ -422,7 +425,8 @@ def _size(path: str) -> int:
 
 
 def document_chunks(paths: list[str], fmt: str, chunksize: int, log: RecordLog, reader: str = "thread",
-                    stats: dict | None = None) -> tuple[Iterable[pd.DataFrame], str]:
+                    stats: dict | None = None,
+                    columns: dict[str, str] | None = None) -> tuple[Iterable[pd.DataFrame], str]:
     """Chunks of user documents from ``paths``, read as ``reader`` says (see ``predict_files``);
     returns them and the reader actually used (``auto`` resolved by the inputs' total size)."""
     from geoae.documents import iter_documents
@@ -430,9 +434,9 @@ def document_chunks(paths: list[str], fmt: str, chunksize: int, log: RecordLog, 
     if reader == "auto":
         reader = "process" if sum(_size(p) for p in paths) >= PROCESS_READER_MIN_BYTES else "thread"
     if reader == "process":
-        return read_ahead_process(paths, fmt, chunksize, log, stats=stats), reader
+        return read_ahead_process(paths, fmt, chunksize, log, stats=stats, columns=columns), reader
     if reader == "thread":
-        return prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log)), reader
+        return prefetch_chunks(iter_documents(paths, fmt=fmt, chunksize=chunksize, log=log, columns=columns)), reader
     raise GeoaeError(f"--reader must be auto, process or thread; got {reader!r}")
 
 
@@ -444,7 +448,9 @@ _WORKER: dict = {}
 def _worker_init(model_dir: str, top_k: int, half: bool, threads: int) -> None:
     """Set up one prediction worker process: its thread counts, and the model loaded once."""
     import geoae.features
+    from geoae.documents import die_with_parent
 
+    die_with_parent()
     torch.set_num_threads(threads)
     geoae.features.FASTCOUNT_THREADS = threads  # the compiled tokenizer's threads, as torch's
     gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])  # see predict_files
@@ -486,6 +492,7 @@ def predict_files(
     reader: str = "thread",
     half: bool = False,
     workers: int = 1,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Stream ``inputs`` through the model into ``output``; returns the run summary (also logged).
 
@@ -511,6 +518,9 @@ def predict_files(
     ofmt = output_format(out_path, output_format_name)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise GeoaeError(f"--top-k must be a whole number >= 1; got {top_k!r}")
+    if output_format_name and Path(out_path).suffix.lower().lstrip(".") in ("csv", "jsonl", "json", "parquet", "pq") \
+            and OUT_FORMATS["." + Path(out_path).suffix.lower().lstrip(".")] != ofmt:
+        log.warning("--output-format %s writes %s into %s, whose suffix says otherwise", ofmt, ofmt.upper(), out_path)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
     if workers > 1 and device != "cpu":
@@ -561,7 +571,7 @@ def predict_files(
         emit(pred)
 
     try:
-        chunks, reader = document_chunks(paths, fmt, chunksize, rlog, reader, reader_stats)
+        chunks, reader = document_chunks(paths, fmt, chunksize, rlog, reader, reader_stats, columns)
         if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -610,9 +620,48 @@ def predict_files(
         "workers": workers,
         **reader_stats,
     }
-    log.info("predict: %d users in, %d rows out, %d bad records skipped %s, %.1f users/s",
-             users_in, rows_out, rlog.total, dict(rlog.counts), summary["users_per_second"] or 0)
+    log.info("predict: %d users in, %d rows out, %d bad records (%d dropped, %d kept) %s, %.1f users/s",
+             users_in, rows_out, rlog.total, rlog.total - rlog.kept_total, rlog.kept_total, dict(rlog.counts),
+             summary["users_per_second"] or 0)
+    warn_about_records(rlog)
     return summary
+
+
+def warn_about_records(rlog: RecordLog) -> None:
+    """What a labelling job must not miss goes out as warnings, which ``-q`` keeps: records
+    dropped, a truncated input, and users split over several output rows."""
+    dropped = rlog.counts - rlog.kept
+    if dropped:
+        log.warning("%d bad records dropped %s (examples: --summary's records_skipped)", sum(dropped.values()),
+                    dict(dropped))
+    if rlog.counts.get("truncated_file"):
+        log.warning("an input ends early (truncated_file): the users up to the cut are predicted, the last one "
+                    "possibly from part of its tweets; %s", rlog.examples.get("truncated_file", [""])[0])
+    if rlog.counts.get("user_not_contiguous"):
+        log.warning("%d times a user reappeared after other users (the input is not grouped by user, or a user is "
+                    "in several files): such a user has one output row per run of their tweets, which may disagree; "
+                    "sort the input by user id, or merge with `geoae prepare` first", rlog.counts["user_not_contiguous"])
+
+
+TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
+
+
+def parse_columns(spec: str | None) -> dict[str, str] | None:
+    """``--columns author_id=user_id,tweet=text`` as the readers' ``columns`` mapping."""
+    if spec is None:
+        return None
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, target = (x.strip() for x in part.partition("="))
+        if not sep or not name or target not in TABLE_COLUMNS:
+            raise GeoaeError(f"--columns {spec!r}: each item is FILE_COLUMN=TARGET with TARGET one of "
+                             f"{', '.join(TABLE_COLUMNS)}; got {part!r}")
+        if name in out:
+            raise GeoaeError(f"--columns {spec!r}: {name!r} is given twice")
+        out[name] = target
+    if not out:
+        raise GeoaeError(f"--columns {spec!r}: nothing to map; e.g. --columns author_id=user_id,tweet=text")
+    return out
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -625,7 +674,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
         chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,
-        reader=args.reader, half=args.half, workers=args.workers,
+        reader=args.reader, half=args.half, workers=args.workers, columns=parse_columns(args.columns),
     )
     if args.summary:
         from geoae.manifest import write_json
@@ -661,5 +710,8 @@ def add_cli(sub) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="score chunks in this many worker processes (CPU; each loads the model; output order "
                         "kept): for machines with more than two cores, see BENCHMARKS.md")
+    p.add_argument("--columns", metavar="NAME=COLUMN[,...]",
+                   help="CSV/TSV/Parquet: which of the file's columns hold what, e.g. author_id=user_id,tweet=text "
+                        f"(targets: {', '.join(TABLE_COLUMNS)}); without it the header must use those names")
     p.add_argument("--summary", help="also write the run summary as JSON here")
     p.set_defaults(func=_cmd_predict)

@@ -352,3 +352,15 @@ def test_malformed_fields_are_artifact_errors(model_dir, meta):
     _write_index(model_dir, idx)
     with pytest.raises(ArtifactError, match="malformed field"):
         load_artifact(model_dir)
+
+
+def test_pointing_at_the_index_file_or_the_train_directory(model_dir, tmp_path):
+    from geoae.artifact import INDEX
+
+    assert load_artifact(Path(model_dir) / INDEX).classes  # the index file: its directory is meant
+    train_dir = tmp_path / "train"
+    (train_dir / "model").mkdir(parents=True)
+    for p in Path(model_dir).iterdir():
+        (train_dir / "model" / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(ArtifactError, match=r"did you mean .*train/model"):
+        load_artifact(train_dir)

@@ -103,3 +103,60 @@ def test_a_refused_train_leaves_no_output_directory(tmp_path, capsys):
     assert main(["-q", "train", "-d", str(tmp_path / "no_data"), "-o", str(tmp_path / "t")]) == 2
     assert "geoae prepare" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_sigterm_unwinds_like_ctrl_c(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    import geoae.predict
+
+    def fake_predict(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in here
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(geoae.predict, "_cmd_predict", fake_predict)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 143
+    assert capsys.readouterr().err.strip() == "geoae predict: terminated (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for whoever called main()
+
+
+def test_a_child_process_dies_with_its_parent(tmp_path):
+    # The parent exits abruptly (no cleanup, as under SIGKILL); its reader/worker children must not linger.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from geoae.documents import die_with_parent\n"
+        "def child():\n"
+        "    die_with_parent()\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=child, daemon=True)\n"
+        "    p.start()\n"
+        "    time.sleep(3)\n"
+        "    print(p.pid, flush=True)\n"
+        "    os._exit(0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    pid = int(out.stdout.strip())
+
+    def alive() -> bool:  # a zombie nobody reaps (PID 1 in some containers) has ended too
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    for _ in range(50):
+        if not alive():
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    raise AssertionError("the child outlived its parent")

@@ -398,3 +398,17 @@ def test_a_transductive_model_scored_on_its_unlabelled_split_gets_a_note(tmp_pat
         notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
         assert any(n.startswith("transductive") for n in notes) == expect, notes
         assert ("idf and pretraining also used the text" in paths["report.md"].read_text()) == expect
+
+
+def test_report_directory_inside_the_model_directory_is_refused(tmp_path, monkeypatch, capsys):
+    import geoae.predict
+    from geoae.cli import main
+
+    d = _documents(tmp_path)
+    monkeypatch.setattr(geoae.predict, "load_predictor", lambda path: FakePredictor())
+    (tmp_path / "model").mkdir()
+    for out in (tmp_path / "model", tmp_path / "model" / "report"):
+        assert main(["-q", "evaluate", "--model", str(tmp_path / "model"), "--data", str(d), "--out", str(out),
+                     "--no-baselines"]) == 2
+        assert "inside the model directory" in capsys.readouterr().err
+    assert list((tmp_path / "model").iterdir()) == []

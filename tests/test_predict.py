@@ -528,3 +528,46 @@ def test_row_padding_keeps_rows_and_values():
     assert _pad_rows(X[:0], 64).shape == (0, 6)
     D = _pad_rows(X.toarray(), 8)
     assert D.shape == (16, 6) and np.array_equal(D[:10], X.toarray()) and not D[10:].any()
+
+
+def test_what_a_labelling_job_must_not_miss_is_a_warning_that_survives_quiet(model, tmp_path, capsys, caplog):
+    import logging
+
+    src = write_corpus(tmp_path / "tweets.jsonl", n_users=12, seed=3)
+    lines = src.read_text().splitlines()
+    rng = np.random.default_rng(0)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join([lines[i] for i in rng.permutation(len(lines))] + ["{not json"]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="geoae"):
+        assert main(["-q", "predict", "-m", str(model), "-i", str(shuffled), "-o", str(tmp_path / "p.csv")]) == 0
+    assert capsys.readouterr().out == ""
+    said = " | ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert "1 bad records dropped {'malformed_json': 1}" in said
+    assert "reappeared after other users" in said and "sort the input by user id" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoae"):
+        assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(tmp_path / "ok.csv")]) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a clean input stays silent
+
+
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_columns_option_maps_a_files_own_column_names(model, tmp_path, reader):
+    rows = [("u1", "knicks bodega subway", 40.7, -74.0), ("u2", "lakers tacos hollywood", 34.0, -118.2)]
+    std = tmp_path / "std.csv"
+    pd.DataFrame(rows, columns=["user_id", "text", "lat", "lon"]).to_csv(std, index=False)
+    own = tmp_path / "own.csv"
+    pd.DataFrame(rows, columns=["author_id", "tweet", "lat", "lon"]).to_csv(own, index=False)
+    assert main(["-q", "predict", "-m", str(model), "-i", str(std), "-o", str(tmp_path / "a.csv")]) == 0
+    assert main(["-q", "predict", "-m", str(model), "-i", str(own), "-o", str(tmp_path / "b.csv"), "--reader", reader,
+                 "--columns", "author_id=user_id, tweet=text"]) == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+@pytest.mark.parametrize("spec, says", [("author_id", "FILE_COLUMN=TARGET"), ("a=userid", "TARGET one of"),
+                                        ("a=user_id,a=text", "given twice"), (",", "nothing to map")])
+def test_bad_columns_option_is_one_clear_line(model, users_file, tmp_path, capsys, spec, says):
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "p.csv"),
+                 "--columns", spec]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
