@@ -727,3 +727,166 @@ def test_fail_policy_message_says_the_run_stopped_not_what_skip_would_do(tmp_pat
     with pytest.raises(DataError, match=r"t\.csv:2: missing_user") as e:
         read_tweets(p, log=RecordLog(policy="fail"))
     assert "drops them" in str(e.value)
+
+
+# --------------------------------------------------------------------------- review: quotes, JSON arrays, ids, columns
+
+
+_SWALLOW_ROWS = ['u1\t"lakers tonight in hollywood', "u1\tdodgers game", "u2\tyankees bronx subway",
+                 'u2\tknicks" at msg', "u3\tcubs wrigley"]
+
+
+@pytest.mark.parametrize("sep", ["\t", ","])
+def test_unbalanced_quote_swallowing_rows_is_counted_not_merged(tmp_path, sep):
+    p = tmp_path / ("t.tsv" if sep == "\t" else "t.csv")
+    p.write_text(f"user_id{sep}text\n" + "".join(r.replace("\t", sep) + "\n" for r in _SWALLOW_ROWS) + f"u4{sep}x\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    # the quoted row and the 3 lines it swallowed are counted, each at its physical line
+    assert log.counts == {"malformed_line": 4}
+    assert log.examples["malformed_line"][0].startswith(f"{p}:2: ")
+    assert "unbalanced quote" in log.examples["malformed_line"][0] and "3 following line(s) 3-5" in \
+        log.examples["malformed_line"][0]
+    assert df["user_id"].tolist() == ["u3", "u4"] and df["line"].tolist() == [6, 7]
+    with pytest.raises(DataError, match=r":2: .*unbalanced quote"):
+        read_tweets(p, log=RecordLog(policy="fail"))
+
+
+def test_unbalanced_quote_never_closed_says_so(tmp_path):
+    p = tmp_path / "t.tsv"
+    p.write_text('user_id\ttext\nu1\t"lakers tonight\nu2\tknicks\n')
+    with pytest.raises(DataError, match="never closes"):
+        read_tweets(p)
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_quoted_multiline_fields_still_read_with_physical_lines(tmp_path, sep):
+    texts = ["hello\nwell, that was fun, ok", "lol\nwow, amazing", 'he said "hi",\n3 times', "plain"]
+    src = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "text": texts,
+                        "lat": ["40.7", "", "41.0", "42"], "lon": ["-74", "", "-87.6", "-71"]})
+    p = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    src.to_csv(p, index=False, sep=sep)
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert not log.counts
+    assert df["text"].tolist() == texts and df["line"].tolist() == [2, 4, 6, 8]
+    # a malformed row after multi-line fields is reported at its physical line
+    with open(p, "a") as f:
+        f.write(sep.join(["u5", "a", "1", "2", "extra"]) + "\nu6" + sep + "b" + sep + sep + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts == {"malformed_line": 1} and log.examples["malformed_line"][0].startswith(f"{p}:9: ")
+    assert df["line"].tolist() == [2, 4, 6, 8, 10]
+
+
+def test_json_array_one_object_per_line_reads_every_tweet(tmp_path):
+    objs = [json.dumps({"user": {"id_str": str(i)}, "text": f"t{i}"}) for i in range(4)]
+    p = tmp_path / "a.json"
+    p.write_text("[\n" + ",\n".join(objs) + "\n ]\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["0", "1", "2", "3"] and df["line"].tolist() == [2, 3, 4, 5]
+    assert not log.counts
+
+
+def test_pretty_printed_json_is_a_clear_error(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps([{"user": {"id_str": "1"}, "text": "a"}], indent=2) + "\n")
+    with pytest.raises(DataError, match=r"multi-line .*not supported.*jq -c '\.\[\]'"):
+        read_tweets(p)
+    p.write_text(json.dumps({"user": {"id_str": "1"}, "text": "a"}, indent=2) + "\n")
+    with pytest.raises(DataError, match=r"multi-line .*jq -c \."):
+        read_tweets(p)
+
+
+def test_json_array_of_non_objects_is_one_bad_record(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"user": {"id_str": "1"}, "text": "a"}\n[1,2,3]\n{"data": [4, 5]}\n7\n')
+    log = skip_log()
+    read_tweets(p, log=log)
+    assert log.counts == {"malformed_json": 3}
+    assert "array holding 3 non-object(s) (int)" in log.examples["malformed_json"][0]
+    assert "got int;" in log.examples["malformed_json"][2]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_user_ids_are_not_stripped(tmp_path, fmt):
+    ids = ["a", " a", "a ", "\ta"]
+    if fmt == "csv":
+        p = tmp_path / "t.csv"
+        pd.DataFrame({"user_id": ids + ["  "], "text": ["x"] * 5}).to_csv(p, index=False)
+    elif fmt == "jsonl":
+        p = tmp_path / "t.jsonl"
+        p.write_text("".join(json.dumps({"user": {"id_str": u}, "text": "x"}) + "\n" for u in ids + ["  "]))
+    else:
+        p = tmp_path / "t.parquet"
+        pd.DataFrame({"user_id": ids + ["  "], "text": ["x"] * 5}).to_parquet(p)
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ids
+    assert log.counts == {"missing_user": 1} and "blank (whitespace only)" in log.examples["missing_user"][0]
+
+
+def test_geotext_and_rahimi_ids_still_stripped(geotext_file, tmp_path):
+    # their ids are fields of tab-separated lines: spaces around them are layout (as before)
+    with open(geotext_file, "ab") as f:
+        f.write(geotext_line(" USER_b ", 40.2, -74.8, "again").encode("latin-1"))
+    df = read_tweets(geotext_file, user_info=False)
+    assert sorted(df["user_id"].unique()) == ["USER_a", "USER_b", "USER_c", "USER_d", "USER_e"]
+    p = tmp_path / "user_info.train"
+    p.write_text("USER_1\t40\t-75\ta ||| b\r\n USER_2 \t41\t-74\tc\r\n")
+    assert read_tweets(p)["user_id"].tolist() == ["USER_1", "USER_2"]
+
+
+def test_parquet_binary_columns_are_decoded_as_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([b"a", b"b", None], pa.binary()),
+                             "text": pa.array(["caf\u00e9".encode(), b"caf\xe9", b"x"], pa.binary()),
+                             "split": pa.array([b"train", b"dev", b"test"], pa.binary())}), p)
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["a", "b"] and df["text"].tolist() == ["caf\u00e9", "caf\u00e9"]
+    assert df["split"].tolist() == ["train", "dev"] and log.counts == {"missing_user": 1}
+
+
+def test_empty_json_user_id_is_reported_as_empty(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"user": {"id_str": ""}, "text": "a"}\n{"user": {"id_str": "", "id": 5}, "text": "b"}\n')
+    log = skip_log()
+    assert read_tweets(p, log=log)["user_id"].tolist() == ["5"]
+    assert log.examples["missing_user"][0].split(": ", 1)[1].startswith("user id is empty;")
+
+
+@pytest.mark.parametrize("name,data", [("h.csv", b"user_id,text\n"), ("h.jsonl", b"[\n]\n")])
+def test_header_only_file_among_others_is_counted_as_empty(tmp_path, name, data):
+    good = tmp_path / "g.csv"
+    good.write_text("user_id,text\nu1,a\n")
+    h = write_bytes(tmp_path / name, data)
+    log = skip_log()
+    assert read_tweets([good, h], log=log)["user_id"].tolist() == ["u1"]
+    assert log.counts == {"empty_file": 1} and log.examples["empty_file"][0].startswith(str(h))
+    with pytest.raises(DataError, match="a header, but no records"):
+        read_tweets(h)
+
+
+def test_table_column_names_match_up_to_case(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("User_ID, Text,LAT,Lon\nu1,a,40,-74\n")
+    df = read_tweets(p)
+    assert df["user_id"].tolist() == ["u1"] and df["text"].tolist() == ["a"] and df["lat"].tolist() == [40.0]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    q = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"USER_ID": pa.array([1234567890123456789, None], pa.int64()), "Text": ["x", "y"]}), q)
+    assert read_tweets(q, log=skip_log())["user_id"].tolist() == ["1234567890123456789"]
+
+
+def test_semicolon_separated_file_is_named_in_the_error(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id;text\nu1;a\n")
+    with pytest.raises(DataError, match="semicolon-separated"):
+        read_tweets(p)
