@@ -94,6 +94,11 @@ class RecordLog:
     def kept_total(self) -> int:
         return int(sum(self.kept.values()))
 
+    @property
+    def dropped(self) -> Counter:
+        """Bad records by reason that left the data (the counted ones that were not kept)."""
+        return self.counts - self.kept
+
     def summary(self) -> str:
         """``N bad records (D dropped, K kept: repaired or flagged) {reason: count}``."""
         return f"{self.total} bad records {breakdown(self.to_dict())}"

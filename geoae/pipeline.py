@@ -86,7 +86,7 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         "wall_seconds": round(t.seconds, 3),
     })
     log.info("prepared %d users (%s) in %.1fs; %d bad records", len(docs), counts["by_split"], t.seconds, rlog.total)
-    dropped = rlog.counts - rlog.kept
+    dropped = rlog.dropped
     if dropped:  # a warning, so -q still says it
         log.warning("%d bad records dropped %s (examples in %s)", sum(dropped.values()), dict(dropped), out / "manifest.json")
     return docs
@@ -236,6 +236,7 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     docs = load_documents(data_dir)
+    data_record = file_record(documents_path(data_dir))  # provenance of both the pretrain and the final manifest
     d = cfg.data
     tr = docs[docs["split"].isin(d.train_splits)].reset_index(drop=True)
     dv = docs[docs["split"].isin(d.dev_splits)].reset_index(drop=True)
@@ -329,7 +330,7 @@ def train(
             pt_hist = list(pos.get("history", []))
     timings["pretrain_s"] = round(t.seconds, 3)
     if stage == "pretrain":
-        write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "inputs": [file_record(documents_path(data_dir))],
+        write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "inputs": [data_record],
                                    "timings": timings, "pretrain_history": pt_hist})
         log.info("pretraining done in %.1fs; continue with --stage finetune", t.seconds)
         return out
@@ -370,7 +371,6 @@ def train(
     if point == "auto":
         # The point kind with the lowest median error on the validation users (never on test).
         point = dev_metrics.get("best_point", "regression")
-    data_record = file_record(documents_path(data_dir))
     meta = {
         "point": point,
         "train_users": int(len(tr)),

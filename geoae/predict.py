@@ -51,7 +51,7 @@ from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
-from geoae.tweets import blank_texts, text_list
+from geoae.tweets import TABLE_COLUMNS, blank_texts, text_list
 
 log = logging.getLogger(__name__)
 
@@ -518,8 +518,7 @@ def predict_files(
     ofmt = output_format(out_path, output_format_name)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise GeoaeError(f"--top-k must be a whole number >= 1; got {top_k!r}")
-    if output_format_name and Path(out_path).suffix.lower().lstrip(".") in ("csv", "jsonl", "json", "parquet", "pq") \
-            and OUT_FORMATS["." + Path(out_path).suffix.lower().lstrip(".")] != ofmt:
+    if output_format_name and OUT_FORMATS.get(Path(out_path).suffix.lower(), ofmt) != ofmt:
         log.warning("--output-format %s writes %s into %s, whose suffix says otherwise", ofmt, ofmt.upper(), out_path)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
@@ -620,8 +619,7 @@ def predict_files(
         "workers": workers,
         **reader_stats,
     }
-    log.info("predict: %d users in, %d rows out, %d bad records (%d dropped, %d kept) %s, %.1f users/s",
-             users_in, rows_out, rlog.total, rlog.total - rlog.kept_total, rlog.kept_total, dict(rlog.counts),
+    log.info("predict: %d users in, %d rows out, %s, %.1f users/s", users_in, rows_out, rlog.summary(),
              summary["users_per_second"] or 0)
     warn_about_records(rlog)
     return summary
@@ -630,7 +628,7 @@ def predict_files(
 def warn_about_records(rlog: RecordLog) -> None:
     """What a labelling job must not miss goes out as warnings, which ``-q`` keeps: records
     dropped, a truncated input, and users split over several output rows."""
-    dropped = rlog.counts - rlog.kept
+    dropped = rlog.dropped
     if dropped:
         log.warning("%d bad records dropped %s (examples: --summary's records_skipped)", sum(dropped.values()),
                     dict(dropped))
@@ -641,9 +639,6 @@ def warn_about_records(rlog: RecordLog) -> None:
         log.warning("%d times a user reappeared after other users (the input is not grouped by user, or a user is "
                     "in several files): such a user has one output row per run of their tweets, which may disagree; "
                     "sort the input by user id, or merge with `geoae prepare` first", rlog.counts["user_not_contiguous"])
-
-
-TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
 
 
 def parse_columns(spec: str | None) -> dict[str, str] | None:

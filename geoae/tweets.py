@@ -1017,7 +1017,7 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
 # --------------------------------------------------------------------------- CSV / TSV / Parquet
 
 
-_TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
+TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
 
 
 def _table_names(names: list, columns: Mapping[str, str] | None) -> dict:
@@ -1026,7 +1026,7 @@ def _table_names(names: list, columns: Mapping[str, str] | None) -> dict:
     "user_id, text"), since spreadsheets and hand-written headers rarely match exactly."""
     ren = {k: v for k, v in (columns or {}).items() if k in names}
     after = [ren.get(c, c) for c in names]
-    for want in _TABLE_COLUMNS:
+    for want in TABLE_COLUMNS:
         if want in after:
             continue
         hits = [c for c, a in zip(names, after) if a == c and str(c).strip().lower() == want]
