@@ -97,11 +97,21 @@ class Batches:
 # --------------------------------------------------------------------------- checkpoints
 
 
+def _cuda_device(gens: dict[str, torch.Generator]) -> torch.device | None:
+    """The GPU that training runs on (the noise generator lives there), or None on the CPU.
+
+    Only then is the GPU's RNG (dropout there) part of a checkpoint: asking for it on a CPU run
+    would start a CUDA context on any machine that has a GPU, for nothing.
+    """
+    dev = gens["noise"].device
+    return dev if dev.type == "cuda" else None
+
+
 def _rng_tensors(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
     out = {f"rng.{k}": g.get_state().cpu() for k, g in gens.items()}
     out["rng.global"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        out["rng.cuda"] = torch.cuda.get_rng_state()
+    if (cuda := _cuda_device(gens)) is not None:
+        out["rng.cuda"] = torch.cuda.get_rng_state(cuda)
     return out
 
 
@@ -109,8 +119,8 @@ def _restore_rng(tensors: dict[str, torch.Tensor], gens: dict[str, torch.Generat
     for k, g in gens.items():
         g.set_state(tensors[f"rng.{k}"])
     torch.set_rng_state(tensors["rng.global"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    if "rng.cuda" in tensors and (cuda := _cuda_device(gens)) is not None:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], cuda)
 
 
 def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -128,10 +128,18 @@ def _as_model_input(xb, device: torch.device) -> torch.Tensor:
     if sp.issparse(xb):
         xb = xb.tocsr().astype(np.float32)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(xb.indptr.astype(np.int64)), torch.from_numpy(xb.indices.astype(np.int64)),
-            torch.from_numpy(xb.data), size=xb.shape, device=device, check_invariants=True,
+            _vector(xb.indptr.astype(np.int64)), _vector(xb.indices.astype(np.int64)), _vector(xb.data),
+            size=xb.shape, device=device, check_invariants=True,
         )
     return torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
+
+
+def _vector(a: np.ndarray) -> torch.Tensor:
+    """A 1-d array as a tensor. numpy gives an empty array stride 0, and torch before 2.13 refuses
+    such CSR indices ("expected col_indices to be a contiguous tensor per batch"): a batch without
+    a single known word crashed predict there. An empty array becomes a fresh empty tensor."""
+    t = torch.from_numpy(a)
+    return t if len(a) else torch.empty(0, dtype=t.dtype)
 
 
 # The CPU matrix products round a row's result differently depending on how many rows the batch

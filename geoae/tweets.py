@@ -665,12 +665,17 @@ def _load_user_info(path: Path) -> pd.DataFrame:
     """GeoText ``processed_data/user_info``: user ID = 1-based line number."""
     try:
         with _open_data(path) as f:
-            ui = pd.read_csv(f, sep="\t", header=None, names=["user_id", "lat", "lon"], dtype=str,
+            # The spare column: pandas would read a first line of four fields as index + three columns.
+            ui = pd.read_csv(f, sep="\t", header=None, names=["user_id", "lat", "lon", _SPARE_COLUMN], dtype=str,
                              keep_default_na=False, quoting=3, encoding="latin-1")
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines): {e}") from e
     if ui.empty:
         raise DataError(f"{path}: user_info is empty; pass the GeoText processed_data/user_info file")
+    over = np.flatnonzero(ui.pop(_SPARE_COLUMN).to_numpy() != "")
+    if len(over):
+        raise DataError(f"{path}:{over[0] + 1}: more than three tab-separated fields; not a GeoText user_info file "
+                        "(expected 'user<TAB>lat<TAB>lon' lines)")
     ui["lat"] = pd.to_numeric(ui["lat"], errors="coerce")
     ui["lon"] = pd.to_numeric(ui["lon"], errors="coerce")
     ui["uid_num"] = np.arange(1, len(ui) + 1)
@@ -1081,6 +1086,22 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
     return _finish(out, log, "user" if raw_n is not None else "tweet")
 
 
+# The name of the column read after the header's (see _read_delimited); no header can hold a NUL.
+_SPARE_COLUMN = "\x00spare"
+
+
+def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
+    # _open_data skips a BOM whatever the encoding (pandas drops one only from a UTF-8 header).
+    return io.TextIOWrapper(_open_data(path), encoding="utf-8" if encoding == "auto" else encoding,
+                            errors=_ERRORS if encoding == "auto" else "replace", newline="")
+
+
+def _header_names(path: Path, sep: str, encoding: str) -> list[str]:
+    """The header's column names as pandas makes them (a repeated name gets a ``.1`` suffix)."""
+    with _text_stream(path, encoding) as text:
+        return list(pd.read_csv(text, sep=sep, dtype=str, nrows=0, engine="c").columns)
+
+
 def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
                     columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
     """CSV/TSV with a header, via pandas' C parser; bad rows are counted with their line numbers.
@@ -1093,12 +1114,16 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
     next_line = 2  # pandas' record number of the next row
     extra = 0  # newlines inside quoted fields read so far
     try:
-        # _open_data skips a BOM whatever the encoding (pandas drops one only from a UTF-8 header).
-        text = io.TextIOWrapper(_open_data(path), encoding="utf-8" if encoding == "auto" else encoding,
-                                errors=_ERRORS if encoding == "auto" else "replace", newline="")
+        # A first data row with one field more than the header makes pandas take the first column
+        # as the index and shift every column of the whole file by one (ids read as text, text as
+        # latitude), silently. Naming one spare column after the header's keeps each column where
+        # the header puts it, and a row that fills the spare one is a malformed line like any other.
+        names = _header_names(path, sep, encoding)
+        text = _text_stream(path, encoding)
         with text:
-            reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize,
-                                 on_bad_lines="warn", engine="c")
+            reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=max(chunksize, 2),
+                                 on_bad_lines="warn", engine="c", header=None, skiprows=1,
+                                 names=[*names, _SPARE_COLUMN])
             it = iter(reader)
             while True:
                 with warnings.catch_warnings(record=True) as caught:
@@ -1110,11 +1135,17 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 skipped = []
                 for w in caught:
                     for m in re.finditer(r"Skipping line (\d+): (.*)", str(w.message)):
-                        skipped.append((int(m.group(1)), m.group(2).strip()))
+                        # pandas counts the spare column in the fields it expected
+                        why = re.sub(r"expected \d+ fields", f"expected {len(names)} fields (the header's)",
+                                     m.group(2).strip())
+                        skipped.append((int(m.group(1)), why))
                 if chunk is None:
                     for ln, why in skipped:
                         log.bad("malformed_line", f"{why}; row dropped", line=ln + extra, source=str(path))
                     break
+                spare = chunk.pop(_SPARE_COLUMN)
+                # An empty spare field is a delimiter at the end of the line (a common export quirk): harmless.
+                overfull = (spare.notna() & (spare != "")).to_numpy()
                 skipped_set = {ln for ln, _ in skipped}
                 cand = [ln for ln in range(next_line, next_line + len(chunk) + len(skipped)) if ln not in skipped_set]
                 rec = np.asarray(cand[: len(chunk)], dtype="int64")
@@ -1136,8 +1167,11 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                     for j in range(first + 1, first + k + 1):
                         log.bad("malformed_line", f"swallowed by the unbalanced quote of line {first}; dropped",
                                 line=j, source=str(path))
-                if swallowed:
-                    keep = np.ones(len(chunk), dtype=bool)
+                for i in np.flatnonzero(overfull):
+                    log.bad("malformed_line", f"expected {len(names)} fields (the header's), saw {len(names) + 1}; row dropped",
+                            line=int(lines[i]), source=str(path))
+                if swallowed or overfull.any():
+                    keep = ~overfull
                     keep[[i for i, _ in swallowed]] = False
                     chunk, lines = chunk.loc[keep].reset_index(drop=True), lines[keep]
                 yield _normalise_table(chunk, path, columns, log, fix_swapped, lines)

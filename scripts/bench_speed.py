@@ -77,6 +77,16 @@ def _peak_rss_mb() -> float:
     return round(kb / 1024.0, 1)
 
 
+def _gpu_peak() -> dict:
+    """Peak GPU memory of this process (torch's allocator), when the step used CUDA at all."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"gpu_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "gpu_peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+            "gpu_name": torch.cuda.get_device_name()}
+
+
 def _child_main(argv: list[str]) -> int:
     """``_child RESULT.json KIND ARGS...``: run one measured step in-process, write its result."""
     result_path, kind, rest = argv[0], argv[1], argv[2:]
@@ -101,7 +111,7 @@ def _child_main(argv: list[str]) -> int:
         from geoae.manifest import write_json
 
         write_json(result_path, {"rc": rc, "inproc_seconds": round(time.perf_counter() - t0, 3),
-                                 "peak_rss_mb": _peak_rss_mb(), **extra})
+                                 "peak_rss_mb": _peak_rss_mb(), **_gpu_peak(), **extra})
     return rc
 
 
@@ -344,6 +354,7 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
@@ -386,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-compression", choices=("auto", "plain", "gzip1"), default="auto",
                     help="replicated inputs: auto = whichever reads faster at x1")
     ap.add_argument("--lr-c", default=None, help="TfidfLogReg C (a number, or 'grid' to tune on dev; default grid, 10 with --quick)")
+    ap.add_argument("--predict-device", default="cpu",
+                    help="--device of the SDAE's predict runs (cpu, cuda); the TF-IDF + LR peer runs on the CPU")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the prediction files")
     args = ap.parse_args(argv)
@@ -413,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": args.config, "sets": sets, "run_dir": str(run), "model": str(model_dir),
-        "scales": scales, "chunksize": args.chunksize, "machine": machine_info(),
+        "scales": scales, "chunksize": args.chunksize, "predict_device": args.predict_device, "machine": machine_info(),
         "peak_rss_method": "child process getrusage(RUSAGE_SELF).ru_maxrss after the stage (whole process, imports included)",
     }
     t_all = time.perf_counter()
@@ -475,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             summ = outs / f"{name}_x{k:03d}.summary.json"
             r = run_child(f"predict_{name}_x{k:03d}", "geoae",
                           ["-q", "predict", "-m", str(model_dir), "-i", str(files[k]), "-o", str(oo), "--format", "rahimi",
-                           "--chunksize", str(args.chunksize), "--summary", str(summ), *extra], run, env={"TQDM_DISABLE": "1"})
+                           "--chunksize", str(args.chunksize), "--summary", str(summ), "--device", args.predict_device,
+                           *extra], run, env={"TQDM_DISABLE": "1"})
             s = json.loads(summ.read_text())
             pred[name][str(k)] = {
                 "users": s["users_in"], "rows_out": s["rows_out"], "wall_seconds": r["wall_seconds"],
@@ -483,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"], "cpu_seconds": r["cpu_seconds"],
                 # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
                 "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
+                "device": args.predict_device, **{k: r[k] for k in ("gpu_peak_allocated_mb", "gpu_name") if k in r},
             }
         pred["sdae_half"][str(k)]["vs_float32"] = half_vs_float32(written["sdae"], written["sdae_half"])
         o2 = outs / f"lr_x{k:03d}.csv"
@@ -573,9 +588,10 @@ def markdown(r: dict) -> str:
     lines = [f"## geoae speed ({m.get('cpu_model') or m['processor']}, {m['cpu_count']} CPUs, torch threads "
              f"{m['torch_threads']}, load at start {m['loadavg_at_start']})", ""]
     if r["stages"]:
-        lines += ["| stage | wall s | peak RSS MB |", "|---|---:|---:|"]
+        lines += ["| stage | wall s | peak RSS MB | peak GPU MB (allocated) |", "|---|---:|---:|---:|"]
         for k, v in r["stages"].items():
-            lines.append(f"| {k} | {v['wall_seconds']:.1f} | {v['peak_rss_mb']:.0f} |")
+            gpu = v.get("gpu_peak_allocated_mb")
+            lines.append(f"| {k} | {v['wall_seconds']:.1f} | {v['peak_rss_mb']:.0f} | {'–' if gpu is None else f'{gpu:.0f}'} |")
         lines.append("")
     lines += ["| model | scale | users | wall s | users/s (wall) | users/s (summary) | peak RSS MB | reader process peak MB |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]

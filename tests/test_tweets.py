@@ -90,6 +90,17 @@ def test_geotext_user_info_sets_split_and_coordinates(geotext_file, tmp_path):
     assert (got.loc["USER_a", "lat"], got.loc["USER_a", "lon"]) == (7.0, 8.0)
 
 
+@pytest.mark.parametrize("bad_line", [1, 3])
+def test_geotext_user_info_with_a_fourth_field_is_refused(geotext_file, tmp_path, bad_line):
+    # On line 1, pandas would have read the ids as an index and the latitudes as ids, silently.
+    lines = ["USER_e\t1.0\t2.0", "USER_d\t3\t4", "USER_c\t5\t6", "USER_a\t7\t8", "USER_b\t9\t10"]
+    lines[bad_line - 1] += "\t0"
+    ui = tmp_path / "user_info"
+    ui.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"user_info:{bad_line}: more than three tab-separated fields"):
+        read_tweets(geotext_file, user_info=ui)
+
+
 def test_geotext_user_info_found_beside_the_text(geotext_file):
     pd_dir = geotext_file.parent / "processed_data"
     pd_dir.mkdir()
@@ -663,6 +674,25 @@ def test_na_like_user_ids_are_ids_and_empty_ids_a_counted_skip(tmp_path, fmt):
     assert list(df["user_id"]) == ids and list(df["text"]) == [f"t{u}" for u in ids]
     assert log.counts == {"missing_user": len(reasons)}
     assert [e.split(": ", 1)[1].split(";")[0] for e in log.examples["missing_user"]] == reasons
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+@pytest.mark.parametrize("chunksize", [1, 2, 1000])
+def test_an_extra_field_in_the_first_row_does_not_shift_the_columns(tmp_path, sep, chunksize):
+    # pandas reads a first data row with one field more than the header as "the first column is
+    # the index" and shifts every column of the file by one: ids became text, text latitude.
+    p = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    rows = [["u0", "hello", "40", "-75", "extra"], ["u1", "hi there", "41", "-74"], ["u2", "yo", "42", "-73"],
+            ["u3", "two more", "43", "-72", "x", "y"], ["u4", "end", "44", "-71", ""]]  # "": a trailing delimiter
+    p.write_text(sep.join(["user_id", "text", "lat", "lon"]) + "\n" + "".join(sep.join(r) + "\n" for r in rows), "utf-8")
+    log = skip_log()
+    df = read_tweets(p, log=log, chunksize=chunksize)
+    assert df[["user_id", "text"]].values.tolist() == [["u1", "hi there"], ["u2", "yo"], ["u4", "end"]]
+    assert df["lat"].tolist() == [41.0, 42.0, 44.0] and df["line"].tolist() == [3, 4, 6]
+    assert log.counts == {"malformed_line": 2}
+    assert sorted(log.examples["malformed_line"]) == [
+        f"{p}:2: expected 4 fields (the header's), saw 5; row dropped",
+        f"{p}:5: expected 4 fields (the header's), saw 6; row dropped"]
 
 
 def test_na_like_user_ids_survive_into_documents(tmp_path):
