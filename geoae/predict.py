@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
+from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
 from geoae.tweets import TABLE_COLUMNS, blank_texts, text_list
@@ -524,6 +525,9 @@ def predict_files(
         raise GeoaeError(f"--workers must be a whole number >= 1; got {workers!r}")
     if workers > 1 and device != "cpu":
         raise GeoaeError(f"--workers {workers} runs CPU worker processes; with --device {device} use one process")
+    if workers > (cpus := available_cpus()):
+        log.warning("--workers %d on %d CPU core(s): more processes than cores add a model's memory each and "
+                    "only take turns; use --workers %d or fewer", workers, cpus, cpus)
     # Load (and verify) the model here even with workers: a corrupted or missing model is then
     # one clear error before any worker starts, not a broken pool.
     predictor = load_predictor(model_dir, device=device, top_k=top_k, half=half)
@@ -574,8 +578,6 @@ def predict_files(
         if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
-
-            from geoae.features import available_cpus
 
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                        initargs=(str(model_dir), top_k, half, max(1, available_cpus() // workers)))

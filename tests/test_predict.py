@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -444,6 +445,18 @@ def test_worker_options_are_checked_before_work(model, users_file, tmp_path, cap
     rc = main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(tmp_path / "y.csv"),
                "--workers", "0"])
     assert rc == 2 and "--workers must be" in capsys.readouterr().err
+
+
+def test_more_workers_than_cores_is_a_warning(model, users_file, tmp_path, monkeypatch, caplog):
+    import geoae.predict as predict_mod
+
+    monkeypatch.setattr(predict_mod, "available_cpus", lambda: 1)
+    with caplog.at_level(logging.WARNING, logger="geoae"):
+        s = predict_mod.predict_files(model, [users_file], tmp_path / "x.csv", progress=False, workers=2)
+    assert s["rows_out"] == 40
+    assert [r.getMessage() for r in caplog.records if "--workers" in r.getMessage()] == [
+        "--workers 2 on 1 CPU core(s): more processes than cores add a model's memory each and only take turns; "
+        "use --workers 1 or fewer"]
 
 
 def test_output_paths_that_would_destroy_data_are_refused_before_work(model, users_file, tmp_path, capsys):
