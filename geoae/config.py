@@ -57,10 +57,14 @@ class DataConfig:
     built for (pretrain on the users you are about to label); naming a split
     that is later evaluated makes the run transductive, which the artifact
     records and reports state.
+
+    ``columns`` maps a table's own column names to geoae's (CSV, TSV, Parquet:
+    ``{author_id: user_id, tweet: text}``), as ``--columns`` does on the command line.
     """
 
     inputs: list[str] = field(default_factory=list)
     format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
     split: str = "column"
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     dev_splits: list[str] = field(default_factory=lambda: ["dev"])
@@ -215,6 +219,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, typing.Dict):
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {_coerce(k, key_tp, f"{key} (a key)"): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -291,6 +300,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("data.dev_fraction + data.test_fraction must be < 1")
     if d.min_tweets < 1:
         raise ConfigError(f"data.min_tweets: must be >= 1; got {d.min_tweets}")
+    from geoae.tweets import TABLE_COLUMNS  # here, not at the top: reading configs needs no pandas
+
+    for name, target in d.columns.items():
+        if not name or target not in TABLE_COLUMNS:
+            raise ConfigError(f"data.columns: each entry is FILE_COLUMN: TARGET with TARGET one of "
+                              f"{', '.join(TABLE_COLUMNS)}; got {name!r}: {target!r}")
     _check_choice("features.kind", f.kind, FEATURE_KINDS)
     if f.max_features < 1:
         raise ConfigError(f"features.max_features: must be >= 1; got {f.max_features}")

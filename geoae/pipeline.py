@@ -55,7 +55,8 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         raise DataError("no input files: give them with --input or data.inputs in the config")
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
-        docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped)
+        docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped,
+                              columns=d.columns or None)
         docs = assign_splits(
             docs, d.split, seed=d.seed, dev_fraction=d.dev_fraction, test_fraction=d.test_fraction,
             carve_from=tuple(d.carve_from), dev_label=d.carve_label, log=rlog,
@@ -416,8 +417,8 @@ def cli_config(args: argparse.Namespace) -> Config:
 
 # The data.* settings that shape what ``prepare`` writes. ``train`` only records them (in its
 # config.json and the artifact), so they must be those the data was prepared with. Not here:
-# data.inputs, format and on_bad_record (prepare's -i/--format/--on-bad-record override them
-# without changing a successful result) and the *_splits lists, which train itself reads.
+# how the inputs are read, data.inputs, format, columns and on_bad_record (prepare's -i, --format,
+# --columns and --on-bad-record override them), and the *_splits lists, which train itself reads.
 PREPARE_KEYS = ("split", "dev_fraction", "test_fraction", "carve_from", "carve_label", "fix_swapped",
                 "outside_us", "min_tweets", "seed")
 
@@ -470,6 +471,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         cfg.data.on_bad_record = args.on_bad_record
     if args.format:
         cfg.data.format = args.format
+    if args.columns is not None:
+        from geoae.predict import parse_columns
+
+        cfg.data.columns = parse_columns(args.columns)
     docs = prepare(cfg, args.out, args.input)
     print(f"prepared {len(docs)} users -> {Path(args.out) / DOCUMENTS}")
     print("users by split:", json.dumps(docs["split"].value_counts().to_dict()))
@@ -547,6 +552,9 @@ def add_cli(sub) -> None:
     p.add_argument("--format", help="auto, geotext, rahimi, twitter_json, csv, tsv, parquet (default: data.format)")
     p.add_argument("--on-bad-record", choices=("skip", "fail"),
                    help="skip (count) or fail on the first bad record (default: data.on_bad_record)")
+    p.add_argument("--columns", metavar="NAME=COLUMN[,...]",
+                   help="CSV/TSV/Parquet: which of the file's columns hold what, e.g. author_id=user_id,tweet=text "
+                        "(override data.columns); without either the header must use geoae's names")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.set_defaults(func=_cmd_prepare)
 

@@ -56,6 +56,9 @@ def test_wrong_types_name_the_key(raw, key):
         ({"train": {"device": "tpu"}}, "train.device"),
         ({"finetune": {"geo_label_smoothing": 1.0}}, "finetune.geo_label_smoothing"),
         ({"finetune": {"geo_label_km": 0}}, "finetune.geo_label_km"),
+        ({"data": {"columns": {"tweet": "body"}}}, "data.columns"),
+        ({"data": {"columns": ["tweet", "text"]}}, "data.columns: expected a mapping"),
+        ({"data": {"columns": {"tweet": 3}}}, "data.columns.tweet: expected a string"),
     ],
 )
 def test_impossible_values_name_the_key(raw, key):

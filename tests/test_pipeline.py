@@ -123,6 +123,31 @@ def test_train_without_prepare_is_a_clear_error(tmp_path, capsys):
     assert "geoae prepare" in err and "Traceback" not in err
 
 
+def test_prepare_maps_a_tables_own_column_names(tmp_path, capsys):
+    from geoae.config import load_config
+    from geoae.pipeline import prepare
+
+    rows = [("u1", "knicks bagels", 40.7, -74.0), ("u1", "subway", 40.7, -74.0), ("u2", "hollywood", 34.05, -118.24)]
+    p = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["author_id", "tweet", "latitude", "longitude"]).to_csv(p, index=False)
+    names = {"author_id": "user_id", "tweet": "text", "latitude": "lat", "longitude": "lon"}
+    sets = ["data.split=random", "data.dev_fraction=0.5"]
+    docs = prepare(load_config(None, [*sets, "data.columns=" + json.dumps(names)]), tmp_path / "cfg", [str(p)])
+    assert docs.set_index("user_id")[["text", "state"]].to_dict("index") == {
+        "u1": {"text": "knicks bagels\nsubway", "state": "NY"}, "u2": {"text": "hollywood", "state": "CA"}}
+    saved = json.loads((tmp_path / "cfg" / "config.json").read_text())
+    assert saved["data"]["columns"] == names  # the resolved config repeats the run
+    # the same from the command line
+    spec = ",".join(f"{k}={v}" for k, v in names.items())
+    assert main(["-q", "prepare", *_sets(sets), "-i", str(p), "--columns", spec, "-o", str(tmp_path / "cli")]) == 0
+    assert pd.read_parquet(tmp_path / "cli" / "documents.parquet")["user_id"].tolist() == ["u1", "u2"]
+    # without the mapping, the file's header is refused with its names
+    assert main(["-q", "prepare", *_sets(sets), "-i", str(p), "-o", str(tmp_path / "none")]) == 2
+    assert "author_id" in capsys.readouterr().err
+    assert main(["-q", "prepare", *_sets(sets), "-i", str(p), "--columns", "tweet=body", "-o", str(tmp_path / "x")]) == 2
+    assert "--columns 'tweet=body'" in capsys.readouterr().err
+
+
 def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
     rc = main(["-q", "prepare", "--set", "model.hiden=[4]", "-i", "x.jsonl", "-o", str(tmp_path / "d")])
     assert rc == 2
