@@ -232,6 +232,16 @@ def _looks_binary(head: bytes) -> bool:
     return b"\x00" in head[:8192]
 
 
+def _utf16_hint(head: bytes) -> str:
+    """What to say about a "binary" file that is UTF-16 or UTF-32 text (Windows tools write it): its
+    NUL bytes make it look binary, and no reader here takes it (lines are split on the byte 0x0A)."""
+    sample = head[:64]
+    wide = head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        len(sample) >= 8 and (not sample[1::2].strip(b"\x00") or not sample[0::2].strip(b"\x00")))
+    return ("it looks like UTF-16 or UTF-32 text, which is not read: convert it to UTF-8 first "
+            "(e.g. iconv -f UTF-16 -t UTF-8 in > out); " if wide else "")
+
+
 def _split_from_name(path: Path) -> str:
     """Rahimi's files say their split in the name: user_info.train(.gz)."""
     name = _base_name(path)
@@ -269,7 +279,8 @@ def detect_format(path: str | Path) -> str:
     if not head.strip():
         raise DataError(f"{path}: is empty; remove it from the inputs or check that it was copied completely")
     if _looks_binary(head):
-        raise DataError(f"{path}: looks like a binary file, not tweets; pass a text, gzip or parquet tweet file")
+        raise DataError(f"{path}: looks like a binary file, not tweets; {_utf16_hint(head)}pass a text, gzip or "
+                        "parquet tweet file")
     lines = [ln for ln in _decode(head, "auto").splitlines() if ln.strip()]
     if len(lines) > 1:
         lines = lines[:-1] or lines  # the last line of the sniff may be cut
@@ -510,8 +521,8 @@ def _clean_coords(
         df["lat"] = np.full(n, np.nan)
         df["lon"] = np.full(n, np.nan)
         return
-    lat = pd.to_numeric(pd.Series(raw_lat, index=df.index), errors="coerce").astype("float64").to_numpy(copy=True)
-    lon = pd.to_numeric(pd.Series(raw_lon, index=df.index), errors="coerce").astype("float64").to_numpy(copy=True)
+    lat = _degrees(raw_lat, df.index)
+    lon = _degrees(raw_lon, df.index)
     given_lat = _given(raw_lat)
     given_lon = _given(raw_lon)
     any_given = given_lat | given_lon
@@ -548,6 +559,18 @@ def _clean_coords(
     lon[~in_range] = np.nan
     df["lat"] = lat
     df["lon"] = lon
+
+
+def _degrees(raw: Any, index: pd.Index) -> np.ndarray:
+    """Coordinates as float64, NaN where not a number. A boolean (JSON ``true``, a Parquet bool column)
+    is no number of degrees, though pandas reads it as 1 or 0: NaN, so it is counted as invalid."""
+    s = pd.Series(raw, index=index)
+    out = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy(copy=True)
+    if s.dtype == bool:
+        out[:] = np.nan
+    elif s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("boolean", "mixed", "mixed-integer"):
+        out[np.fromiter((isinstance(v, (bool, np.bool_)) for v in s.tolist()), dtype=bool, count=len(s))] = np.nan
+    return out
 
 
 def _given(raw: Any) -> np.ndarray:
@@ -666,18 +689,35 @@ def _load_user_info(path: Path) -> pd.DataFrame:
     try:
         with _open_data(path) as f:
             # The spare column: pandas would read a first line of four fields as index + three columns.
+            # Blank lines are kept as rows: skipping them would renumber every later user (ids are lines).
             ui = pd.read_csv(f, sep="\t", header=None, names=["user_id", "lat", "lon", _SPARE_COLUMN], dtype=str,
-                             keep_default_na=False, quoting=3, encoding="latin-1")
+                             keep_default_na=False, quoting=3, encoding="latin-1", skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines): {e}") from e
+    blank = (ui["user_id"].str.strip() == "") & (ui["lat"] == "") & (ui["lon"] == "") & (ui[_SPARE_COLUMN] == "")
+    tail = len(ui) - int(np.argmin(blank.to_numpy()[::-1])) if len(ui) and not blank.all() else 0
+    ui = ui.iloc[:tail]  # blank lines at the end are layout
     if ui.empty:
         raise DataError(f"{path}: user_info is empty; pass the GeoText processed_data/user_info file")
+    what = "not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines)"
     over = np.flatnonzero(ui.pop(_SPARE_COLUMN).to_numpy() != "")
     if len(over):
-        raise DataError(f"{path}:{over[0] + 1}: more than three tab-separated fields; not a GeoText user_info file "
-                        "(expected 'user<TAB>lat<TAB>lon' lines)")
-    ui["lat"] = pd.to_numeric(ui["lat"], errors="coerce")
-    ui["lon"] = pd.to_numeric(ui["lon"], errors="coerce")
+        raise DataError(f"{path}:{over[0] + 1}: more than three tab-separated fields; {what}")
+    no_id = np.flatnonzero((ui["user_id"].str.strip() == "").to_numpy())
+    if len(no_id):
+        raise DataError(f"{path}:{no_id[0] + 1}: no user id (a blank line or field); {what}: user ids are line "
+                        "numbers, so every line must name one user")
+    lat = pd.to_numeric(ui["lat"], errors="coerce").to_numpy(dtype="float64")
+    lon = pd.to_numeric(ui["lon"], errors="coerce").to_numpy(dtype="float64")
+    bad = np.flatnonzero(~(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{path}:{i + 1}: lat={ui['lat'].iat[i]!r} lon={ui['lon'].iat[i]!r} are not valid degrees "
+                        f"(|lat|<=90, |lon|<=180); {len(bad)} such line(s) in this GeoText user_info, whose coordinates "
+                        "replace the messages' own: fix the file (or move it away, or in Python pass user_info=False, "
+                        "to number users by first appearance)")
+    ui["lat"] = lat
+    ui["lon"] = lon
     ui["uid_num"] = np.arange(1, len(ui) + 1)
     if ui["user_id"].duplicated().any():
         dup = ui.loc[ui["user_id"].duplicated(), "user_id"].iat[0]
@@ -877,9 +917,12 @@ def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_
 def _centroid_ring(coords: Any) -> tuple[float, float] | None:
     """Centroid (bbox midpoint) of a GeoJSON polygon's [lon, lat] points."""
     try:
-        pts = np.asarray(coords, dtype="float64").reshape(-1, 2)
+        pts = np.asarray(coords, dtype="float64")
     except (TypeError, ValueError):
         return None
+    if pts.ndim >= 2 and pts.shape[-1] > 2:  # GeoJSON positions may carry an altitude: [lon, lat, alt]
+        pts = pts[..., :2]
+    pts = pts.reshape(-1, 2)
     if not len(pts):
         return None
     lon = (pts[:, 0].min() + pts[:, 0].max()) / 2
@@ -913,7 +956,7 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict]) -> tuple[Any, Any, Any,
         user = user if isinstance(user, dict) else {}
         # The first usable id; an id given but empty ("id_str": "") stays "" so that the record
         # is reported as an empty id, not as a missing one.
-        cands = (user.get("id_str"), None if user.get("id") is None else str(user["id"]), user.get("screen_name"))
+        cands = (user.get("id_str"), user.get("id"), user.get("screen_name"))  # the reader makes it text
         uid = next((c for c in cands if c is not None and c != ""), "" if "" in cands else None)
         text = (obj.get("extended_tweet") or {}).get("full_text") or obj.get("full_text") or obj.get("text")
         coords = obj.get("coordinates")
@@ -953,6 +996,10 @@ def _utf8_safe(s: str, what: str, log: RecordLog, line: int, path: Path) -> str:
         log.bad("invalid_unicode", f"{what} has a lone UTF-16 surrogate (a \\uXXXX escape of half a character); "
                 "replaced by U+FFFD, tweet kept", line=line, source=str(path), kept=True)
         return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _json_kind(v: Any) -> str:
+    return "boolean" if isinstance(v, bool) else "object" if isinstance(v, dict) else "array"
 
 
 def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
@@ -1008,6 +1055,16 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                     continue
                 n_good += 1
                 uid, text, lat, lon = fields
+                # Python's str() of an object, array or boolean ("{'id': 1}", "True") is no id and no
+                # tweet text: such a record is counted and dropped, not read as that repr.
+                if isinstance(uid, (dict, list, bool)):
+                    log.bad("missing_user", f"user id is a JSON {_json_kind(uid)}, not a string or number; "
+                            "row dropped", line=n, source=str(path))
+                    continue
+                if isinstance(text, (dict, list, bool)):
+                    log.bad("not_a_tweet", f"text is a JSON {_json_kind(text)}, not a string; skipped",
+                            line=n, source=str(path))
+                    continue
                 users.append(None if uid is None else _utf8_safe(str(uid), "user id", log, n, path))
                 texts.append(_utf8_safe("" if text is None else str(text), "text", log, n, path))
                 lats.append(lat)
@@ -1023,29 +1080,33 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
 
 
 TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
+_MAX_N_TWEETS = 2**53
 
 
-def _table_names(names: list, columns: Mapping[str, str] | None) -> dict:
+def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | None = None) -> dict:
     """How to rename a table's columns to the schema: the caller's ``columns``, then any column
     whose name is a schema name up to case and surrounding spaces (``User_ID``, `` text`` after
     "user_id, text"), since spreadsheets and hand-written headers rarely match exactly."""
     ren = {k: v for k, v in (columns or {}).items() if k in names}
     after = [ren.get(c, c) for c in names]
     for want in TABLE_COLUMNS:
-        if want in after:
-            continue
-        hits = [c for c, a in zip(names, after) if a == c and str(c).strip().lower() == want]
+        # Every column that would be read as ``want``: named so (or renamed so by the caller), or
+        # named so up to case and spaces. More than one (a header with "text" twice, "text" and
+        # "Text", columns={'tweet': 'text'} beside a "text" column) is ambiguous: reading one would
+        # drop the other without a word, and two columns of one name broke the frame.
+        named = [c for c, a in zip(names, after) if a == want]
+        hits = named + [c for c, a in zip(names, after) if a == c and c != want and str(c).strip().lower() == want]
         if len(hits) > 1:
-            raise DataError(f"columns {hits} all read as {want!r}; rename all but one in the header (in Python: "
-                            "columns={'your_name': '" + want + "', ...})")
-        if hits:
+            raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
+                            "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
+        if hits and not named:
             ren[hits[0]] = want
     return ren
 
 
 def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | None, log: RecordLog,
                      fix_swapped: bool, lines: np.ndarray) -> pd.DataFrame:
-    ren = _table_names(list(df.columns), columns)
+    ren = _table_names(list(df.columns), columns, path)
     if ren:
         df = df.rename(columns=ren)
     missing = [c for c in ("user_id", "text") if c not in df.columns]
@@ -1057,14 +1118,21 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
                "convert the separators; " if semi else "")
             + "rename them in the file's header (in Python: columns={'your_name': 'user_id', ...})"
         )
+    half = [c for c in ("lat", "lon") if c in df.columns]
+    if len(half) == 1:  # the other half is missing: its values would all be dropped without a word
+        other = "lon" if half == ["lat"] else "lat"
+        raise DataError(f"{path}: column {half[0]!r} found but no {other!r} column (columns: {list(df.columns)[:20]}); "
+                        f"coordinates need both: add or rename the {other} column (in Python: "
+                        f"columns={{'your_name': '{other}', ...}}), or drop {half[0]!r}")
     n = len(df)
     raw_n = df["n_tweets"] if "n_tweets" in df.columns else None
     n_tweets = np.ones(n, dtype="int64")
     if raw_n is not None:
         num = pd.to_numeric(raw_n, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        ok = np.isfinite(num) & (num >= 1) & (num == np.floor(num))
+        # Above 2**53 a float no longer holds every integer (and 1e20 wrapped to a negative int64).
+        ok = np.isfinite(num) & (num >= 1) & (num == np.floor(num)) & (num <= _MAX_N_TWEETS)
         for i in np.flatnonzero(~ok):
-            log.bad("invalid_n_tweets", f"n_tweets={raw_n.iloc[i]!r} is not a positive integer; set to 1",
+            log.bad("invalid_n_tweets", f"n_tweets={raw_n.iloc[i]!r} is not a positive integer (up to 2**53); set to 1",
                     line=int(lines[i]), source=str(path), kept=True)
         n_tweets = np.where(ok, np.nan_to_num(num, nan=1.0), 1).astype("int64")
     split = np.full(n, "", dtype=object)
@@ -1096,10 +1164,33 @@ def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
                             errors=_ERRORS if encoding == "auto" else "replace", newline="")
 
 
-def _header_names(path: Path, sep: str, encoding: str) -> list[str]:
-    """The header's column names as pandas makes them (a repeated name gets a ``.1`` suffix)."""
+def _header_names(path: Path, sep: str, encoding: str, columns: Mapping[str, str] | None = None) -> list[str]:
+    """The header's column names as pandas makes them (a repeated name gets a ``.1`` suffix).
+
+    A name that the header repeats is checked first on the names as written: pandas' ``text.1``
+    for a second ``text`` column would otherwise be ignored as an unknown column, silently.
+    """
+    with _text_stream(path, encoding) as text:
+        written = pd.read_csv(text, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, engine="c")
+    if len(written):
+        _table_names([str(v) for v in written.iloc[0].tolist()], columns, path)  # raises on a name read twice
     with _text_stream(path, encoding) as text:
         return list(pd.read_csv(text, sep=sep, dtype=str, nrows=0, engine="c").columns)
+
+
+def _blank_lines_before_header(path: Path, sep: str, encoding: str) -> int:
+    """How many lines before the header pandas skips as blank (spaces, and tabs unless they separate).
+
+    The rows are read with ``skiprows``, which counts lines, blank or not: a file that starts with a
+    blank line had its header read as a data row (a user "user_id" with the text "text")."""
+    blank = " \r\n" if sep == "\t" else " \t\r\n"
+    n = 0
+    with _text_stream(path, encoding) as text:
+        for line in text:
+            if line.strip(blank):
+                return n
+            n += 1
+    return n
 
 
 def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
@@ -1111,18 +1202,20 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
     malformed are not known and not added). A field that swallowed whole rows through an
     unbalanced quote is counted with its lines, see ``_swallowed_rows``.
     """
-    next_line = 2  # pandas' record number of the next row
+    next_line = 2  # pandas' record number of the next row (the header's plus one)
     extra = 0  # newlines inside quoted fields read so far
     try:
         # A first data row with one field more than the header makes pandas take the first column
         # as the index and shift every column of the whole file by one (ids read as text, text as
         # latitude), silently. Naming one spare column after the header's keeps each column where
         # the header puts it, and a row that fills the spare one is a malformed line like any other.
-        names = _header_names(path, sep, encoding)
+        names = _header_names(path, sep, encoding, columns)
+        lead = _blank_lines_before_header(path, sep, encoding)
+        next_line += lead
         text = _text_stream(path, encoding)
         with text:
             reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=max(chunksize, 2),
-                                 on_bad_lines="warn", engine="c", header=None, skiprows=1,
+                                 on_bad_lines="warn", engine="c", header=None, skiprows=lead + 1,
                                  names=[*names, _SPARE_COLUMN])
             it = iter(reader)
             while True:
@@ -1309,6 +1402,24 @@ def _binary_as_text(batch):
     return batch
 
 
+def _check_parquet_schema(schema, path: Path, columns: Mapping[str, str] | None) -> None:
+    """A column read as a schema column must be named once and hold plain values: a struct or list
+    column would be read as its Python repr ("{'t': 'x'}" as the text, "[1, 2]" as an id) without a
+    word, and a name repeated in the file broke the frame."""
+    import pyarrow as pa
+
+    ren = _table_names(schema.names, columns, path)
+    for field in schema:
+        want = ren.get(field.name, field.name)
+        if want not in TABLE_COLUMNS:
+            continue
+        t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if pa.types.is_nested(t):
+            raise DataError(f"{path}: column {field.name!r} (read as {want!r}) has the nested type {field.type}, "
+                            "not plain values (text, numbers); flatten it before reading, e.g. select the "
+                            "struct's field or join the list in the writer")
+
+
 def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
                   columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
@@ -1319,6 +1430,7 @@ def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e}); check the file or choose the right format "
                         f"with {_FORMAT_OPTION}") from e
+    _check_parquet_schema(pf.schema_arrow, path, columns)
     start = 1
     try:
         for batch in _progress(pf.iter_batches(batch_size=chunksize), progress, path):
@@ -1412,9 +1524,9 @@ def iter_tweets(
             empty_files.append(path)
             continue
         f = detect_format(path) if fmt == "auto" else fmt
-        if f != "parquet" and _looks_binary(_head(path)):
-            raise DataError(f"{path}: looks like a binary file, not {f} text; pass the right file or choose the "
-                            f"format with {_FORMAT_OPTION}")
+        if f != "parquet" and _looks_binary(head := _head(path)):
+            raise DataError(f"{path}: looks like a binary file, not {f} text; {_utf16_hint(head)}pass the right file "
+                            f"or choose the format with {_FORMAT_OPTION}")
         log_.info("reading %s as %s", path, f)
         before = Counter(log.counts)
         n_good = 0

@@ -920,3 +920,144 @@ def test_semicolon_separated_file_is_named_in_the_error(tmp_path):
     p.write_text("user_id;text\nu1;a\n")
     with pytest.raises(DataError, match="semicolon-separated"):
         read_tweets(p)
+
+
+# --------------------------------------------------------------------------- review: silently mis-read input
+
+
+@pytest.mark.parametrize("header, kwargs", [
+    ("user_id,text,text", {}),  # pandas named the second "text.1" and it was ignored
+    ("user_id,user_id,text", {}),
+    ("user_id,text,User_ID", {}),  # the exact name won over the other, without a word
+    ("user_id,tweet,text", {"columns": {"tweet": "text"}}),  # two "text" columns: a ValueError traceback
+])
+def test_a_column_read_twice_is_refused_not_half_read(tmp_path, header, kwargs):
+    p = tmp_path / "t.csv"
+    p.write_text(header + "\nu1,a,b\n")
+    with pytest.raises(DataError, match=r"t\.csv: columns \[.*\] all read as"):
+        read_tweets(p, log=skip_log(), **kwargs)
+
+
+@pytest.mark.parametrize("names", [["user_id", "text", "text"], ["user_id", "text", "Text"],
+                                   ["user_id", "text", "user_id"]])
+def test_parquet_column_read_twice_is_refused(tmp_path, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["1", "2"]), pa.array(["a", "b"]), pa.array(["c", "d"])],
+                                        names=names), p)
+    with pytest.raises(DataError, match=r"t\.parquet: columns \[.*\] all read as"):
+        read_tweets(p, log=skip_log())
+
+
+@pytest.mark.parametrize("column", ["text", "user_id", "lat"])
+def test_parquet_nested_column_is_refused_not_read_as_its_repr(tmp_path, column):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"user_id": pa.array(["u1", "u2"]), "text": pa.array(["a", "b"]), "lat": pa.array([40.0, 41.0]),
+            "lon": pa.array([-74.0, -75.0])}
+    cols[column] = pa.array([{"v": "x"}, {"v": "y"}]) if column != "lat" else pa.array([[40.0], [41.0]])
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table(cols), p)  # the text was read as "{'v': 'x'}"
+    with pytest.raises(DataError, match=rf"column '{column}' .*nested type"):
+        read_tweets(p, log=skip_log())
+
+
+@pytest.mark.parametrize("header", ["user_id,text,lat", "user_id,text,LON"])
+def test_half_a_coordinate_pair_is_refused_not_dropped(tmp_path, header):
+    p = tmp_path / "t.csv"
+    p.write_text(header + "\nu1,a,40\n")  # the lone column's values were dropped without a word
+    with pytest.raises(DataError, match="found but no '(lat|lon)' column"):
+        read_tweets(p, log=skip_log())
+
+
+def test_huge_n_tweets_is_counted_not_wrapped_to_a_negative(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text,n_tweets\nu1,a,99999999999999999999\nu2,b,1e300\nu3,c,9007199254740992\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["n_tweets"].tolist() == [1, 1, 2**53]  # was -9223372036854775808 twice
+    assert log.counts == {"invalid_n_tweets": 2} and log.kept == {"invalid_n_tweets": 2}
+
+
+@pytest.mark.parametrize("content, where", [
+    ("USER_e\t1.0\t2.0\nUSER_d\t3\t4\nUSER_c\t5\t6\nUSER_a\t97\t8\nUSER_b\t9\t10\n", "user_info:4: lat='97'"),
+    ("USER_e\t1.0\t2.0\nUSER_d\t3\t4\nUSER_c\tabc\t6\nUSER_a\t7\t8\nUSER_b\t9\t10\n", "user_info:3: lat='abc'"),
+    ("USER_e\t1.0\t2.0\nUSER_d\t3\nUSER_c\t5\t6\nUSER_a\t7\t8\nUSER_b\t9\t10\n", "user_info:2: lat='3' lon=''"),
+    # a blank line renumbered every later user: USER_b (id 5, test) became id 4, dev
+    ("USER_e\t1.0\t2.0\nUSER_d\t3\t4\nUSER_c\t5\t6\n\nUSER_a\t7\t8\nUSER_b\t9\t10\n", "user_info:4: no user id"),
+], ids=["out-of-range", "not-a-number", "missing-field", "blank-line"])
+def test_geotext_user_info_bad_coordinates_or_blank_lines_are_refused(geotext_file, tmp_path, content, where):
+    # These coordinates replace every message's own, and were taken unchecked (97 degrees, NaN).
+    ui = tmp_path / "user_info"
+    ui.write_text(content)
+    with pytest.raises(DataError, match=where):
+        read_tweets(geotext_file, user_info=ui, log=skip_log())
+
+
+def test_geotext_user_info_trailing_blank_lines_and_crlf_still_read(geotext_file, tmp_path):
+    ui = tmp_path / "user_info"
+    ui.write_bytes(b"USER_e\t1.0\t2.0\r\nUSER_d\t3\t4\r\nUSER_c\t5\t6\r\nUSER_a\t7\t8\r\nUSER_b\t9\t10\r\n\r\n\n")
+    log = skip_log()
+    got = read_tweets(geotext_file, user_info=ui, log=log).drop_duplicates("user_id").set_index("user_id")
+    assert not log.counts and got.loc["USER_b", "split"] == "test" and got.loc["USER_b", "lon"] == 10.0
+
+
+def test_json_place_box_with_altitudes_has_the_right_centre(tmp_path):
+    box = [[[-80.0, 30.0, 5.0], [-80.0, 32.0, 5.0], [-78.0, 32.0, 5.0], [-78.0, 30.0, 5.0]]]  # [lon, lat, alt]
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"text": "t", "user": {"id_str": "u"}, "place": {"bounding_box": {"coordinates": box}}}))
+    df = read_tweets(p, log=skip_log())
+    assert (df["lat"].iat[0], df["lon"].iat[0]) == (31.0, -79.0)  # was read as pairs (lon,lat) (alt,lon) (lat,alt)...
+
+
+def test_boolean_coordinates_are_invalid_not_one_and_zero_degrees(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"text": "t", "user": {"id_str": "u"}, "coordinates": {"coordinates": [True, False]}})
+                 + "\n" + json.dumps({"text": "t", "user": {"id_str": "v"}, "coordinates": {"coordinates": [-74, 40]}}))
+    q = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"user_id": ["u", "v"], "text": ["a", "b"], "lat": [True, False], "lon": [False, True]}), q)
+    for path in (p, q):
+        log = skip_log()
+        df = read_tweets(path, log=log)
+        assert df["lat"].isna().sum() == (1 if path == p else 2), path  # was lat 0.0 lon 1.0
+        assert log.counts == {"invalid_coordinates": 1 if path == p else 2}
+
+
+def test_json_object_array_or_boolean_ids_and_texts_are_counted_not_stringified(tmp_path):
+    lines = [{"text": "a", "user": {"id": {"x": 1}}}, {"text": "b", "user": {"id_str": True}},
+             {"author_id": [1, 2], "text": "c", "id": "9"}, {"text": ["x", "y"], "user": {"id_str": "u4"}},
+             {"text": "ok", "user": {"id": 5}}, {"text": 12345, "user": {"id_str": "u6"}}]
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(t) + "\n" for t in lines))
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "text"]].values.tolist() == [["5", "ok"], ["u6", "12345"]]  # was "{'x': 1}", "True"...
+    assert log.counts == {"missing_user": 3, "not_a_tweet": 1}
+    assert log.examples["missing_user"][0] == f"{p}:1: user id is a JSON object, not a string or number; row dropped"
+
+
+@pytest.mark.parametrize("name, codec", [("t.jsonl", "utf-16"), ("t.csv", "utf-16-le"), ("tweets.txt", "utf-32")])
+def test_utf16_file_is_named_as_such_not_only_binary(tmp_path, name, codec):
+    p = tmp_path / name
+    text = '{"user": {"id_str": "1"}, "text": "a"}\n' if name.endswith("jsonl") else "user_id,text\n1,a\n"
+    p.write_bytes(text.encode(codec))  # Windows tools write UTF-16; its NUL bytes read as "binary"
+    with pytest.raises(DataError, match="looks like UTF-16 or UTF-32 text.*convert it to UTF-8"):
+        read_tweets(p, log=skip_log())
+
+
+@pytest.mark.parametrize("sep, lead", [(",", "\n"), (",", "  \n\r\n"), (",", " \t\n"), ("\t", "\n \n")])
+def test_blank_lines_before_the_header_do_not_make_it_a_row(tmp_path, sep, lead):
+    # skiprows=1 skipped only the blank line, and the header was read as a user "user_id" with text "text".
+    p = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    p.write_text(lead + sep.join(["user_id", "text"]) + "\nu1" + sep + "a\nu2" + sep + "b" + sep + "x\n", "utf-8")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    n = lead.count("\n")
+    assert df[["user_id", "text", "line"]].values.tolist() == [["u1", "a", n + 2]]
+    assert log.examples["malformed_line"] == [f"{p}:{n + 3}: expected 2 fields (the header's), saw 3; row dropped"]
