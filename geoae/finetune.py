@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # is stable and tested. A process-wide filter, not ``catch_warnings``: that swaps the global warning
 # state and races the reader thread, which records pandas' warnings at the same time.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+# torch 2.11 also warns, at every batch, that invariant checks are "implicitly disabled", though each
+# batch's tensor is built with check_invariants=True (seen in predict's output on a GPU machine's image).
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled", category=UserWarning)
 
 
 @dataclass
