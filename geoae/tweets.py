@@ -40,8 +40,9 @@ through ``RecordLog`` (counted under ``skip``, raising under ``fail``):
 ``missing_user``         no user id; the row is dropped
 ``empty_text``           empty text; the row is KEPT with ``text=""`` so that
                          prediction can still report the user
-``invalid_coordinates``  NaN / non-numeric / out of range; coords set to NaN,
-                         the text is kept (it is still useful to predict)
+``invalid_coordinates``  NaN / non-numeric / out of range, a malformed JSON point
+                         or a place box across the antimeridian; coords set to
+                         NaN, the text is kept (it is still useful to predict)
 ``swapped_coordinates``  |lat|>90 but a lat/lon swap is valid; fixed only with
                          ``fix_swapped=True``, otherwise coords set to NaN
 ``invalid_n_tweets``     a non-positive / non-integer ``n_tweets``; set to 1
@@ -914,8 +915,10 @@ def _read_rahimi(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_
 # --------------------------------------------------------------------------- Twitter JSON
 
 
-def _centroid_ring(coords: Any) -> tuple[float, float] | None:
-    """Centroid (bbox midpoint) of a GeoJSON polygon's [lon, lat] points."""
+def _centroid_ring(coords: Any, problems: list[str] | None = None) -> tuple[float, float] | None:
+    """Centroid (bbox midpoint) of a GeoJSON polygon's [lon, lat] points. A box spanning more than
+    180 degrees of longitude crosses the antimeridian (Twitter's Alaska: -179.2 to 179.9): its
+    midpoint would be on the other side of the Earth, so it gives no point and says why in ``problems``."""
     try:
         pts = np.asarray(coords, dtype="float64")
     except (TypeError, ValueError):
@@ -925,7 +928,13 @@ def _centroid_ring(coords: Any) -> tuple[float, float] | None:
     pts = pts.reshape(-1, 2)
     if not len(pts):
         return None
-    lon = (pts[:, 0].min() + pts[:, 0].max()) / 2
+    west, east = pts[:, 0].min(), pts[:, 0].max()
+    if east - west > 180:
+        if problems is not None:
+            problems.append(f"the place box spans more than 180 degrees of longitude ({west:g} to {east:g}): it "
+                            "crosses the antimeridian and its centre is unknown")
+        return None
+    lon = (west + east) / 2
     lat = (pts[:, 1].min() + pts[:, 1].max()) / 2
     return lat, lon
 
@@ -936,46 +945,84 @@ def _pair(v: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def _tweet_fields(obj: dict, places: Mapping[str, dict]) -> tuple[Any, Any, Any, Any] | None:
-    """(user_id, text, lat, lon) of a v1.1 or v2 tweet object, None if it is not a tweet."""
+def _degree_value(v: Any) -> bool:
+    """A JSON number, or text holding one (read as such before; the range is checked later)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, float):
+        return v == v  # NaN is no number of degrees (nor a missing one: it is given)
+    return isinstance(v, int) or (isinstance(v, str) and _is_number(v) and float(v) == float(v))
+
+
+def _point(v: Any, what: str, order: str, problems: list[str]) -> tuple[Any, Any] | None:
+    """The two numbers of a GeoJSON-like point object ``{"type": "Point", "coordinates": [a, b]}``;
+    None when it is absent (null) or, said in ``problems``, malformed."""
+    if v is None:
+        return None
+    shape = f'a point object {{"type": "Point", "coordinates": {order}}}'
+    if not isinstance(v, dict):
+        problems.append(f"{what} is {json.dumps(v)[:60]}, not {shape}")
+        return None
+    c = v.get("coordinates")
+    if not isinstance(c, (list, tuple)):
+        problems.append(f"{what} has {'no coordinates' if c is None else 'coordinates ' + json.dumps(c)[:60]}, "
+                        f"not {shape}")
+        return None
+    if len(c) < 2 or not (_degree_value(c[0]) and _degree_value(c[1])):
+        problems.append(f"{what} has coordinates {json.dumps(c)[:60]}, not two numbers {order}")
+        return None
+    return c[0], c[1]
+
+
+def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | None = None
+                  ) -> tuple[Any, Any, Any, Any] | None:
+    """(user_id, text, lat, lon) of a v1.1 or v2 tweet object, None if it is not a tweet.
+
+    A location that is given but unusable (a malformed point, a place box across the
+    antimeridian) and not replaced by a usable one is said in ``problems``; lat/lon are then None."""
+    said: list[str] = []
     lat = lon = None
     if "author_id" in obj or ("text" in obj and "user" not in obj and "id" in obj):  # API v2
         uid = obj.get("author_id")
         text = (obj.get("note_tweet") or {}).get("text") or obj.get("text")
         geo = obj.get("geo") or {}
-        pt = _pair((geo.get("coordinates") or {}).get("coordinates"))
+        if not isinstance(geo, dict):
+            said.append(f"geo is {json.dumps(geo)[:60]}, not an object with coordinates or a place_id")
+            geo = {}
+        pt = _point(geo.get("coordinates"), "geo.coordinates", "[lon, lat]", said)
         if pt:
             lon, lat = pt  # GeoJSON order
-        elif geo.get("place_id") and geo["place_id"] in places:
-            c = _centroid_ring(_bbox_points((places[geo["place_id"]].get("geo") or {}).get("bbox")))
+        elif isinstance(geo.get("place_id"), (str, int)) and geo["place_id"] in places:  # a list: unhashable
+            c = _centroid_ring(_bbox_points((places[geo["place_id"]].get("geo") or {}).get("bbox")), said)
             if c:
                 lat, lon = c
-        return uid, text, lat, lon
-    user = obj.get("user")
-    if isinstance(user, dict) or "text" in obj or "full_text" in obj:  # API v1.1
+    else:
+        user = obj.get("user")
+        if not (isinstance(user, dict) or "text" in obj or "full_text" in obj):
+            return None
+        # API v1.1
         user = user if isinstance(user, dict) else {}
         # The first usable id; an id given but empty ("id_str": "") stays "" so that the record
         # is reported as an empty id, not as a missing one.
         cands = (user.get("id_str"), user.get("id"), user.get("screen_name"))  # the reader makes it text
         uid = next((c for c in cands if c is not None and c != ""), "" if "" in cands else None)
         text = (obj.get("extended_tweet") or {}).get("full_text") or obj.get("full_text") or obj.get("text")
-        coords = obj.get("coordinates")
-        pt = _pair(coords.get("coordinates")) if isinstance(coords, dict) else None
+        pt = _point(obj.get("coordinates"), "coordinates", "[lon, lat]", said)
         if pt:
             lon, lat = pt  # GeoJSON order [lon, lat]
         else:
-            geo = obj.get("geo")
-            pt = _pair(geo.get("coordinates")) if isinstance(geo, dict) else None
+            pt = _point(obj.get("geo"), "geo", "[lat, lon]", said)
             if pt:
                 lat, lon = pt  # the deprecated geo field is [lat, lon]
             else:
                 place = obj.get("place")
                 bb = place.get("bounding_box") if isinstance(place, dict) else None
-                c = _centroid_ring(bb.get("coordinates")) if isinstance(bb, dict) else None
+                c = _centroid_ring(bb.get("coordinates"), said) if isinstance(bb, dict) else None
                 if c:
                     lat, lon = c
-        return uid, text, lat, lon
-    return None
+    if said and lat is None and problems is not None:  # a usable point found after a bad one is all right
+        problems.extend(said)
+    return uid, text, lat, lon
 
 
 def _bbox_points(bbox: Any) -> Any:
@@ -1048,7 +1095,8 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
             for item in items:
                 if not isinstance(item, dict):
                     continue
-                fields = _tweet_fields(item, places)
+                problems: list[str] = []
+                fields = _tweet_fields(item, places, problems)
                 if fields is None:
                     log.bad("not_a_tweet", f"JSON object without tweet fields (keys {sorted(item)[:6]}); "
                             "skipped", line=n, source=str(path))
@@ -1065,6 +1113,9 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                     log.bad("not_a_tweet", f"text is a JSON {_json_kind(text)}, not a string; skipped",
                             line=n, source=str(path))
                     continue
+                if problems:
+                    log.bad("invalid_coordinates", "; ".join(problems) + "; coordinates set to NaN, text kept",
+                            line=n, source=str(path), kept=True)
                 users.append(None if uid is None else _utf8_safe(str(uid), "user id", log, n, path))
                 texts.append(_utf8_safe("" if text is None else str(text), "text", log, n, path))
                 lats.append(lat)
@@ -1083,10 +1134,17 @@ TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
 _MAX_N_TWEETS = 2**53
 
 
-def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | None = None) -> dict:
+# Common long names of the coordinate columns, read as lat/lon when no column is named so.
+_COORD_ALIASES = {"lat": ("latitude",), "lon": ("longitude", "lng", "long")}
+
+
+def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | None = None,
+                 announce: bool = False) -> dict:
     """How to rename a table's columns to the schema: the caller's ``columns``, then any column
     whose name is a schema name up to case and surrounding spaces (``User_ID``, `` text`` after
-    "user_id, text"), since spreadsheets and hand-written headers rarely match exactly."""
+    "user_id, text"), since spreadsheets and hand-written headers rarely match exactly. When no
+    column reads as ``lat`` (``lon``), one named ``latitude`` (``longitude``, ``lng``, ``long``),
+    up to case and spaces, does; ``announce`` logs that (once per file, by the caller's choice)."""
     ren = {k: v for k, v in (columns or {}).items() if k in names}
     after = [ren.get(c, c) for c in names]
     for want in TABLE_COLUMNS:
@@ -1101,6 +1159,18 @@ def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | No
                             "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
         if hits and not named:
             ren[hits[0]] = want
+    for want, aliases in _COORD_ALIASES.items():
+        now = [ren.get(c, c) for c in names]
+        if want in now:  # "lat" beside "latitude": lat is read, latitude left alone
+            continue
+        hits = [c for c, a in zip(names, now) if a == c and str(c).strip().lower() in aliases]
+        if len(hits) > 1:
+            raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
+                            "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
+        if hits:
+            ren[hits[0]] = want
+            if announce:
+                log_.info("%s: reading column %r as %s", path, hits[0], want)
     return ren
 
 
@@ -1173,7 +1243,8 @@ def _header_names(path: Path, sep: str, encoding: str, columns: Mapping[str, str
     with _text_stream(path, encoding) as text:
         written = pd.read_csv(text, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, engine="c")
     if len(written):
-        _table_names([str(v) for v in written.iloc[0].tolist()], columns, path)  # raises on a name read twice
+        # raises on a name read twice; logs a coordinate column read under its long name
+        _table_names([str(v) for v in written.iloc[0].tolist()], columns, path, announce=True)
     with _text_stream(path, encoding) as text:
         return list(pd.read_csv(text, sep=sep, dtype=str, nrows=0, engine="c").columns)
 
@@ -1408,7 +1479,7 @@ def _check_parquet_schema(schema, path: Path, columns: Mapping[str, str] | None)
     word, and a name repeated in the file broke the frame."""
     import pyarrow as pa
 
-    ren = _table_names(schema.names, columns, path)
+    ren = _table_names(schema.names, columns, path, announce=True)
     for field in schema:
         want = ren.get(field.name, field.name)
         if want not in TABLE_COLUMNS:

@@ -1061,3 +1061,83 @@ def test_blank_lines_before_the_header_do_not_make_it_a_row(tmp_path, sep, lead)
     n = lead.count("\n")
     assert df[["user_id", "text", "line"]].values.tolist() == [["u1", "a", n + 2]]
     assert log.examples["malformed_line"] == [f"{p}:{n + 3}: expected 2 fields (the header's), saw 3; row dropped"]
+
+
+@pytest.mark.parametrize("header, row, aliased", [
+    ("user_id,text,Latitude, LONGITUDE ", "u1,a,40.5,-74.5", ["'Latitude' as lat", "' LONGITUDE ' as lon"]),
+    ("user_id,text,latitude,lng", "u1,a,40.5,-74.5", ["'latitude' as lat", "'lng' as lon"]),
+    ("user_id,text,latitude,long", "u1,a,40.5,-74.5", ["'latitude' as lat", "'long' as lon"]),
+    ("user_id,text,latitude,lon", "u1,a,40.5,-74.5", ["'latitude' as lat"]),  # was refused: "lon" but no "lat"
+    ("user_id,text,lat,lon,latitude", "u1,a,40.5,-74.5,1", []),  # "lat" wins, "latitude" is left alone
+])
+def test_latitude_longitude_columns_are_read_as_coordinates(tmp_path, caplog, header, row, aliased):
+    p = tmp_path / "t.csv"
+    p.write_text(header + "\n" + row + "\n")  # the columns were ignored: every coordinate silently unknown
+    log = skip_log()
+    with caplog.at_level("INFO", logger="geoae.tweets"):
+        df = read_tweets(p, log=log)
+    assert (df["lat"].iat[0], df["lon"].iat[0]) == (40.5, -74.5) and not log.counts
+    said = [r.getMessage() for r in caplog.records if "reading column" in r.getMessage()]
+    assert said == [f"{p}: reading column {a}" for a in aliased]  # once per file, not per chunk
+
+
+def test_latitude_longitude_columns_in_tsv_and_parquet(tmp_path):
+    t = tmp_path / "t.tsv"
+    t.write_text("user_id\ttext\tLatitude\tLng\nu1\ta\t1.5\t2.5\n")
+    q = tmp_path / "t.parquet"
+    pd.DataFrame({"user_id": ["u1"], "text": ["a"], "latitude": [1.5], "longitude": [2.5]}).to_parquet(q)
+    for path in (t, q):
+        df = read_tweets(path, log=skip_log())
+        assert (df["lat"].iat[0], df["lon"].iat[0]) == (1.5, 2.5), path
+
+
+def test_two_longitude_aliases_are_refused_not_one_dropped(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,text,latitude,lng,long\nu1,a,1,2,3\n")
+    with pytest.raises(DataError, match=r"columns \['lng', 'long'\] all read as 'lon'"):
+        read_tweets(p, log=skip_log())
+
+
+def test_json_place_box_across_the_antimeridian_is_counted_not_centred_in_europe(tmp_path):
+    alaska = [[[-179.231086, 51.175092], [-179.231086, 71.441059], [179.859681, 71.441059],
+               [179.859681, 51.175092]]]
+    v11 = {"text": "anchorage", "user": {"id_str": "u1"}, "place": {"bounding_box": {"coordinates": alaska}}}
+    v2 = {"data": [{"id": "1", "author_id": "u2", "text": "juneau", "geo": {"place_id": "ak"}}],
+          "includes": {"places": [{"id": "ak", "geo": {"bbox": [-179.231086, 51.175092, 179.859681, 71.441059]}}]}}
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(v11) + "\n" + json.dumps(v2) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["anchorage", "juneau"]
+    assert df["lon"].isna().all() and df["lat"].isna().all()  # the centre was lon 0.3: Europe
+    assert log.counts == {"invalid_coordinates": 2} and log.kept == {"invalid_coordinates": 2}
+    assert log.examples["invalid_coordinates"][0].startswith(
+        f"{p}:1: the place box spans more than 180 degrees of longitude (-179.231 to 179.86): it crosses the "
+        "antimeridian")
+
+
+@pytest.mark.parametrize("tweet, said", [
+    ({"coordinates": [-73, 40]}, "coordinates is [-73, 40], not a point object"),
+    ({"coordinates": {"type": "Point", "coordinates": [5]}}, "coordinates has coordinates [5], not two numbers"),
+    ({"coordinates": {"type": "Point", "coordinates": ["a", "b"]}}, 'coordinates ["a", "b"], not two numbers'),
+    ({"coordinates": {"type": "Point", "coordinates": [None, None]}}, "coordinates [null, null], not two numbers"),
+    ({"coordinates": {"type": "Point", "coordinates": [[1], [2]]}}, "coordinates [[1], [2]], not two numbers"),
+    ({"coordinates": {"type": "Point"}}, "coordinates has no coordinates"),
+    ({"geo": [40, -73]}, "geo is [40, -73], not a point object"),
+    ({"geo": {"coordinates": [float("nan"), 1.0]}}, "geo has coordinates [NaN, 1.0], not two numbers [lat, lon]"),
+    ({"id": "9", "author_id": "u", "geo": {"coordinates": {"coordinates": [1]}}}, "geo.coordinates has"),
+], ids=["array", "one-value", "text", "nulls", "nested", "no-coordinates", "geo-array", "geo-nan", "v2"])
+def test_json_malformed_coordinates_are_counted_not_unknown(tmp_path, tweet, said):
+    p = tmp_path / "t.jsonl"
+    place = {"bounding_box": {"coordinates": [[[-80.0, 30.0], [-80.0, 32.0], [-78.0, 32.0], [-78.0, 30.0]]]}}
+    base = {"text": "t"} if "author_id" in tweet else {"text": "t", "user": {"id_str": "u"}}
+    with_place = [] if "author_id" in tweet else [json.dumps({**base, **tweet, "place": place})]
+    p.write_text("\n".join([json.dumps({**base, **tweet}), *with_place]) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["t"] * (1 + len(with_place))
+    assert np.isnan(df["lat"].iat[0]) and np.isnan(df["lon"].iat[0])  # was silently unknown
+    assert log.counts == {"invalid_coordinates": 1} and log.kept == {"invalid_coordinates": 1}
+    assert said in log.examples["invalid_coordinates"][0] and log.examples["invalid_coordinates"][0].startswith(f"{p}:1:")
+    if with_place:  # a usable place box gives the point: the record is fine, not counted
+        assert (df["lat"].iat[1], df["lon"].iat[1]) == (31.0, -79.0)
