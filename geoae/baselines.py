@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from geoae.config import FinetuneConfig
 from geoae.errors import DataError
-from geoae.geo import LocationRisk
+from geoae.geo import LocationRisk, median_point
 from geoae.labels import region_of, state_codes, top_states_json
 from geoae.tweets import text_list
 
@@ -70,8 +70,9 @@ def state_medians(train_docs: pd.DataFrame) -> dict[str, tuple[float, float]]:
     lon = pd.to_numeric(df["lon"], errors="coerce")
     ok = (df["state"] != "") & lat.notna() & lon.notna()
     g = pd.DataFrame({"state": df["state"][ok], "lat": lat[ok], "lon": lon[ok]}).groupby("state")
-    med = g.median()
-    return {str(s): (float(r.lat), float(r.lon)) for s, r in med.iterrows()}
+    # geo.median_point, as the SDAE's state points: a state whose users straddle +-180 (the Aleutians)
+    # gets a point among them, not the plain median longitude on the far side of the globe.
+    return {str(s): median_point(grp["lat"].to_numpy(), grp["lon"].to_numpy()) for s, grp in g}
 
 
 def _frame(user_ids, states, probs, points: dict, proba: np.ndarray | None, classes: Sequence[str] | None, k: int = 3,
@@ -160,7 +161,7 @@ class MedianPoint(BaseEstimator):
         ok = lat.notna() & lon.notna()
         if not ok.any():
             raise DataError("MedianPoint: no training user has coordinates")
-        self.point_ = (float(lat[ok].median()), float(lon[ok].median()))
+        self.point_ = median_point(lat[ok].to_numpy(), lon[ok].to_numpy())
         return self
 
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:

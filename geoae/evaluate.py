@@ -5,8 +5,9 @@ every report):
 
 * **State metrics** (state / region / top-3 accuracy) are computed over users
   whose true state is known (a non-empty code). A user for whom the model gave
-  no state (abstained, empty text) counts as a miss. A model that never
-  predicts a state (the ``median_point`` baseline) gets ``None`` for them.
+  no state (abstained, empty text) counts as a miss, also when that is every
+  user. A model that has no state classes and never predicts a state (the
+  ``median_point`` baseline) gets ``None`` for them.
 * **Top-3 accuracy** needs class probabilities; ``classes`` names the column
   of each probability. A user whose true state is not among ``classes`` (the
   state never occurred in training), or who got no state prediction, counts
@@ -150,7 +151,10 @@ def compute_metrics(
 
     m: dict[str, Any] = {"n_users": int(n)}
     known = tstate != ""
-    predicts_state = bool((pstate != "").any())
+    # A classifier (``classes`` given) predicts states even where it abstained on every user (all empty
+    # texts, no user matched): those are misses, 0.0, not n/a. Only a model without a state concept
+    # (the median_point baseline) gets None.
+    predicts_state = bool((pstate != "").any()) or (classes is not None and pred_state is not None)
     m["n_state"] = int(known.sum())
     m["n_no_state_prediction"] = int((known & (pstate == "")).sum())
     if known.any() and predicts_state:
@@ -162,7 +166,7 @@ def compute_metrics(
         m["region_acc"] = None
     if state_proba is not None and classes is not None and known.any():
         hits = topk_hits(tstate, state_proba, classes, k=3)
-        if predicts_state:  # no state prediction (empty text, missing row) is a top-3 miss too
+        if pred_state is not None:  # no state prediction (empty text, missing row) is a top-3 miss too
             hits &= pstate != ""
         m["top3_state_acc"] = float(np.mean(hits[known]))
     else:
@@ -409,7 +413,7 @@ def evaluate_predictions(
             out_pred[col] = pred[col].to_numpy()
     for kind, e in errors.items():
         out_pred[f"error_km_{kind}"] = e
-    has_state = bool((pst != "").any())
+    has_state = bool((pst != "").any()) or classes is not None
     return {
         "metrics": metrics,
         "per_state": per_state_table(tstate, pst, head_err) if has_state else per_state_table([], []),

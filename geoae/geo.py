@@ -94,17 +94,32 @@ def median_point(lat, lon) -> tuple[float, float]:
     when a model predicts only a state): the median latitude and the median
     longitude taken *independently*, not the geometric median that minimises
     the sum of great-circle distances. It is cheap, deterministic, robust to
-    outliers and what the GeoText baselines report. It is fine for points
-    within the contiguous US (nowhere near the antimeridian); it is not
-    meaningful for sets that straddle longitude +-180. Invalid points are
-    ignored; with no valid point the result is ``(nan, nan)``.
+    outliers and what the GeoText baselines report. Longitudes are taken as
+    circular: the circle is cut at the widest empty arc between the points, so
+    a set that straddles +-180 (Alaska's Aleutians lie on both sides) gets a
+    point among them, not one on the far side of the globe; for any set whose
+    widest gap already spans +-180 (the contiguous US) this is the plain
+    median. Invalid points are ignored; with no valid point the result is
+    ``(nan, nan)``.
     """
     lat = np.asarray(lat, dtype=np.float64).ravel()
     lon = np.asarray(lon, dtype=np.float64).ravel()
     ok = valid_coordinates(lat, lon)
     if not ok.any():
         return float("nan"), float("nan")
-    return float(np.median(lat[ok])), float(np.median(lon[ok]))
+    return float(np.median(lat[ok])), _circular_median_lon(lon[ok])
+
+
+def _circular_median_lon(lon: np.ndarray) -> float:
+    """Median longitude with the circle cut at the widest gap between the points (result in [-180, 180])."""
+    s = np.sort(lon)
+    gaps = np.diff(s)
+    wrap_gap = s[0] + 360.0 - s[-1]
+    if not len(gaps) or wrap_gap >= gaps.max():
+        return float(np.median(s))
+    cut = int(np.argmax(gaps)) + 1  # the points east of the widest gap come first
+    m = float(np.median(np.concatenate([s[cut:], s[:cut] + 360.0])))
+    return m - 360.0 if m > 180.0 else m
 
 
 def bayes_point_index(probs: np.ndarray, points: np.ndarray, cap_km: float | None = None) -> np.ndarray:

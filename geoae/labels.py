@@ -222,12 +222,20 @@ class StateLocator:
         dlat = self.snap_km / _KM_PER_DEG
         coslat = np.maximum(np.cos(np.radians(np.minimum(np.abs(y) + dlat, 89.0))), 0.05)
         dlon = np.minimum(dlat / coslat, 180.0)
-        boxes = shapely.box(x - dlon, y - dlat, x + dlon, y + dlat)
-        pi, gi = b.tree.query(boxes)
+        # A box over the antimeridian is also searched shifted by 360 deg (the Aleutians lie on both
+        # sides): each query is a point (src, its x, possibly shifted) with its box.
+        src = np.arange(len(x))
+        east, west = np.flatnonzero(x + dlon > 180.0), np.flatnonzero(x - dlon < -180.0)
+        src = np.concatenate([src, east, west])
+        qx = np.concatenate([x, x[east] - 360.0, x[west] + 360.0])
+        qy, qd = y[src], dlon[src]
+        boxes = shapely.box(qx - qd, qy - dlat, qx + qd, qy + dlat)
+        qi, gi = b.tree.query(boxes)
         res = np.full(len(x), "", dtype=object)
-        if len(pi) == 0:
+        if len(qi) == 0:
             return res
-        pts = shapely.points(x[pi], y[pi])
+        pi = src[qi]
+        pts = shapely.points(qx[qi], qy[qi])
         lines = shapely.shortest_line(b.parts[gi], pts)
         near = shapely.get_coordinates(shapely.get_point(lines, 0))
         d = haversine_km(y[pi], x[pi], near[:, 1], near[:, 0])

@@ -98,6 +98,17 @@ def test_median_point_predicts_no_state():
     assert r["metrics"]["state_acc"] is None and r["metrics"]["median_km"] > 0
 
 
+def test_baseline_points_straddling_the_antimeridian_stay_among_the_users():
+    from geoae.baselines import state_medians
+
+    # Alaska users in Anchorage and on Attu (lon 173): the plain median longitude, 11.6, is in Europe.
+    train = pd.DataFrame({"user_id": ["a", "b"], "text": ["x", "y"], "lat": [61.22, 52.85], "lon": [-149.9, 173.1],
+                          "split": "train", "state": "AK", "region": "West"})
+    lat, lon = state_medians(train)["AK"]
+    assert lat == pytest.approx(57.035) and lon == pytest.approx(-168.4)
+    assert MedianPoint().fit(train).point_ == pytest.approx((57.035, -168.4))
+
+
 def test_not_fitted():
     with pytest.raises(NotFittedError):
         MajorityState().predict(corpus(EVAL, 1, "test"))

@@ -181,6 +181,22 @@ def test_evaluate_predictions_missing_user_and_proba_alignment():
         evaluate_predictions(TRUTH, pd.concat([p, p]))
 
 
+def test_a_classifier_that_abstains_on_every_user_scores_zero_not_na():
+    # every user had empty text (or no prediction row): misses, as when only some abstain
+    p = _pred(status=["empty_text"] * 5, state=[None] * 5, confidence=[np.nan] * 5)
+    classes = ["NY", "TX", "IL"]
+    proba = np.tile([0.4, 0.3, 0.3], (5, 1))  # the scored empty vector: NY, TX, IL would all be top-3 "hits"
+    m = evaluate_predictions(TRUTH, p, proba, classes)["metrics"]
+    assert m["state_acc"] == 0.0 and m["region_acc"] == 0.0 and m["top3_state_acc"] == 0.0
+    assert m["n_no_state_prediction"] == 4
+    r = evaluate_predictions(TRUTH, _pred().assign(user_id=list("abcde")), proba, classes)  # no user matches
+    assert r["metrics"]["state_acc"] == 0.0 and r["metrics"]["top3_state_acc"] == 0.0
+    assert list(r["per_state"]["accuracy"]) == [0.0] * 4
+    # without state classes (the median-point baseline) state metrics stay n/a
+    m = evaluate_predictions(TRUTH, p, None, None)["metrics"]
+    assert m["state_acc"] is None and m["top3_state_acc"] is None
+
+
 # --------------------------------------------------------------------------- CLI
 
 

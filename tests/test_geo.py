@@ -86,6 +86,17 @@ def test_median_point_is_coordinatewise_and_ignores_invalid():
     assert all(np.isnan(v) for v in median_point([np.nan], [np.nan]))
 
 
+def test_median_point_of_points_straddling_the_antimeridian_stays_among_them():
+    # Anchorage and Attu (173 E): the plain median longitude, 11.6, is in Europe
+    lat, lon = median_point([61.22, 52.85], [-149.9, 173.1])
+    assert lon == pytest.approx(-168.4) and haversine_km(lat, lon, 61.22, -149.9) < 2000
+    assert median_point([52.0, 52.0, 52.0], [179.0, -179.0, -178.0]) == (52.0, -179.0)
+    assert abs(median_point([52.0, 52.0], [179.0, -179.0])[1]) == 180.0
+    # a set on one side of the globe (the contiguous US) keeps the plain median
+    lat, lon = [40.7, 34.0, 29.8, 47.6], [-74.0, -118.2, -95.4, -122.3]
+    assert median_point(lat, lon) == (float(np.median(lat)), float(np.median(lon)))
+
+
 # --------------------------------------------------------------------------- LocationRisk
 
 from geoae.geo import LocationRisk  # noqa: E402

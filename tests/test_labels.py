@@ -60,6 +60,16 @@ def test_lake_point_is_snapped_not_contained():
     assert StateLocator(snap_km=1).locate(lat, lon).tolist() == [""]
 
 
+def test_snapping_reaches_across_the_antimeridian(locator):
+    # Semisopochnoi Island (AK) ends at 179.78 E; points 15-19 km east of it have lon < -179.9
+    lat = [51.95, 51.95, 51.95, 51.95, 51.95]
+    lon = [179.99, -179.99, -179.95, 180.0, -180.0]
+    assert locator.locate(lat, lon).tolist() == ["AK"] * 5
+    assert locator.snapped_ == 5
+    assert locator.locate([51.95], [-179.7]).tolist() == [""]  # ~36 km away: beyond snap_km
+    assert locator.locate([52.85], [173.1]).tolist() == ["AK"]  # Attu, west of the antimeridian: contained
+
+
 def test_state_names_and_regions(locator):
     names = locator.state_names
     assert len(names) == 51 and names["NY"] == "New York" and names["DC"] == "District of Columbia"
