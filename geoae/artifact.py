@@ -143,8 +143,10 @@ def _referenced_files(out: Path) -> set[str]:
 
 
 def _read_verified(d: Path, entry: dict, role: str) -> bytes:
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{d / INDEX}: files.{role} is {type(entry).__name__}, not a mapping; the artifact is damaged")
     name = entry.get("name", "")
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise ArtifactError(f"{d / INDEX}: invalid file name for {role}: {name!r}")
     p = d / name
     if not p.is_file():
@@ -180,12 +182,13 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory{hint}")
     try:
         idx = json.loads(ip.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    # ValueError: also an integer literal too long to convert; RecursionError: nesting too deep
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ArtifactError(f"{ip}: corrupted (not valid JSON: {e}); restore it or re-train the model") from None
     if not isinstance(idx, dict) or idx.get("format") != FORMAT:
         raise ArtifactError(f"{ip}: not a geoae artifact (format={idx.get('format') if isinstance(idx, dict) else None!r})")
     ver = idx.get("format_version")
-    if ver != FORMAT_VERSION:
+    if type(ver) is not int or ver != FORMAT_VERSION:  # not True, not 1.0: the writer always stores the int
         raise ArtifactError(
             f"{ip}: artifact format version {ver!r} is not supported by geoae {__version__} "
             f"(expects {FORMAT_VERSION}); use the geoae version that wrote it ({idx.get('geoae_version')}) or re-train"
@@ -194,15 +197,16 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         cfg = config_from_dict(idx["config"])
         classes = [str(c) for c in idx["classes"]]
         points = np.asarray(idx["state_points"], dtype=np.float64).reshape(len(classes), 2)
-        n_features = int(idx["n_features"])
-        n_members = int(idx["n_members"])
+        n_features = _count(idx["n_features"], "n_features")
+        n_members = _count(idx["n_members"], "n_members")
+        _check_classes(classes, idx["classes"], points)
         files = idx["files"]
         model_blob = _read_verified(d, files["model"], "model")
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
         points_blob = _read_verified(d, files["points"], "points") if "points" in files else None
     except ConfigError as e:
         raise ArtifactError(f"{ip}: stored config is invalid: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
     try:
         tensors = st_load(model_blob)
@@ -214,6 +218,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     if points_blob is not None:
         try:
             pa = np_st_load(points_blob)
+            _check_points_arrays(pa)
             location = LocationRisk.from_arrays(pa["candidates"], pa["mass"], cfg.finetune.bayes_cap_km)
         except Exception as e:  # safetensors' own error types, missing keys, shapes that do not fit
             raise ArtifactError(f"{d}: points file is not valid ({e}); re-train the model") from None
@@ -224,12 +229,23 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     try:
         if not isinstance(meta, dict):
             raise TypeError(f"meta is {type(meta).__name__}, not a mapping")
-        if n_members < 1:
-            raise ValueError(f"n_members={n_members}")
-        featurizer = featurizer_from_state(idx["featurizer"], arrays)
+        vocab = idx["featurizer"].get("vocabulary") if isinstance(idx["featurizer"], dict) else None
+        if isinstance(vocab, list) and not all(isinstance(t, str) for t in vocab):
+            raise TypeError("featurizer.vocabulary holds a term that is not a string")
+        try:
+            featurizer = featurizer_from_state(idx["featurizer"], arrays)
+        except ArtifactError as e:
+            raise ArtifactError(f"{ip}: {e}") from None
+        n_feat = getattr(featurizer, "n_features_", n_features)
+        if n_feat != n_features:
+            raise ValueError(f"the featurizer makes {n_feat} features, the model takes n_features={n_features}")
+        _check_weights(tensors, n_members, n_features, len(classes), cfg.model)
         model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
+    except _WeightsMismatch as e:
+        raise ArtifactError(f"{d}: weights do not fit the stored config ({e}); the artifact is damaged — "
+                            "re-train the model") from None
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -242,6 +258,71 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     model.to(dev).eval()
     return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points,
                     meta=meta, location=location)
+
+
+class _WeightsMismatch(Exception):
+    """The weight file's tensors are not the ones the index's config describes."""
+
+
+def _count(v: Any, what: str) -> int:
+    """A stored count: a whole number >= 1 (not a bool, a float or a string)."""
+    if type(v) is not int or v < 1:
+        raise ValueError(f"{what} must be a whole number >= 1; got {v!r}")
+    return v
+
+
+def _check_classes(classes: list[str], raw: Any, points: np.ndarray) -> None:
+    """The class list: distinct, non-empty strings; their points finite coordinates."""
+    if not isinstance(raw, list) or not all(isinstance(c, str) and c for c in raw):
+        raise ValueError("classes must be a list of non-empty strings (state codes)")
+    if not classes or len(set(classes)) != len(classes):
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        raise ValueError(f"classes must be distinct and at least one; repeated: {dup}")
+    if not (np.isfinite(points).all() and (np.abs(points[:, 0]) <= 90).all() and (np.abs(points[:, 1]) <= 180).all()):
+        raise ValueError("state_points must be finite (lat, lon) pairs within [-90, 90] x [-180, 180]")
+
+
+def _check_points_arrays(pa: dict) -> None:
+    """The location points file: float64 arrays as saved, finite, coordinates on the globe, mass >= 0."""
+    for k in ("candidates", "mass"):
+        a = pa[k]
+        if a.dtype != np.float64:
+            raise ValueError(f"{k} is {a.dtype}, expected float64")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{k} has non-finite values")
+    c, m = pa["candidates"], pa["mass"]
+    if c.ndim == 2 and c.shape[1] == 2 and ((np.abs(c[:, 0]) > 90).any() or (np.abs(c[:, 1]) > 180).any()):
+        raise ValueError("candidates has coordinates off the globe")
+    if (m < 0).any():
+        raise ValueError("mass has negative values")
+
+
+_MEMBER_KEY = re.compile(r"^members\.(\d+)\.")
+
+
+def _check_weights(tensors: dict[str, torch.Tensor], n_members: int, n_features: int, n_states: int, cfg: Any) -> None:
+    """Compare the weight file with the model the index describes *before* building it: the member count
+    first (an edited ``n_members`` must not build a billion members), then every tensor's name, shape
+    and dtype against one member built on the meta device (no memory), and that the values are finite."""
+    from geoae.sdae import GeoSDAE
+
+    found = {int(m.group(1)) for k in tensors if (m := _MEMBER_KEY.match(k))}
+    if len(found) != n_members or found != set(range(n_members)):  # the length first: n_members may be huge
+        raise _WeightsMismatch(f"the index says n_members={n_members}, the weight file holds members "
+                               f"{sorted(found)[:10]}")
+    with torch.device("meta"):
+        ref = GeoSDAE(n_features, n_states, cfg).state_dict()
+    want = {f"members.{i}.{k}": v for i in range(n_members) for k, v in ref.items()}
+    if missing := sorted(set(want) - set(tensors)):
+        raise _WeightsMismatch(f"missing tensor {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    if extra := sorted(set(tensors) - set(want)):
+        raise _WeightsMismatch(f"unexpected tensor {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    for k, ref_t in want.items():
+        t = tensors[k]
+        if t.shape != ref_t.shape or t.dtype != ref_t.dtype:
+            raise _WeightsMismatch(f"{k} is {t.dtype} {tuple(t.shape)}, expected {ref_t.dtype} {tuple(ref_t.shape)}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise _WeightsMismatch(f"{k} has non-finite values (NaN or inf)")
 
 
 def torch_device(device: str | torch.device) -> torch.device:

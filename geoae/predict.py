@@ -88,7 +88,7 @@ class Predictor:
         self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
         self._classes = np.asarray(self.classes_, dtype=object)
         self.point_ = artifact.meta.get("point", "regression")
-        if self.point_ not in POINT_KINDS:
+        if not isinstance(self.point_, str) or self.point_ not in POINT_KINDS:
             raise GeoaeError(f"artifact names an unknown point kind {self.point_!r}")
         if self.point_ == "location" and artifact.location is None:
             raise GeoaeError("artifact's point is 'location' but it has no points file; re-train the model")
@@ -665,9 +665,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.chunksize < 1:  # checked here so the message names the option
         raise GeoaeError(f"--chunksize must be >= 1; got {args.chunksize}")
     if args.summary:
-        check_output_paths(args.summary, [*args.input, args.output], "--summary")
+        # The output first: it may exist already (a rerun), and is then not "an input".
         if Path(args.summary).resolve() == Path(args.output).resolve():
             raise GeoaeError("--summary and --output name the same file; give the summary its own path")
+        check_output_paths(args.summary, [*args.input, args.output], "--summary")
     summary = predict_files(
         args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
         chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,

@@ -329,7 +329,7 @@ def test_successful_saves_remove_unreferenced_weight_files(model_dir, docs, monk
 def test_a_hand_edited_index_that_still_parses_is_refused(model_dir, edit):
     idx = _index(model_dir)
     if edit == "classes":
-        idx["classes"] = ["AZ"] * len(idx["classes"])
+        idx["classes"][:2] = idx["classes"][1::-1]  # two states swapped: still distinct codes, so it parses
     elif edit == "state_points":
         idx["state_points"][0][0] += 1.0
     elif edit == "activation":
@@ -364,3 +364,80 @@ def test_pointing_at_the_index_file_or_the_train_directory(model_dir, tmp_path):
         (train_dir / "model" / p.name).write_bytes(p.read_bytes())
     with pytest.raises(ArtifactError, match=r"did you mean .*train/model"):
         load_artifact(train_dir)
+
+
+# --------------------------------------------------------------------------- hand-made or damaged indexes
+
+
+def _replace_weights(d: Path, role: str, blob: bytes) -> None:
+    """Swap in another weight file with a valid hash and size (only the content checks can catch it)."""
+    import hashlib
+
+    idx = _index(d)
+    sha = hashlib.sha256(blob).hexdigest()
+    name = f"{role}-{sha[:12]}.safetensors"
+    (d / name).write_bytes(blob)
+    idx["files"][role] = {"name": name, "sha256": sha, "bytes": len(blob)}
+    _write_index(d, idx)
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda i: i["files"].__setitem__("model", "model.safetensors"), r"files\.model is str, not a mapping"),
+    (lambda i: i.__setitem__("n_features", -3), r"n_features must be a whole number >= 1"),
+    (lambda i: i.__setitem__("n_members", 1.5), r"n_members must be a whole number >= 1"),
+    (lambda i: i.__setitem__("n_members", 10**9), r"n_members=1000000000, the weight file holds members \[0\]"),
+    (lambda i: i.__setitem__("format_version", True), r"format version True is not supported"),
+    (lambda i: i["classes"].__setitem__(0, None), r"classes must be a list of non-empty strings"),
+    (lambda i: i["classes"].__setitem__(1, i["classes"][0]), r"classes must be distinct"),
+    (lambda i: i["state_points"].__setitem__(0, [95.0, 0.0]), r"state_points must be finite"),
+    (lambda i: i["featurizer"]["vocabulary"].__setitem__(0, 7), r"vocabulary holds a term that is not a string"),
+])
+def test_index_fields_of_the_wrong_type_or_size_are_one_clear_error(model_dir, edit, pattern):
+    """Each of these was a traceback, a hang (n_members=10**9 built a billion members), or
+    loaded and predicted nonsense (None as a state, NaN points)."""
+    idx = _index(model_dir)
+    edit(idx)
+    _write_index(model_dir, idx)
+    with refused(ArtifactError, pattern, model_dir.parent):
+        load_artifact(model_dir)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format": ' + "9" * 5000 + "}"])
+def test_index_json_python_cannot_parse_is_corrupted_not_a_traceback(model_dir, text):
+    (model_dir / INDEX).write_text(text)
+    with refused(ArtifactError, "corrupted", model_dir.parent):
+        load_artifact(model_dir)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda t: {k: v.double() for k, v in t.items()}, r"is torch\.float64 .*expected torch\.float32"),
+    (lambda t: {k: v.to(torch.int32) for k, v in t.items()}, r"is torch\.int32 .*expected torch\.float32"),
+    (lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}, r"non-finite values"),
+    (lambda t: {**t, "zzz": torch.zeros(2)}, r"unexpected tensor zzz"),
+])
+def test_weight_files_with_valid_hashes_but_wrong_dtypes_values_or_names_are_refused(model_dir, change, pattern):
+    """load_state_dict casts dtypes silently (int weights would predict nonsense) and takes NaN weights
+    (every state NaN, the first class reported): the tensors are checked before the model is built."""
+    from safetensors.torch import load as st_load
+
+    tensors = change(st_load(_weights(model_dir).read_bytes()))
+    _replace_weights(model_dir, "model", st_save({k: v.contiguous() for k, v in tensors.items()}))
+    with refused(ArtifactError, pattern, model_dir.parent):
+        load_artifact(model_dir)
+
+
+def test_points_file_with_other_dtypes_or_values_is_refused(model_dir):
+    from safetensors.numpy import load as np_load
+    from safetensors.numpy import save as np_save
+
+    if "points" not in _index(model_dir)["files"]:
+        pytest.skip("this artifact has no points file")
+    arrays = np_load(_weights(model_dir, "points").read_bytes())
+    bad = {"candidates": arrays["candidates"].astype(np.int8), "mass": arrays["mass"]}
+    _replace_weights(model_dir, "points", np_save(bad))
+    with refused(ArtifactError, r"candidates is int8, expected float64", model_dir.parent):
+        load_artifact(model_dir)
+    bad = {"candidates": arrays["candidates"], "mass": -arrays["mass"]}
+    _replace_weights(model_dir, "points", np_save(bad))
+    with refused(ArtifactError, r"mass has negative values", model_dir.parent):
+        load_artifact(model_dir)

@@ -480,6 +480,34 @@ def test_output_paths_that_would_destroy_data_are_refused_before_work(model, use
     assert not list(tmp_path.glob(".*partial"))  # nothing was started, nothing left behind
 
 
+def test_summary_naming_an_existing_output_says_same_file(model, users_file, tmp_path, capsys):
+    """A rerun with --summary equal to the (now existing) output was told the output is 'an input'."""
+    out = tmp_path / "p.csv"
+    out.write_text("from the previous run\n")
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out),
+                 "--summary", str(tmp_path / "." / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--summary and --output name the same file" in err and err.count("\n") == 1, err
+    assert out.read_text() == "from the previous run\n"
+
+
+@pytest.mark.parametrize("point", [["bayes"], 3, None])
+def test_artifact_point_kind_of_the_wrong_type_is_one_line(model, tmp_path, point):
+    import shutil
+
+    from geoae.artifact import _index_sha, load_artifact
+    from geoae.errors import GeoaeError
+    from geoae.predict import Predictor
+
+    d = Path(shutil.copytree(model, tmp_path / "m"))
+    idx = json.loads((d / "artifact.json").read_text())
+    idx["meta"]["point"] = point
+    idx["index_sha256"] = _index_sha(idx)
+    (d / "artifact.json").write_text(json.dumps(idx))
+    with pytest.raises(GeoaeError, match="unknown point kind"):  # a list was a TypeError traceback
+        Predictor(load_artifact(d))
+
+
 def test_predicting_an_empty_frame_gives_an_empty_result(predictor):
     empty = pd.DataFrame({"user_id": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)})
     out = predictor.predict(empty)
