@@ -45,7 +45,9 @@ import numpy as np
 import pandas as pd
 
 from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog
-from geoae.tweets import GRANULARITY_ATTR, TWEET_COLUMNS, blank_texts, geotext_fold_split, iter_tweets, text_array
+# SeenIds lives with the readers, which also use it (duplicate tweet ids); imported here under its old name.
+from geoae.tweets import (GRANULARITY_ATTR, TWEET_COLUMNS, SeenIds, blank_texts, geotext_fold_split, iter_tweets,
+                          text_array)
 
 log_ = logging.getLogger(__name__)
 
@@ -185,43 +187,6 @@ def build_documents(
     docs = docs.loc[~empty & ~few].reset_index(drop=True)
     log_.info("built %d user documents from %d rows", len(docs), len(df))
     return docs
-
-
-class SeenIds:
-    """The user ids met so far in a stream, at 8 bytes per user.
-
-    ``iter_documents`` must notice a user who reappears after other users. A Python set of
-    the id strings costs ~150 bytes per user, which is what made predict memory grow with
-    the number of users; this keeps 64-bit hashes (``hash`` of the id, stable within a
-    process) in sorted numpy arrays of doubling sizes, so adding a chunk is a few
-    ``searchsorted`` calls and an occasional merge. Two different ids share a hash with
-    probability ~n^2 / 2^64 (about 3e-6 for ten million users); such a pair would be
-    reported as one reappearing user, never lost.
-    """
-
-    def __init__(self) -> None:
-        self._levels: list[np.ndarray] = []
-
-    def __len__(self) -> int:
-        return int(sum(len(a) for a in self._levels))
-
-    def add(self, ids: Sequence[str]) -> np.ndarray:
-        """Add ``ids`` in order; returns, per id, whether it was seen before (earlier in ``ids`` too)."""
-        h = np.fromiter((hash(u) for u in ids), dtype=np.int64, count=len(ids))
-        before = np.zeros(len(h), dtype=bool)
-        for level in self._levels:
-            pos = np.minimum(np.searchsorted(level, h), len(level) - 1)
-            before |= level[pos] == h
-        uniq, first = np.unique(h, return_index=True)
-        repeat = np.ones(len(h), dtype=bool)
-        repeat[first] = False
-        new = np.setdiff1d(uniq, h[before], assume_unique=False) if before.any() else uniq
-        # Each level more than twice the next: at most log2(n) sorted arrays to search.
-        while self._levels and len(self._levels[-1]) <= 2 * len(new):
-            new = np.union1d(self._levels.pop(), new)
-        if len(new):
-            self._levels.append(new)
-        return before | repeat
 
 
 def iter_documents(

@@ -37,6 +37,9 @@ through ``RecordLog`` (counted under ``skip``, raising under ``fail``):
                          line are counted and dropped (``_swallowed_rows``)
 ``malformed_json``       a JSON line that does not parse or is not an object
 ``not_a_tweet``          a JSON object without tweet fields (delete notices...)
+``duplicate_tweet``      a JSON tweet whose id (``id_str``, else ``id``) was already
+                         read in this run, in any input file (overlapping crawls);
+                         the copy is dropped. Tweets without an id are never checked
 ``missing_user``         no user id; the row is dropped
 ``empty_text``           empty text; the row is KEPT with ``text=""`` so that
                          prediction can still report the user
@@ -73,7 +76,7 @@ import re
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -919,13 +922,20 @@ def _centroid_ring(coords: Any, problems: list[str] | None = None) -> tuple[floa
     """Centroid (bbox midpoint) of a GeoJSON polygon's [lon, lat] points. A box spanning more than
     180 degrees of longitude crosses the antimeridian (Twitter's Alaska: -179.2 to 179.9): its
     midpoint would be on the other side of the Earth, so it gives no point and says why in ``problems``."""
+    if coords is None:  # no box given (null): no point, nothing wrong
+        return None
     try:
         pts = np.asarray(coords, dtype="float64")
-    except (TypeError, ValueError):
+        if pts.ndim >= 2 and pts.shape[-1] > 2:  # GeoJSON positions may carry an altitude: [lon, lat, alt]
+            pts = pts[..., :2]
+        pts = pts.reshape(-1, 2)
+        ok = bool(np.isfinite(pts).all())
+    except (TypeError, ValueError):  # text, null corners, ragged or odd-sized lists
+        ok = False
+    if not ok:
+        if problems is not None:
+            problems.append(f"the place box has corners {json.dumps(coords)[:80]}, not [lon, lat] numbers")
         return None
-    if pts.ndim >= 2 and pts.shape[-1] > 2:  # GeoJSON positions may carry an altitude: [lon, lat, alt]
-        pts = pts[..., :2]
-    pts = pts.reshape(-1, 2)
     if not len(pts):
         return None
     west, east = pts[:, 0].min(), pts[:, 0].max()
@@ -993,7 +1003,11 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | N
         if pt:
             lon, lat = pt  # GeoJSON order
         elif isinstance(geo.get("place_id"), (str, int)) and geo["place_id"] in places:  # a list: unhashable
-            c = _centroid_ring(_bbox_points((places[geo["place_id"]].get("geo") or {}).get("bbox")), said)
+            place_geo = places[geo["place_id"]].get("geo")
+            bbox = place_geo.get("bbox") if isinstance(place_geo, dict) else None
+            if bbox is not None and _bbox_points(bbox) is None:
+                said.append(f"the place bbox is {json.dumps(bbox)[:80]}, not [west, south, east, north]")
+            c = _centroid_ring(_bbox_points(bbox), said)
             if c:
                 lat, lon = c
     else:
@@ -1049,12 +1063,48 @@ def _json_kind(v: Any) -> str:
     return "boolean" if isinstance(v, bool) else "object" if isinstance(v, dict) else "array"
 
 
+def _tweet_id(obj: dict) -> str | None:
+    """The tweet's own id as text (v1.1 ``id_str``, else ``id``; v2 ``id``), None when it has none.
+    A number and its text (``123``, ``"123"``) are the same id; anything else (a float, an
+    object, an empty string) is no id, so the tweet is never taken for a duplicate."""
+    for key in ("id_str", "id"):
+        v = obj.get(key)
+        if type(v) is str:
+            if v:
+                return v
+        elif type(v) is int:
+            return str(v)
+    return None
+
+
+class _TweetLog:
+    """The bad records of one chunk's tweets, held until the chunk's duplicates are known: a tweet
+    dropped as a ``duplicate_tweet`` is counted under that reason only (not also as, say, an
+    ``invalid_coordinates`` kept in the data). ``tids``: the chunk's tweet ids so far, the last
+    one the tweet being read (its index tells which tweet a record belongs to)."""
+
+    def __init__(self, tids: list) -> None:
+        self.tids = tids
+        self.pending: list[tuple[int, str, str, int | None, str | None, bool]] = []
+
+    def bad(self, reason: str, detail: str = "", *, line: int | None = None, source: str | None = None,
+            kept: bool = False) -> None:
+        self.pending.append((len(self.tids) - 1, reason, detail, line, source, kept))
+
+
 def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
-               progress: bool) -> Iterator[pd.DataFrame]:
+               progress: bool, seen: SeenIds | None = None) -> Iterator[pd.DataFrame]:
+    """Twitter JSON lines. ``seen``: the tweet ids read so far in this run (every input file);
+    a tweet whose id is in it is a ``duplicate_tweet``, dropped and counted under that reason only."""
     reader = _LineReader(path, log, chunksize)
     n_good = 0  # tweets read so far from this file
     for chunk in _progress(reader.chunks(), progress, path):
         users, texts, lats, lons, lines = [], [], [], [], []
+        # Per tweet of the chunk (index k): its id (a plain list of strings: holding the parsed
+        # tweets instead cost 40 % in garbage collection); the few tweets that give no row.
+        tids: list[str | None] = []
+        no_row: dict[int, int] = {}  # k -> line
+        tlog = _TweetLog(tids)
         for (n, _), decoded in zip(chunk, _decode_chunk(chunk, encoding)):
             line = decoded.strip()
             # A JSON array written one object per line ("[", "{...},", ..., "]") is common
@@ -1102,29 +1152,67 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                             "skipped", line=n, source=str(path))
                     continue
                 n_good += 1
+                tid = item.get("id_str")
+                tids.append(tid if type(tid) is str and tid else _tweet_id(item))
                 uid, text, lat, lon = fields
                 # Python's str() of an object, array or boolean ("{'id': 1}", "True") is no id and no
                 # tweet text: such a record is counted and dropped, not read as that repr.
                 if isinstance(uid, (dict, list, bool)):
-                    log.bad("missing_user", f"user id is a JSON {_json_kind(uid)}, not a string or number; "
-                            "row dropped", line=n, source=str(path))
+                    tlog.bad("missing_user", f"user id is a JSON {_json_kind(uid)}, not a string or number; "
+                             "row dropped", line=n, source=str(path))
+                    no_row[len(tids) - 1] = n
                     continue
                 if isinstance(text, (dict, list, bool)):
-                    log.bad("not_a_tweet", f"text is a JSON {_json_kind(text)}, not a string; skipped",
-                            line=n, source=str(path))
+                    tlog.bad("not_a_tweet", f"text is a JSON {_json_kind(text)}, not a string; skipped",
+                             line=n, source=str(path))
+                    no_row[len(tids) - 1] = n
                     continue
                 if problems:
-                    log.bad("invalid_coordinates", "; ".join(problems) + "; coordinates set to NaN, text kept",
-                            line=n, source=str(path), kept=True)
-                users.append(None if uid is None else _utf8_safe(str(uid), "user id", log, n, path))
-                texts.append(_utf8_safe("" if text is None else str(text), "text", log, n, path))
+                    tlog.bad("invalid_coordinates", "; ".join(problems) + "; coordinates set to NaN, text kept",
+                             line=n, source=str(path), kept=True)
+                users.append(None if uid is None else _utf8_safe(str(uid), "user id", tlog, n, path))
+                texts.append(_utf8_safe("" if text is None else str(text), "text", tlog, n, path))
                 lats.append(lat)
                 lons.append(lon)
                 lines.append(n)
+        dup = _duplicates(tids, seen)
+        if dup is not None:
+            row_k = np.delete(np.arange(len(tids)), list(no_row))  # the tweet of each row
+            where = {**dict(zip(row_k.tolist(), lines)), **no_row}
+            for k in np.flatnonzero(dup).tolist():
+                log.bad("duplicate_tweet", f"tweet id {tids[k][:40]!r} was already read earlier in the inputs (the "
+                        "same tweet twice, e.g. from overlapping crawls); this copy dropped", line=where[k],
+                        source=str(path))
+        for k, reason, detail, ln, src, kept in tlog.pending:
+            if dup is None or not dup[k]:
+                log.bad(reason, detail, line=ln, source=src, kept=kept)
+        if dup is not None:
+            keep = ~dup[row_k]
+            if not keep.all():
+                users, texts, lats, lons, lines = ([v for v, ok in zip(vs, keep.tolist()) if ok]
+                                                   for vs in (users, texts, lats, lons, lines))
         df = _frame(users, texts, 1, "", str(path), lines)
         _clean_coords(df, pd.Series(lats, dtype="object"), pd.Series(lons, dtype="object"), log,
                       required=False, fix_swapped=fix_swapped)
         yield _finish(df, log, "tweet")
+
+
+def _duplicates(tids: list[str | None], seen: SeenIds | None) -> np.ndarray | None:
+    """Per tweet id (None: the tweet has none), whether ``seen`` had it already, then adds them;
+    None when no tweet can be a duplicate."""
+    if seen is None:
+        return None
+    given = [t for t in tids if t is not None]
+    if not given:
+        return None
+    before = seen.add(given)
+    if not before.any():
+        return None
+    if len(given) == len(tids):
+        return before
+    dup = np.zeros(len(tids), dtype=bool)
+    dup[[k for k, t in enumerate(tids) if t is not None]] = before
+    return dup
 
 
 # --------------------------------------------------------------------------- CSV / TSV / Parquet
@@ -1284,10 +1372,12 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
         lead = _blank_lines_before_header(path, sep, encoding)
         next_line += lead
         text = _text_stream(path, encoding)
-        with text:
+        with text, _BlankLines(path, sep, encoding) as blank_lines:
             reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=max(chunksize, 2),
                                  on_bad_lines="warn", engine="c", header=None, skiprows=lead + 1,
-                                 names=[*names, _SPARE_COLUMN])
+                                 names=[*names, _SPARE_COLUMN], skip_blank_lines=False)
+            # Blank lines are read as rows (all fields empty) and dropped below: skipped by pandas, they
+            # went unnumbered and every later row got too small a line number.
             it = iter(reader)
             while True:
                 with warnings.catch_warnings(record=True) as caught:
@@ -1334,9 +1424,12 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 for i in np.flatnonzero(overfull):
                     log.bad("malformed_line", f"expected {len(names)} fields (the header's), saw {len(names) + 1}; row dropped",
                             line=int(lines[i]), source=str(path))
-                if swallowed or overfull.any():
+                blank = blank_lines.rows(chunk, lines)
+                if swallowed or overfull.any() or blank is not None:
                     keep = ~overfull
                     keep[[i for i, _ in swallowed]] = False
+                    if blank is not None:
+                        keep &= ~blank
                     chunk, lines = chunk.loc[keep].reset_index(drop=True), lines[keep]
                 yield _normalise_table(chunk, path, columns, log, fix_swapped, lines)
     except pd.errors.EmptyDataError as e:
@@ -1350,6 +1443,60 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 if "EOF inside string" in str(e) else "")
         raise DataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'} ({str(e)[:200]}); "
                         f"{hint}check the delimiter and quoting, or choose the format with {_FORMAT_OPTION}") from e
+
+
+class _BlankLines:
+    """Tells the rows that pandas read from blank lines (``skip_blank_lines=False``) from the rows
+    whose fields are merely empty (``,`` or ``""``: a record, e.g. a ``missing_user``).
+
+    Both have only empty fields (a blank line's first field may hold spaces), so only such
+    candidates, found with one comparison per column, are looked up in the file itself:
+    a line of nothing but spaces (and tabs, unless they separate) is blank, as pandas
+    decides when it skips them. The file is read for that only when a candidate turns up.
+    """
+
+    def __init__(self, path: Path, sep: str, encoding: str):
+        self.path, self.encoding = path, encoding
+        self.strip = " \r\n" if sep == "\t" else " \t\r\n"
+        self.file: io.TextIOWrapper | None = None
+        self.at = 0  # physical lines of ``file`` read so far
+        self.last = ""
+
+    def __enter__(self) -> "_BlankLines":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def rows(self, chunk: pd.DataFrame, lines: np.ndarray) -> np.ndarray | None:
+        """Per row, whether it is a blank line; None when none is."""
+        cols = list(chunk.columns)
+        cand = np.ones(len(chunk), dtype=bool)
+        for col in cols[1:]:  # the text column rules out nearly every row at once
+            cand &= chunk[col].to_numpy(dtype=object) == ""
+            if not cand.any():
+                return None
+        idx = np.flatnonzero(cand)
+        if not len(idx):
+            return None
+        first = chunk[cols[0]].to_numpy(dtype=object)[idx].tolist()
+        blank = np.zeros(len(chunk), dtype=bool)
+        for i, v in zip(idx.tolist(), first):
+            if isinstance(v, str) and not v.strip(" \t\r"):
+                blank[i] = self._is_blank(int(lines[i]))
+        return blank if blank.any() else None
+
+    def _is_blank(self, n: int) -> bool:
+        """Whether physical line ``n`` (1-based) is blank; lines are asked for in increasing order."""
+        if self.file is None:
+            self.file = _text_stream(self.path, self.encoding)  # newlines as pandas: \n, \r\n or \r
+        while self.at < n:
+            self.last = self.file.readline()
+            self.at += 1
+            if not self.last:
+                return False
+        return self.at == n and not self.last.strip(self.strip)
 
 
 def _swallowed_rows(chunk: pd.DataFrame, sep: str, columns: Mapping[str, str] | None
@@ -1516,6 +1663,51 @@ def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
 # --------------------------------------------------------------------------- public
 
 
+class SeenIds:
+    """The ids (users, or tweets) met so far in a stream, at 8 bytes per id.
+
+    ``iter_documents`` must notice a user who reappears after other users. A Python set of
+    the id strings costs ~150 bytes per user, which is what made predict memory grow with
+    the number of users; this keeps 64-bit hashes (``hash`` of the id, stable within a
+    process) in sorted numpy arrays of doubling sizes, so adding a chunk is a few
+    ``searchsorted`` calls and an occasional merge. Two different ids share a hash with
+    probability ~n^2 / 2^64 (about 3e-6 for ten million users); such a pair would be
+    reported as one reappearing user, never lost. ``iter_tweets`` keeps one for the tweet ids
+    of a run (``duplicate_tweet``): there such a pair would drop the second tweet, counted.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return int(sum(len(a) for a in self._levels))
+
+    def add(self, ids: Sequence[str]) -> np.ndarray:
+        """Add ``ids`` in order; returns, per id, whether it was seen before (earlier in ``ids`` too)."""
+        h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        # A stable sort puts each hash's first occurrence first, and searching the levels for sorted
+        # hashes is cache-friendly (np.unique, union1d and unsorted searches took 3x as long).
+        order = np.argsort(h, kind="stable")
+        sh = h[order]
+        known = np.zeros(len(h), dtype=bool)  # per sorted hash: in a level
+        for level in self._levels:
+            pos = np.minimum(np.searchsorted(level, sh), len(level) - 1)
+            known |= level[pos] == sh
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = sh[1:] != sh[:-1]
+        seen = known | ~first  # per sorted hash: seen before (in a level, or earlier in ``ids``)
+        before = np.empty(len(h), dtype=bool)
+        before[order] = seen
+        new = sh[~seen]  # sorted, unique, and in no level
+        # Each level more than twice the next: at most log2(n) sorted arrays to search. Levels are
+        # disjoint, so merging two is sorting two sorted runs (timsort: linear).
+        while self._levels and len(self._levels[-1]) <= 2 * len(new):
+            new = np.sort(np.concatenate((self._levels.pop(), new)), kind="stable")
+        if len(new):
+            self._levels.append(new)
+        return before
+
+
 def _progress(it: Iterable, enabled: bool, path: Path) -> Iterable:
     if not enabled:
         return it
@@ -1570,6 +1762,8 @@ def iter_tweets(
     columns to the schema names. ``encoding="auto"`` is UTF-8 with per-byte
     latin-1 fallback; name a codec (e.g. ``"latin-1"``) to force one.
     ``fix_swapped`` swaps back coordinates that are valid only when swapped.
+    A Twitter JSON tweet whose id was already read by this call (from any of ``paths``) is
+    counted as ``duplicate_tweet`` and dropped.
 
     With ``log=None`` a ``skip`` log is used and its counts are logged as a
     warning; pass a ``RecordLog`` to collect them (or to fail on the first).
@@ -1590,6 +1784,7 @@ def iter_tweets(
     total = 0
     empty_files = []
     header_only = []
+    seen_tweets = SeenIds()  # tweet ids of every JSON file of this run: a tweet read twice is a duplicate_tweet
     for path in files:
         if _is_empty(path):
             empty_files.append(path)
@@ -1607,7 +1802,7 @@ def iter_tweets(
         elif f == "rahimi":
             gen = _read_rahimi(path, flog, chunksize, encoding, fix_swapped, progress)
         elif f == "twitter_json":
-            gen = _read_json(path, flog, chunksize, encoding, fix_swapped, progress)
+            gen = _read_json(path, flog, chunksize, encoding, fix_swapped, progress, seen_tweets)
         elif f in ("csv", "tsv"):
             gen = _read_delimited(path, "," if f == "csv" else "\t", flog, chunksize, encoding, fix_swapped, columns,
                                   progress)
@@ -1619,7 +1814,8 @@ def iter_tweets(
                 if len(frame) == 0:
                     # Many bad lines and nothing good yet: stop early, this is not the format.
                     new = log.counts - before
-                    if n_good == 0 and sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
+                    if n_good == 0 and not new["duplicate_tweet"] and \
+                            sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
                         _wrong_format(path, f, new)
                     continue
                 n_good += len(frame)
@@ -1630,7 +1826,8 @@ def iter_tweets(
             raise
         flog.flush()
         new = log.counts - before
-        if n_good == 0 and sum(new.values()) - new["truncated_file"] > 0:
+        # A file whose tweets were all read before (the same file twice) is the right format.
+        if n_good == 0 and not new["duplicate_tweet"] and sum(new.values()) - new["truncated_file"] > 0:
             _wrong_format(path, f, new)
         if n_good == 0 and not new:  # a header (or "[" "]") and nothing else: as good as empty
             header_only.append(path)

@@ -1141,3 +1141,75 @@ def test_json_malformed_coordinates_are_counted_not_unknown(tmp_path, tweet, sai
     assert said in log.examples["invalid_coordinates"][0] and log.examples["invalid_coordinates"][0].startswith(f"{p}:1:")
     if with_place:  # a usable place box gives the point: the record is fine, not counted
         assert (df["lat"].iat[1], df["lon"].iat[1]) == (31.0, -79.0)
+
+
+def test_json_duplicate_tweet_ids_are_counted_and_dropped_across_files(tmp_path):
+    # Overlapping crawls hold the same tweet twice: both copies were read, doubling the text.
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(json.dumps(o) for o in [
+        {"id_str": "1", "text": "one", "user": {"id_str": "u"}},
+        {"id": 1, "text": "one", "user": {"id_str": "u"}, "coordinates": [1, 2]},  # same id as a number
+        {"text": "no id", "user": {"id_str": "u"}},
+        {"text": "no id", "user": {"id_str": "u"}},  # no tweet id: never a duplicate
+        {"data": [{"id": "2", "author_id": "v", "text": "two"}, {"id": "2", "author_id": "v", "text": "two"}]},
+    ]) + "\n")
+    b.write_text(json.dumps({"id_str": "2", "text": "two", "user": {"id_str": "v"}}) + "\n")  # only a duplicate
+    log = skip_log()
+    df = read_tweets([a, b], log=log)
+    assert df[["user_id", "text", "line"]].values.tolist() == [["u", "one", 1], ["u", "no id", 3], ["u", "no id", 4],
+                                                              ["v", "two", 5]]
+    assert log.counts == {"duplicate_tweet": 3} and not log.kept  # the bad point of line 2 is not counted too
+    assert [e.split(": tweet id")[0] for e in log.examples["duplicate_tweet"]] == [f"{a}:2", f"{a}:5", f"{b}:1"]
+    assert "tweet id '1' was already read earlier in the inputs" in log.examples["duplicate_tweet"][0]
+    with pytest.raises(DataError, match=r"a\.jsonl:2: duplicate_tweet"):
+        read_tweets([a, b], log=RecordLog(policy="fail"))
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_blank_lines_between_rows_keep_physical_line_numbers(tmp_path, sep):
+    # pandas skipped blank lines without saying where: "2,b" on line 5 was reported as line 3.
+    p = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    rows = ["user_id,text", "", "1,a", "  ", "2,b,x", "", '3,"q', 'r"', "", ",", "4,z", "", ""]
+    p.write_text("\n".join(r.replace(",", sep) for r in rows), "utf-8")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "text", "line"]].values.tolist() == [["1", "a", 3], ["3", "q\nr", 7], ["4", "z", 11]]
+    assert log.examples["malformed_line"] == [f"{p}:5: expected 2 fields (the header's), saw 3; row dropped"]
+    # a line of empty fields is a record, not a blank line
+    assert log.examples["missing_user"] == [f"{p}:10: user id is empty; row dropped"]
+
+
+@pytest.mark.parametrize("box, said", [
+    ([[["a", "b"], [-80.0, 32.0]]], 'corners [[["a", "b"], [-80.0, 32.0]]], not [lon, lat] numbers'),
+    ([[[-80.0, float("nan")], [-78.0, 32.0]]], "corners [[[-80.0, NaN], [-78.0, 32.0]]], not [lon, lat] numbers"),
+    ([[[-80.0, None], [-78.0, 32.0]]], "not [lon, lat] numbers"),
+    (5, "corners 5, not [lon, lat] numbers"),
+], ids=["text", "nan", "null", "scalar"])
+def test_json_place_box_with_bad_corners_is_counted_not_unknown(tmp_path, box, said):
+    p = tmp_path / "t.jsonl"
+    bad = {"text": "t", "user": {"id_str": "u"}, "place": {"bounding_box": {"coordinates": box}}}
+    fine = {**bad, "coordinates": {"type": "Point", "coordinates": [-73.0, 40.0]}}  # another usable point
+    p.write_text(json.dumps(bad) + "\n" + json.dumps(fine) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["t", "t"] and np.isnan(df["lat"].iat[0]) and df["lat"].iat[1] == 40.0
+    assert log.counts == {"invalid_coordinates": 1} and log.kept == {"invalid_coordinates": 1}
+    assert log.examples["invalid_coordinates"][0].startswith(f"{p}:1: the place box has") and said in \
+        log.examples["invalid_coordinates"][0]
+
+
+def test_json_place_without_box_or_with_bad_v2_bbox_reads(tmp_path):
+    # A null box (v1.1) or a place without geo (v2) was a ValueError traceback.
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps(o) for o in [
+        {"text": "a", "user": {"id_str": "u"}, "place": {"bounding_box": {"coordinates": None}}},
+        {"data": [{"id": "1", "author_id": "v", "text": "b", "geo": {"place_id": "p"}}],
+         "includes": {"places": [{"id": "p", "geo": {}}]}},
+        {"data": [{"id": "2", "author_id": "v", "text": "c", "geo": {"place_id": "q"}}],
+         "includes": {"places": [{"id": "q", "geo": {"bbox": [1, 2, 3]}}]}},
+    ]) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["a", "b", "c"] and df["lat"].isna().all()
+    assert log.counts == {"invalid_coordinates": 1}
+    assert log.examples["invalid_coordinates"][0].startswith(f"{p}:3: the place bbox is [1, 2, 3], not [west,")
