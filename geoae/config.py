@@ -352,6 +352,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{sect}.lr: must be > 0; got {c.lr}")
         if c.weight_decay < 0:
             raise ConfigError(f"{sect}.weight_decay: must be >= 0; got {c.weight_decay}")
+    if ft.epochs < 1:  # pretrain.epochs=0 means no pretraining; 0 here would ship untrained heads
+        raise ConfigError(f"finetune.epochs: must be >= 1 (0 would ship the heads untrained); got {ft.epochs}")
     if ft.patience < 1:
         raise ConfigError(f"finetune.patience: must be >= 1; got {ft.patience}")
     _check_choice("finetune.coord_loss", ft.coord_loss, COORD_LOSSES)

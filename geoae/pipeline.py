@@ -12,6 +12,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -53,6 +54,8 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     paths = list(inputs or d.inputs)
     if not paths:
         raise DataError("no input files: give them with --input or data.inputs in the config")
+    if out.exists() and not out.is_dir():
+        raise GeoaeError(f"--out {out}: is a file; the output directory must be a directory (new or existing)")
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
         docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped,
@@ -112,7 +115,47 @@ def load_documents(data_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise DataError(f"{p}: missing columns {missing} (have {list(docs.columns)}); rerun `geoae prepare`")
     docs["user_id"] = docs["user_id"].astype(str)
+    _check_documents(docs, p)
     return docs
+
+
+def _check_documents(docs: pd.DataFrame, p: Path) -> None:
+    """Refuse a documents table ``geoae prepare`` cannot have written (edited by hand, or by another
+    tool): text/split/state not strings, coordinates not numbers or off the globe, a user twice.
+    Missing split and state (None/NaN) read as "" (no split, no state), as prepare writes them."""
+    again = "fix the file or rerun `geoae prepare`"
+    for c in ("text", "split", "state"):
+        col = docs[c]
+        given = col[col.notna()]
+        not_str = ~given.map(lambda v: isinstance(v, str)).astype(bool)
+        if not_str.any():
+            i = not_str.to_numpy().nonzero()[0][0]
+            raise DataError(f"{p}: column {c!r} must hold strings; {int(not_str.sum())} rows do not (first: user "
+                            f"{docs['user_id'][given.index[i]]!r} has {type(given.iloc[i]).__name__} {given.iloc[i]}); {again}")
+        if c != "text" and len(given) < len(col):
+            docs[c] = col.fillna("")
+    for c, lim, what in (("lat", 90.0, "latitude"), ("lon", 180.0, "longitude")):
+        col = docs[c]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DataError(f"{p}: column {c!r} must be numeric (NaN = unknown), got dtype {col.dtype}; {again}")
+        v = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        if col.dtype != np.float64:  # e.g. nullable Float64 with <NA>: the float64 the training code reads
+            docs[c] = v
+        bad = ~np.isnan(v) & ~(np.abs(v) <= lim)
+        if bad.any():
+            i = bad.nonzero()[0][0]
+            raise DataError(f"{p}: column {c!r} has {int(bad.sum())} values that are not a {what} in "
+                            f"[-{lim:g}, {lim:g}] nor NaN (first: user {docs['user_id'].iloc[i]!r} has {v[i]}); {again}")
+    lat_nan, lon_nan = docs["lat"].isna().to_numpy(), docs["lon"].isna().to_numpy()
+    bad = lat_nan != lon_nan
+    if bad.any():
+        raise DataError(f"{p}: {int(bad.sum())} users have only one of lat and lon (both, or neither: NaN NaN); "
+                        f"first: user {docs['user_id'].iloc[bad.nonzero()[0][0]]!r}; {again}")
+    dup = docs["user_id"].duplicated()
+    if dup.any():
+        raise DataError(f"{p}: {int(dup.sum())} user_ids occur more than once (first: "
+                        f"{docs['user_id'][dup].iloc[0]!r}); prepare writes one document per "
+                        f"user; {again}")
 
 
 # --------------------------------------------------------------------------- train
@@ -210,6 +253,17 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
     return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 
+def _check_out_dir(out: Path, data_dir: str | Path) -> None:
+    """Refuse a run directory that is a file, or the prepared data directory itself (train's
+    config.json and manifest.json would replace the ones prepare wrote there)."""
+    if out.exists() and not out.is_dir():
+        raise GeoaeError(f"--out {out}: is a file; the run directory must be a directory (new or existing)")
+    data = documents_path(data_dir).parent
+    if out.exists() and data.exists() and out.resolve() == data.resolve():
+        raise GeoaeError(f"--out {out} is the data directory: train would overwrite the config.json and "
+                         "manifest.json that `geoae prepare` wrote there; give another run directory")
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -233,7 +287,12 @@ def train(
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
+    _check_out_dir(out, data_dir)
     if cfg.train.threads:
+        cpus = os.cpu_count() or 1
+        if cfg.train.threads > cpus:  # torch would start them all (a huge number exhausts memory)
+            raise GeoaeError(f"train.threads: {cfg.train.threads} is more than the {cpus} CPUs of this machine; "
+                             f"give at most {cpus}, or 0 for torch's default")
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     docs = load_documents(data_dir)
@@ -246,7 +305,18 @@ def train(
     classes = sorted(s for s in tr["state"].unique() if s)
     if not classes:
         raise DataError("no training user has a US state label; check coordinates and data.outside_us")
+    located = tr["lat"].notna() & tr["lon"].notna()
+    if not located.any():
+        raise DataError("no training user has valid coordinates")
+    pointless = sorted(set(classes) - set(tr.loc[located, "state"]))
+    if pointless:  # their state point would be NaN: NaN predictions wherever the model picks them
+        raise DataError(f"no training user in state(s) {pointless} has coordinates, so they have no state point; "
+                        "a state comes from the coordinates in `geoae prepare`: fix the documents or prepare again")
     log.info("train users %d, dev users %d, %d states, device %s", len(tr), len(dv), len(classes), device)
+    if len(classes) == 1:  # a warning, so -q still says it: the state head has nothing to choose between
+        log.warning("every labelled training user is in %s (%d training users): the state head can only ever "
+                    "predict %s and the state points are that one state's; train on users from several states",
+                    classes[0], len(tr), classes[0])
 
     timings: dict[str, float] = {}
     # Unlabelled users (data.unlabelled_splits): text only, for the unsupervised steps. Their

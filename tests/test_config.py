@@ -50,6 +50,7 @@ def test_wrong_types_name_the_key(raw, key):
         ({"model": {"hidden": [8, 4], "noise": [{}]}}, "model.noise"),
         ({"pretrain": {"lr": 0}}, "pretrain.lr"),
         ({"finetune": {"batch_size": 0}}, "finetune.batch_size"),
+        ({"finetune": {"epochs": 0}}, "finetune.epochs: must be >= 1"),
         ({"data": {"dev_fraction": 1.5}}, "data.dev_fraction"),
         ({"data": {"on_bad_record": "ignore"}}, "data.on_bad_record"),
         ({"finetune": {"loss_weights": {"state": 0, "coord": 0}}}, "finetune.loss_weights"),

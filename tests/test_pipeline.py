@@ -342,3 +342,86 @@ def test_readme_lists_every_bad_record_reason():
     section = readme.split("## Bad records", 1)[1].split("\n## ", 1)[0]
     missing = sorted(r for r in reasons if f"`{r}`" not in section)
     assert not missing, f"README's Bad records section does not list {missing}"
+
+
+def _edited_data(run: Path, dest: Path, edit) -> Path:
+    """A copy of the prepared documents with ``edit(frame)`` applied (no config.json: not checked)."""
+    docs = pd.read_parquet(run / "data" / "documents.parquet")
+    docs = edit(docs.copy()) if edit is not None else docs
+    dest.mkdir(parents=True)
+    docs.to_parquet(dest / "documents.parquet", index=False)
+    return dest
+
+
+def _set(col, value, rows=slice(0, 3)):
+    def edit(d):
+        d[col] = d[col].astype(object)
+        d.loc[d.index[rows], col] = value
+        return d
+    return edit
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda d: d.assign(text=5), "column 'text' must hold strings"),
+    (lambda d: d.assign(state=7.5), "column 'state' must hold strings"),
+    (lambda d: d.assign(lat=d["lat"].astype(str)), "column 'lat' must be numeric"),
+    (_set("lat", float("inf")), "column 'lat' has 3 values that are not a latitude in [-90, 90] nor NaN"),
+    (_set("lon", 500.0), "column 'lon' has 3 values that are not a longitude in [-180, 180]"),
+    (lambda d: d.assign(user_id="u1"), "user_ids occur more than once"),
+    (_set("lon", float("nan")), "3 users have only one of lat and lon"),
+    (lambda d: d.assign(lat=float("nan"), lon=float("nan")), "no training user has valid coordinates"),
+    (lambda d: d.assign(lat=d["lat"].where(d["state"] != d["state"].iloc[0]), lon=d["lon"].where(d["state"] != d["state"].iloc[0])),
+     "has coordinates, so they have no state point"),
+])
+def test_a_hand_edited_documents_table_is_a_clear_error(run, tmp_path, capsys, edit, says):
+    # Before: wrong types trained on str(5), "lat" strings were parsed, infinite latitudes ended in "fine-tuning
+    # diverged ... lower finetune.lr", 500 degrees trained, and duplicated users went unnoticed.
+    data = _edited_data(run, tmp_path / "data", edit)
+    capsys.readouterr()
+    assert main(["-q", "train", *_sets(TINY), "-d", str(data), "-o", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_missing_state_and_split_read_as_empty(run, tmp_path):
+    # Before: a None state among the training users was a TypeError traceback (sorting str with float).
+    from geoae.pipeline import load_documents
+
+    data = _edited_data(run, tmp_path / "data", lambda d: _set("split", None, slice(5, 8))(_set("state", None)(d)))
+    docs = load_documents(data)
+    assert (docs["state"].iloc[:3] == "").all() and (docs["split"].iloc[5:8] == "").all()
+    # float32 / nullable coordinates are read as the float64 prepare writes
+    data = _edited_data(run, tmp_path / "d2", lambda d: d.assign(lat=d["lat"].astype("Float64"),
+                                                                  lon=d["lon"].astype("float32")))
+    docs = load_documents(data)
+    assert docs["lat"].dtype == "float64" and docs["lon"].dtype == "float64"
+
+
+def test_train_and_prepare_refuse_bad_output_directories(run, tmp_path, capsys):
+    data = _edited_data(run, tmp_path / "data", None)
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["train", "-d", str(data), "-o", str(tmp_path / "afile")], "is a file"),
+        (["train", "-d", str(data), "-o", str(data)], "is the data directory"),
+        (["train", "--set", "train.threads=100000", "-d", str(data), "-o", str(tmp_path / "t")],
+         "train.threads: 100000 is more than the"),
+        (["prepare", "-i", str(run / "tweets.jsonl"), "-o", str(tmp_path / "afile")], "is a file"),
+    ]
+    for argv, says in cases:
+        capsys.readouterr()
+        assert main(["-q", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in data.iterdir()) == ["documents.parquet"] and not (tmp_path / "t").exists()
+
+
+def test_training_users_all_in_one_state_is_a_warning(run, tmp_path, caplog):
+    def one_state(d):
+        d.loc[d["state"] != "", "state"] = d.loc[d["state"] != "", "state"].iloc[0]
+        return d
+
+    data = _edited_data(run, tmp_path / "data", one_state)
+    with caplog.at_level("WARNING", logger="geoae.pipeline"):
+        assert main(["-q", "train", *_sets(TINY), "-d", str(data), "-o", str(tmp_path / "t")]) == 0
+    assert "the state head can only ever predict" in caplog.text
