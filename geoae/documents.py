@@ -232,7 +232,9 @@ def iter_documents(
                     log.bad("empty_user", f"user {u!r} has no text; yielded with text=''", line=ln, source=src, kept=True)
         return docs
 
-    for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, **reader_kwargs):
+    # Duplicate tweet ids are not looked for here: remembering them would cost 8 bytes per tweet,
+    # and this stream's memory must stay flat however many tweets pass (predict).
+    for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, drop_duplicate_tweets=False, **reader_kwargs):
         frame = frame.astype({"user_id": "str"})
         if carry is not None:
             frame = pd.concat([carry, frame], ignore_index=True)

@@ -1751,6 +1751,7 @@ def iter_tweets(
     encoding: str = "auto",
     fix_swapped: bool = False,
     progress: bool = False,
+    drop_duplicate_tweets: bool = True,
 ) -> Iterator[pd.DataFrame]:
     """Stream tweet frames (schema ``TWEET_COLUMNS``) from one or more files.
 
@@ -1763,7 +1764,8 @@ def iter_tweets(
     latin-1 fallback; name a codec (e.g. ``"latin-1"``) to force one.
     ``fix_swapped`` swaps back coordinates that are valid only when swapped.
     A Twitter JSON tweet whose id was already read by this call (from any of ``paths``) is
-    counted as ``duplicate_tweet`` and dropped.
+    counted as ``duplicate_tweet`` and dropped, unless ``drop_duplicate_tweets`` is false: the
+    ids cost 8 bytes per tweet, which a stream of any length (``predict``) does not spend.
 
     With ``log=None`` a ``skip`` log is used and its counts are logged as a
     warning; pass a ``RecordLog`` to collect them (or to fail on the first).
@@ -1784,7 +1786,8 @@ def iter_tweets(
     total = 0
     empty_files = []
     header_only = []
-    seen_tweets = SeenIds()  # tweet ids of every JSON file of this run: a tweet read twice is a duplicate_tweet
+    # tweet ids of every JSON file of this run: a tweet read twice is a duplicate_tweet
+    seen_tweets = SeenIds() if drop_duplicate_tweets else None
     for path in files:
         if _is_empty(path):
             empty_files.append(path)
