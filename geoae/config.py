@@ -145,6 +145,8 @@ class FinetuneConfig:
     coord_loss: str = "haversine"
     loss_weights: LossWeights = field(default_factory=LossWeights)
     select_metric: str = "dev_loss"
+    # auto: the point kind with the lowest median error on the validation users (the state-median
+    # point when there are none with coordinates); or regression, state_median, bayes, location.
     point: str = "auto"
     bayes_cap_km: float = 500.0
     # The location point (geo.LocationRisk): users whose top state has probability >= gate keep

@@ -441,7 +441,13 @@ def train(
     point = cfg.finetune.point
     if point == "auto":
         # The point kind with the lowest median error on the validation users (never on test).
-        point = dev_metrics.get("best_point", "regression")
+        point = dev_metrics.get("best_point")
+        if point is None:
+            # Nothing to choose on. The state-median point needs no validation and is far more robust
+            # than the regression head's (GeoText test: Acc@161 36.3 against 5.4 %, BENCHMARKS.md).
+            point = "state_median"
+            log.warning("finetune.point=auto: no validation user with coordinates to choose the point kind on; "
+                        "using the state-median point (set finetune.point to choose another)")
     meta = {
         "point": point,
         "train_users": int(len(tr)),
