@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog
-# SeenIds lives with the readers, which also use it (duplicate tweet ids); imported here under its old name.
+# SeenIds lives with the readers, which also use it (duplicate tweet ids); `from geoae.documents import SeenIds` still works.
 from geoae.tweets import (GRANULARITY_ATTR, TWEET_COLUMNS, SeenIds, blank_texts, geotext_fold_split, iter_tweets,
                           text_array)
 

@@ -12,7 +12,6 @@ import argparse
 import copy
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import DEFAULT_CONFIG, Config, load_config
 from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
+from geoae.features import available_cpus
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
 from geoae.manifest import Timer, file_record, write_json, write_run_files
@@ -54,8 +54,7 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     paths = list(inputs or d.inputs)
     if not paths:
         raise DataError("no input files: give them with --input or data.inputs in the config")
-    if out.exists() and not out.is_dir():
-        raise GeoaeError(f"--out {out}: is a file; the output directory must be a directory (new or existing)")
+    _refuse_file(out, "output")
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
         docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped,
@@ -127,8 +126,10 @@ def _check_documents(docs: pd.DataFrame, p: Path) -> None:
     for c in ("text", "split", "state"):
         col = docs[c]
         given = col[col.notna()]
-        not_str = ~given.map(lambda v: isinstance(v, str)).astype(bool)
-        if not_str.any():
+        # infer_dtype settles the usual all-text column in C; only a mixed one is looked at per value
+        text = pd.api.types.infer_dtype(given, skipna=False) in ("string", "empty")
+        not_str = None if text else ~given.map(lambda v: isinstance(v, str)).astype(bool)
+        if not_str is not None and not_str.any():
             i = not_str.to_numpy().nonzero()[0][0]
             raise DataError(f"{p}: column {c!r} must hold strings; {int(not_str.sum())} rows do not (first: user "
                             f"{docs['user_id'][given.index[i]]!r} has {type(given.iloc[i]).__name__} {given.iloc[i]}); {again}")
@@ -253,11 +254,15 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
     return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 
+def _refuse_file(out: Path, what: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise GeoaeError(f"--out {out}: is a file; the {what} directory must be a directory (new or existing)")
+
+
 def _check_out_dir(out: Path, data_dir: str | Path) -> None:
     """Refuse a run directory that is a file, or the prepared data directory itself (train's
     config.json and manifest.json would replace the ones prepare wrote there)."""
-    if out.exists() and not out.is_dir():
-        raise GeoaeError(f"--out {out}: is a file; the run directory must be a directory (new or existing)")
+    _refuse_file(out, "run")
     data = documents_path(data_dir).parent
     if out.exists() and data.exists() and out.resolve() == data.resolve():
         raise GeoaeError(f"--out {out} is the data directory: train would overwrite the config.json and "
@@ -289,9 +294,9 @@ def train(
     t0 = time.perf_counter()
     _check_out_dir(out, data_dir)
     if cfg.train.threads:
-        cpus = os.cpu_count() or 1
+        cpus = available_cpus()
         if cfg.train.threads > cpus:  # torch would start them all (a huge number exhausts memory)
-            raise GeoaeError(f"train.threads: {cfg.train.threads} is more than the {cpus} CPUs of this machine; "
+            raise GeoaeError(f"train.threads: {cfg.train.threads} is more than the {cpus} CPUs available here; "
                              f"give at most {cpus}, or 0 for torch's default")
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)

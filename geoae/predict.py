@@ -580,7 +580,7 @@ def predict_files(
             from concurrent.futures import ProcessPoolExecutor
 
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                       initargs=(str(model_dir), top_k, half, max(1, available_cpus() // workers)))
+                                       initargs=(str(model_dir), top_k, half, max(1, cpus // workers)))
 
         for docs in chunks:
             if docs.empty:

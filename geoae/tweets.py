@@ -949,12 +949,6 @@ def _centroid_ring(coords: Any, problems: list[str] | None = None) -> tuple[floa
     return lat, lon
 
 
-def _pair(v: Any) -> tuple[Any, Any] | None:
-    if isinstance(v, (list, tuple)) and len(v) >= 2:
-        return v[0], v[1]
-    return None
-
-
 def _degree_value(v: Any) -> bool:
     """A JSON number, or text holding one (read as such before; the range is checked later)."""
     if isinstance(v, bool):
@@ -1152,8 +1146,7 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                             "skipped", line=n, source=str(path))
                     continue
                 n_good += 1
-                tid = item.get("id_str")
-                tids.append(tid if type(tid) is str and tid else _tweet_id(item))
+                tids.append(_tweet_id(item))
                 uid, text, lat, lon = fields
                 # Python's str() of an object, array or boolean ("{'id': 1}", "True") is no id and no
                 # tweet text: such a record is counted and dropped, not read as that repr.
@@ -1242,9 +1235,7 @@ def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | No
         # drop the other without a word, and two columns of one name broke the frame.
         named = [c for c, a in zip(names, after) if a == want]
         hits = named + [c for c, a in zip(names, after) if a == c and c != want and str(c).strip().lower() == want]
-        if len(hits) > 1:
-            raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
-                            "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
+        _refuse_ambiguous(hits, want, path)
         if hits and not named:
             ren[hits[0]] = want
     for want, aliases in _COORD_ALIASES.items():
@@ -1252,14 +1243,18 @@ def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | No
         if want in now:  # "lat" beside "latitude": lat is read, latitude left alone
             continue
         hits = [c for c, a in zip(names, now) if a == c and str(c).strip().lower() in aliases]
-        if len(hits) > 1:
-            raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
-                            "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
+        _refuse_ambiguous(hits, want, path)
         if hits:
             ren[hits[0]] = want
             if announce:
                 log_.info("%s: reading column %r as %s", path, hits[0], want)
     return ren
+
+
+def _refuse_ambiguous(hits: list, want: str, path: Path | None) -> None:
+    if len(hits) > 1:
+        raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
+                        "one in the header (in Python: columns={'your_name': '" + want + "', ...})")
 
 
 def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | None, log: RecordLog,
@@ -1337,21 +1332,6 @@ def _header_names(path: Path, sep: str, encoding: str, columns: Mapping[str, str
         return list(pd.read_csv(text, sep=sep, dtype=str, nrows=0, engine="c").columns)
 
 
-def _blank_lines_before_header(path: Path, sep: str, encoding: str) -> int:
-    """How many lines before the header pandas skips as blank (spaces, and tabs unless they separate).
-
-    The rows are read with ``skiprows``, which counts lines, blank or not: a file that starts with a
-    blank line had its header read as a data row (a user "user_id" with the text "text")."""
-    blank = " \r\n" if sep == "\t" else " \t\r\n"
-    n = 0
-    with _text_stream(path, encoding) as text:
-        for line in text:
-            if line.strip(blank):
-                return n
-            n += 1
-    return n
-
-
 def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
                     columns: Mapping[str, str] | None, progress: bool) -> Iterator[pd.DataFrame]:
     """CSV/TSV with a header, via pandas' C parser; bad rows are counted with their line numbers.
@@ -1369,10 +1349,12 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
         # latitude), silently. Naming one spare column after the header's keeps each column where
         # the header puts it, and a row that fills the spare one is a malformed line like any other.
         names = _header_names(path, sep, encoding, columns)
-        lead = _blank_lines_before_header(path, sep, encoding)
-        next_line += lead
         text = _text_stream(path, encoding)
         with text, _BlankLines(path, sep, encoding) as blank_lines:
+            # pandas skips blank lines before the header, but ``skiprows`` counts them: a file that
+            # starts with a blank line had its header read as a data row (a user "user_id").
+            lead = blank_lines.leading()
+            next_line += lead
             reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=max(chunksize, 2),
                                  on_bad_lines="warn", engine="c", header=None, skiprows=lead + 1,
                                  names=[*names, _SPARE_COLUMN], skip_blank_lines=False)
@@ -1452,7 +1434,8 @@ class _BlankLines:
     Both have only empty fields (a blank line's first field may hold spaces), so only such
     candidates, found with one comparison per column, are looked up in the file itself:
     a line of nothing but spaces (and tabs, unless they separate) is blank, as pandas
-    decides when it skips them. The file is read for that only when a candidate turns up.
+    decides when it skips them. Past the header (``leading`` counts the blank lines before it),
+    the file is read for that only when a candidate turns up.
     """
 
     def __init__(self, path: Path, sep: str, encoding: str):
@@ -1468,6 +1451,13 @@ class _BlankLines:
     def __exit__(self, *exc: Any) -> None:
         if self.file is not None:
             self.file.close()
+
+    def leading(self) -> int:
+        """How many blank lines come before the first line that is not (the header)."""
+        n = 0
+        while self._is_blank(n + 1):
+            n += 1
+        return n
 
     def rows(self, chunk: pd.DataFrame, lines: np.ndarray) -> np.ndarray | None:
         """Per row, whether it is a blank line; None when none is."""
