@@ -47,6 +47,9 @@ GENERIC = (
 
 def generate_users(n_users: int = 600, seed: int = 0, tweets_per_user: tuple[int, int] = (8, 30), local_rate: float = 0.08):
     """Yield ``(user_id, lat, lon, state, [tweets])`` for ``n_users`` synthetic users."""
+    from geoae.labels import StateLocator  # the boundaries are read once per process
+
+    locator = StateLocator()
     rng = np.random.default_rng(seed)
     # City sizes vary, so a majority-state baseline is meaningful but weak.
     weights = rng.dirichlet(np.full(len(CITIES), 2.0))
@@ -58,7 +61,7 @@ def generate_users(n_users: int = 600, seed: int = 0, tweets_per_user: tuple[int
         local_words = local.split()
         lat_u = float(lat + rng.normal(0, 0.15))
         lon_u = float(lon + rng.normal(0, 0.15))
-        lat_u, lon_u = _on_land(lat_u, lon_u, lat, lon)
+        lat_u, lon_u = _on_land(locator, lat_u, lon_u, lat, lon)
         tweets = []
         for _ in range(int(rng.integers(*tweets_per_user))):
             n = int(rng.integers(4, 14))
@@ -74,21 +77,13 @@ def generate_users(n_users: int = 600, seed: int = 0, tweets_per_user: tuple[int
         yield f"u{seed}_{u:06d}", lat_u, lon_u, state, tweets
 
 
-_LOCATOR = None
-
-
-def _on_land(lat_u: float, lon_u: float, lat: float, lon: float) -> tuple[float, float]:
+def _on_land(locator, lat_u: float, lon_u: float, lat: float, lon: float) -> tuple[float, float]:
     """The jittered point, or, when it fell in the sea (or abroad) beyond the labeller's coastal
     snap, the point moved halfway back to its city centre until it is in a state: a coastal
     city's users would otherwise be dropped as outside the US, and the demo warned about it.
     No random draw: every other user of a seed is exactly what it was."""
-    global _LOCATOR
-    from geoae.labels import StateLocator
-
-    if _LOCATOR is None:
-        _LOCATOR = StateLocator()
     for _ in range(8):
-        if _LOCATOR.locate([lat_u], [lon_u])[0]:
+        if locator.locate([lat_u], [lon_u])[0]:
             break
         lat_u, lon_u = (lat_u + lat) / 2, (lon_u + lon) / 2
     return lat_u, lon_u
