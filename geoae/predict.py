@@ -45,6 +45,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from geoae.artifact import Artifact, load_artifact
@@ -455,6 +456,7 @@ def _worker_init(model_dir: str, top_k: int, half: bool, threads: int) -> None:
     torch.set_num_threads(threads)
     geoae.features.FASTCOUNT_THREADS = threads  # the compiled tokenizer's threads, as torch's
     gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])  # see predict_files
+    threadpool_limits(1, user_api="blas")  # for the whole worker process: see predict_files
     _WORKER["predictor"] = load_predictor(model_dir, device="cpu", top_k=top_k, half=half)
     _WORKER["release"] = _release_freed_memory()
 
@@ -554,6 +556,12 @@ def predict_files(
     # model and libraries. Raised for the loop (no collection left in it on that input), restored after it.
     gc_threshold = gc.get_threshold()
     gc.set_threshold(max(gc_threshold[0], 50_000), *gc_threshold[1:])
+    # numpy's BLAS (the location points' products) runs on one thread while streaming: its
+    # own pool of threads, next to torch's and the tokenizer's, keeps spinning between the
+    # small products. On 2 CPUs that spinning was ~17 % of the run's CPU time (x100 GeoText
+    # input, --half: 38.6-40.6 CPU-s with numpy's default threads, 31.9-32.3 with one) at the
+    # same or better throughput; BENCHMARKS.md.
+    blas = threadpool_limits(1, user_api="blas")
     pool = None
     pending: deque = deque()  # worker results, in input order
 
@@ -602,6 +610,7 @@ def predict_files(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         gc.set_threshold(*gc_threshold)
+        blas.restore_original_limits()
         bar.close()
         writer.close(ok)
     secs = time.perf_counter() - t0

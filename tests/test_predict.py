@@ -612,3 +612,29 @@ def test_bad_columns_option_is_one_clear_line(model, users_file, tmp_path, capsy
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_streaming_runs_numpy_blas_on_one_thread_and_restores_it(model, users_file, tmp_path, monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from geoae.predict import Predictor, predict_files
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen = []
+    original = Predictor.predict
+
+    def spy(self, docs):
+        seen.append(blas_threads())
+        return original(self, docs)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    with threadpool_limits(2, user_api="blas"):  # whatever this machine's default, two to begin with
+        before = blas_threads()
+        predict_files(model, [users_file], tmp_path / "a.csv", chunksize=20, progress=False, reader="thread")
+        after = blas_threads()
+    assert seen and all(t == [1] * len(before) for t in seen)
+    assert after == before
