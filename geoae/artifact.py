@@ -44,6 +44,7 @@ from geoae import __version__
 from geoae.config import Config, config_from_dict
 from geoae.errors import ArtifactError, ConfigError, GeoaeError
 from geoae.geo import LocationRisk
+from geoae.labels import US_STATES
 from geoae.manifest import atomic_write_bytes, atomic_write_text
 from geoae.sdae import GeoSDAEEnsemble
 
@@ -278,6 +279,11 @@ def _check_classes(classes: list[str], raw: Any, points: np.ndarray) -> None:
     if not classes or len(set(classes)) != len(classes):
         dup = sorted({c for c in classes if classes.count(c) > 1})
         raise ValueError(f"classes must be distinct and at least one; repeated: {dup}")
+    # Training only ever has the 50 states + DC as classes; anything else would be written out
+    # as a "state" with no region and no place on the map.
+    unknown = sorted(set(classes) - set(US_STATES))
+    if unknown:
+        raise ValueError(f"classes must be US state codes (50 states + DC); not one: {unknown[:5]}")
     if not (np.isfinite(points).all() and (np.abs(points[:, 0]) <= 90).all() and (np.abs(points[:, 1]) <= 180).all()):
         raise ValueError("state_points must be finite (lat, lon) pairs within [-90, 90] x [-180, 180]")
 

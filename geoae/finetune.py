@@ -43,6 +43,7 @@ from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config, FinetuneConfig
 from geoae.errors import GeoaeError
 from geoae.geo import LocationRisk, bayes_point_index, haversine_km, haversine_km_torch
+from geoae.manifest import bar_disabled
 from geoae.pretrain import reconstruction_loss
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble, corrupt
 
@@ -312,7 +313,7 @@ def finetune(
     metric = ft.select_metric
     if dev is None and metric != "loss" and not fixed_epochs:
         log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
-    bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=None if log.isEnabledFor(logging.INFO) else True, leave=False)
+    bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=bar_disabled(log), leave=False)
     stopped_early = False
     for epoch in bar:
         model.train()

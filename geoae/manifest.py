@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -98,6 +99,15 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def bar_disabled(logger: logging.Logger, progress: bool | None = None) -> bool | None:
+    """tqdm's ``disable`` for a progress bar of ``logger``'s stage: off under ``-q`` (the logger
+    is quieter than INFO) unless ``progress`` says otherwise; ``None`` lets tqdm hide it when
+    stderr is not a terminal."""
+    if progress is not None:
+        return not progress
+    return None if logger.isEnabledFor(logging.INFO) else True
 
 
 class Timer:

@@ -53,6 +53,7 @@ from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
+from geoae.manifest import bar_disabled
 from geoae.tweets import TABLE_COLUMNS, blank_texts, text_list
 
 log = logging.getLogger(__name__)
@@ -547,7 +548,7 @@ def predict_files(
     t0 = time.perf_counter()
     writer = _Writer(out_path, ofmt)
     ok = False
-    bar = tqdm(desc="predict", unit="user", disable=(None if log.isEnabledFor(logging.INFO) else True) if progress is None else not progress)
+    bar = tqdm(desc="predict", unit="user", disable=bar_disabled(log, progress))
     release = _release_freed_memory()
     reader_stats: dict = {}
     # Each chunk builds tens of thousands of small containers (top-k rows, frame columns) that

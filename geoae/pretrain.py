@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from geoae.checkpoint import Batches, restore, save_checkpoint
 from geoae.config import Config
 from geoae.errors import GeoaeError
+from geoae.manifest import bar_disabled
 from geoae.sdae import GeoSDAE, corrupt
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def pretrain(
         if resume is not None and first:
             restore(resume[0], resume[1], model, opt if start_epoch > 0 else None, gens)
         e0 = start_epoch if first else 0
-        bar = tqdm(range(e0, epochs), desc=f"pretrain layer {k + 1}/{n_layers}", unit="epoch", disable=None if log.isEnabledFor(logging.INFO) else True, leave=False)
+        bar = tqdm(range(e0, epochs), desc=f"pretrain layer {k + 1}/{n_layers}", unit="epoch", disable=bar_disabled(log), leave=False)
         for epoch in bar:
             loss = pretrain_layer_epoch(model, k, batches, cfg, opt, gens)
             history.append({"layer": k + 1, "epoch": epoch + 1, "recon_loss": loss})

@@ -389,6 +389,8 @@ def _replace_weights(d: Path, role: str, blob: bytes) -> None:
     (lambda i: i.__setitem__("format_version", True), r"format version True is not supported"),
     (lambda i: i["classes"].__setitem__(0, None), r"classes must be a list of non-empty strings"),
     (lambda i: i["classes"].__setitem__(1, i["classes"][0]), r"classes must be distinct"),
+    (lambda i: i["classes"].__setitem__(0, "XX"), r"classes must be US state codes .*\['XX'\]"),
+    (lambda i: i["classes"].__setitem__(0, "ny"), r"classes must be US state codes .*\['ny'\]"),
     (lambda i: i["state_points"].__setitem__(0, [95.0, 0.0]), r"state_points must be finite"),
     (lambda i: i["featurizer"]["vocabulary"].__setitem__(0, 7), r"vocabulary holds a term that is not a string"),
 ])
