@@ -196,11 +196,11 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         )
     try:
         cfg = config_from_dict(idx["config"])
-        classes = [str(c) for c in idx["classes"]]
+        classes = idx["classes"]
         points = np.asarray(idx["state_points"], dtype=np.float64).reshape(len(classes), 2)
         n_features = _count(idx["n_features"], "n_features")
         n_members = _count(idx["n_members"], "n_members")
-        _check_classes(classes, idx["classes"], points)
+        _check_classes(classes, points)
         files = idx["files"]
         model_blob = _read_verified(d, files["model"], "model")
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
@@ -272,9 +272,9 @@ def _count(v: Any, what: str) -> int:
     return v
 
 
-def _check_classes(classes: list[str], raw: Any, points: np.ndarray) -> None:
+def _check_classes(classes: Any, points: np.ndarray) -> None:
     """The class list: distinct, non-empty strings; their points finite coordinates."""
-    if not isinstance(raw, list) or not all(isinstance(c, str) and c for c in raw):
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
         raise ValueError("classes must be a list of non-empty strings (state codes)")
     if not classes or len(set(classes)) != len(classes):
         dup = sorted({c for c in classes if classes.count(c) > 1})

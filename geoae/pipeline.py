@@ -553,7 +553,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.format:
         cfg.data.format = args.format
     if args.columns is not None:
-        from geoae.predict import parse_columns
+        from geoae.tweets import parse_columns
 
         cfg.data.columns = parse_columns(args.columns)
     docs = prepare(cfg, args.out, args.input)

@@ -54,7 +54,7 @@ from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
 from geoae.manifest import bar_disabled
-from geoae.tweets import TABLE_COLUMNS, blank_texts, text_list
+from geoae.tweets import TABLE_COLUMNS, blank_texts, parse_columns, text_list
 
 log = logging.getLogger(__name__)
 
@@ -559,9 +559,8 @@ def predict_files(
     gc.set_threshold(max(gc_threshold[0], 50_000), *gc_threshold[1:])
     # numpy's BLAS (the location points' products) runs on one thread while streaming: its
     # own pool of threads, next to torch's and the tokenizer's, keeps spinning between the
-    # small products. On 2 CPUs that spinning was ~17 % of the run's CPU time (x100 GeoText
-    # input, --half: 38.6-40.6 CPU-s with numpy's default threads, 31.9-32.3 with one) at the
-    # same or better throughput; BENCHMARKS.md.
+    # small products (11 % of perf's samples in an x100 GeoText run on 2 CPUs). With one thread
+    # the run used 2-5 CPU-s less of ~36 at the same throughput, within noise; BENCHMARKS.md.
     blas = threadpool_limits(1, user_api="blas")
     pool = None
     pending: deque = deque()  # worker results, in input order
@@ -651,24 +650,6 @@ def warn_about_records(rlog: RecordLog) -> None:
         log.warning("%d times a user reappeared after other users (the input is not grouped by user, or a user is "
                     "in several files): such a user has one output row per run of their tweets, which may disagree; "
                     "sort the input by user id, or merge with `geoae prepare` first", rlog.counts["user_not_contiguous"])
-
-
-def parse_columns(spec: str | None) -> dict[str, str] | None:
-    """``--columns author_id=user_id,tweet=text`` as the readers' ``columns`` mapping."""
-    if spec is None:
-        return None
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, target = (x.strip() for x in part.partition("="))
-        if not sep or not name or target not in TABLE_COLUMNS:
-            raise GeoaeError(f"--columns {spec!r}: each item is FILE_COLUMN=TARGET with TARGET one of "
-                             f"{', '.join(TABLE_COLUMNS)}; got {part!r}")
-        if name in out:
-            raise GeoaeError(f"--columns {spec!r}: {name!r} is given twice")
-        out[name] = target
-    if not out:
-        raise GeoaeError(f"--columns {spec!r}: nothing to map; e.g. --columns author_id=user_id,tweet=text")
-    return out
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

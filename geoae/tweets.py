@@ -83,7 +83,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from geoae.errors import DataError, RecordLog
+from geoae.errors import DataError, GeoaeError, RecordLog
 
 log_ = logging.getLogger(__name__)
 
@@ -1212,6 +1212,26 @@ def _duplicates(tids: list[str | None], seen: SeenIds | None) -> np.ndarray | No
 
 
 TABLE_COLUMNS = ("user_id", "text", "lat", "lon", "split", "n_tweets")
+
+
+def parse_columns(spec: str | None) -> dict[str, str] | None:
+    """``--columns author_id=user_id,tweet=text`` as the readers' ``columns`` mapping."""
+    if spec is None:
+        return None
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, target = (x.strip() for x in part.partition("="))
+        if not sep or not name or target not in TABLE_COLUMNS:
+            raise GeoaeError(f"--columns {spec!r}: each item is FILE_COLUMN=TARGET with TARGET one of "
+                              f"{', '.join(TABLE_COLUMNS)}; got {part!r}")
+        if name in out:
+            raise GeoaeError(f"--columns {spec!r}: {name!r} is given twice")
+        out[name] = target
+    if not out:
+        raise GeoaeError(f"--columns {spec!r}: nothing to map; e.g. --columns author_id=user_id,tweet=text")
+    return out
+
+
 _MAX_N_TWEETS = 2**53
 
 

@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 "users_per_s_summary": s["users_per_second"], "peak_rss_mb": r["peak_rss_mb"], "cpu_seconds": r["cpu_seconds"],
                 # A reader process reports its own peak (VmHWM) in the summary; it comes on top of the main one.
                 "reader_peak_rss_mb": s.get("reader_peak_rss_mb"), "reader": s.get("reader"),
-                "device": args.predict_device, **{k: r[k] for k in ("gpu_peak_allocated_mb", "gpu_name") if k in r},
+                "device": args.predict_device, **{key: r[key] for key in ("gpu_peak_allocated_mb", "gpu_name") if key in r},
             }
         pred["sdae_half"][str(k)]["vs_float32"] = half_vs_float32(written["sdae"], written["sdae_half"])
         o2 = outs / f"lr_x{k:03d}.csv"
