@@ -1,8 +1,8 @@
 """Great-circle geometry shared by labelling, the coordinate head and evaluation.
 
 Everything here works on degrees and returns kilometres on a sphere of mean
-radius ``EARTH_RADIUS_KM`` (the IUGG mean radius that ``geopy``'s
-``great_circle`` uses), so distances reported by evaluation agree with the
+radius ``EARTH_RADIUS_KM`` (the IUGG mean radius, which ``geopy``'s
+``great_circle`` rounds to 6371.009 km), so distances reported by evaluation agree with the
 numbers in the literature, which are great-circle distances, not geodesics on
 the ellipsoid.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088
-"""Mean Earth radius (IUGG), the value ``geopy.distance.great_circle`` uses."""
+"""Mean Earth radius (IUGG); ``geopy.distance.great_circle`` uses it rounded to 6371.009 (3e-8 apart)."""
 
-# Below this value of the haversine term ``a`` (about 1e-7 km at the surface),
+# Below this value of the haversine term ``a`` (2 R sqrt(a): about 1.3e-6 km at the surface),
 # the torch version treats the distance as 0 and stops the gradient, because
 # d sqrt(a)/da is unbounded at a = 0 (0 * inf = NaN in the backward pass).
 _TORCH_A_EPS = 1e-20

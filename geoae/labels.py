@@ -69,7 +69,8 @@ _KM_PER_DEG = 111.19
 def state_codes(values) -> np.ndarray:
     """State codes as an object array of stripped ``str``; missing ones (None, NaN, NA) as ``""``."""
     arr = np.asarray(values, dtype=object).ravel()
-    return np.array(["" if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v))
+    # np.floating too: a float32 NaN is not a Python float and would otherwise become the code "nan".
+    return np.array(["" if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v))
                      else str(v).strip() for v in arr], dtype=object)
 
 

@@ -181,6 +181,17 @@ def test_evaluate_predictions_missing_user_and_proba_alignment():
         evaluate_predictions(TRUTH, pd.concat([p, p]))
 
 
+def test_a_user_missing_from_predictions_without_a_state_column_is_a_top3_miss():
+    # Predictions from an outside model: points and probabilities, no ``state`` column. The user
+    # missing from them gets an all-zero probability row when aligned, whose arbitrary top 3
+    # must not count as a hit.
+    truth = pd.DataFrame({"user_id": ["a", "b"], "lat": [40.7, 34.05], "lon": [-74.0, -118.2], "state": ["NY", "CA"]})
+    pred = pd.DataFrame({"user_id": ["a"], "state_lat": [40.7], "state_lon": [-74.0]})
+    m = evaluate_predictions(truth, pred, np.array([[0.0, 1.0, 0.0]]), ["CA", "NY", "TX"], point="state_median",
+                             headline="state_median")["metrics"]
+    assert m["top3_state_acc"] == pytest.approx(0.5)
+
+
 def test_a_classifier_that_abstains_on_every_user_scores_zero_not_na():
     # every user had empty text (or no prediction row): misses, as when only some abstain
     p = _pred(status=["empty_text"] * 5, state=[None] * 5, confidence=[np.nan] * 5)

@@ -219,3 +219,10 @@ def test_top_states_json_is_what_json_dumps_writes():
     got = top_states_json(top, np.take_along_axis(probs, top, axis=1), classes)
     want = [json.dumps([[classes[j], round(float(probs[i, j]), 6)] for j in row]) for i, row in enumerate(top)]
     assert got == want
+
+
+def test_state_codes_treat_every_missing_kind_as_empty():
+    from geoae.labels import state_codes
+
+    vals = [" NY", None, float("nan"), np.float32("nan"), np.float64("nan"), pd.NA, "CA"]
+    assert state_codes(vals).tolist() == ["NY", "", "", "", "", "", "CA"]
