@@ -136,11 +136,14 @@ def _index_sha(index: dict) -> str:
 
 
 def _referenced_files(out: Path) -> set[str]:
+    """The weight files the current index names: only names a save writes, so a damaged or hostile
+    index (``../x``, an absolute path) can never make the clean-up below delete anything else."""
     try:
         idx = json.loads((out / INDEX).read_text())
-        return {f["name"] for f in idx.get("files", {}).values()}
-    except (OSError, ValueError, AttributeError, TypeError):
+        names = {f.get("name") for f in idx.get("files", {}).values()}
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
         return set()
+    return {n for n in names if isinstance(n, str) and _WEIGHT_NAME.match(n)}
 
 
 def _read_verified(d: Path, entry: dict, role: str) -> bytes:
@@ -168,7 +171,7 @@ def _read_verified(d: Path, entry: dict, role: str) -> bytes:
 
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load and verify a model directory. Raises ``ArtifactError`` with a specific reason."""
-    from geoae.features import featurizer_from_state
+    from geoae.features import TfidfFeaturizer, featurizer_from_state
 
     dev = torch_device(device)  # before any file is read: an unusable device is the user's first problem
     d = Path(model_dir)
@@ -195,9 +198,15 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
             f"(expects {FORMAT_VERSION}); use the geoae version that wrote it ({idx.get('geoae_version')}) or re-train"
         )
     try:
+        if not isinstance(idx["config"], dict):
+            raise TypeError(f"config is {type(idx['config']).__name__}, not a mapping")
         cfg = config_from_dict(idx["config"])
         classes = idx["classes"]
-        points = np.asarray(idx["state_points"], dtype=np.float64).reshape(len(classes), 2)
+        if not isinstance(classes, list):
+            raise TypeError(f"classes is {type(classes).__name__}, not a list")
+        points = np.asarray(idx["state_points"], dtype=np.float64)
+        if points.shape != (len(classes), 2):  # one (lat, lon) pair per class, not merely as many numbers
+            raise ValueError(f"state_points has shape {points.shape}, expected ({len(classes)}, 2)")
         n_features = _count(idx["n_features"], "n_features")
         n_members = _count(idx["n_members"], "n_members")
         _check_classes(classes, points)
@@ -240,9 +249,15 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         n_feat = getattr(featurizer, "n_features_", n_features)
         if n_feat != n_features:
             raise ValueError(f"the featurizer makes {n_feat} features, the model takes n_features={n_features}")
+        if (isinstance(featurizer, TfidfFeaturizer)
+                and featurizer.get_params() != (want := TfidfFeaturizer.from_config(cfg.features).get_params())):
+            diff = sorted(k for k in want if featurizer.get_params().get(k) != want[k])
+            raise ValueError(f"featurizer settings differ from config.features ({', '.join(diff)}); the model was "
+                             "trained with the config's")
         _check_weights(tensors, n_members, n_features, len(classes), cfg.model)
         model = GeoSDAEEnsemble.build(n_members, n_features, len(classes), cfg.model)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+    # RuntimeError/OverflowError: sizes torch cannot even lay out (a width of 10**15 in an edited config)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
         raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
     except _WeightsMismatch as e:
         raise ArtifactError(f"{d}: weights do not fit the stored config ({e}); the artifact is damaged — "
@@ -297,6 +312,8 @@ def _check_points_arrays(pa: dict) -> None:
         if not np.isfinite(a).all():
             raise ValueError(f"{k} has non-finite values")
     c, m = pa["candidates"], pa["mass"]
+    if c.ndim != 2 or c.shape[1] != 2 or len(c) == 0:
+        raise ValueError(f"candidates has shape {c.shape}, expected (cells >= 1, 2)")
     if c.ndim == 2 and c.shape[1] == 2 and ((np.abs(c[:, 0]) > 90).any() or (np.abs(c[:, 1]) > 180).any()):
         raise ValueError("candidates has coordinates off the globe")
     if (m < 0).any():

@@ -189,19 +189,26 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | No
     if not js.exists():
         return None
     try:
-        doc = json.loads(js.read_text())
+        doc = json.loads(js.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("position"), dict):
+            raise ValueError("not a checkpoint record (a mapping with a position)")
         name = doc.get("tensors_file", STATE_TENSORS)
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
             raise ArtifactError(f"{js}: invalid tensors_file {name!r}; delete the checkpoint directory to start over")
         blob = (ckpt_dir / name).read_bytes()
-    except (OSError, json.JSONDecodeError) as e:
+    # ValueError covers bad JSON, bad UTF-8 and integers too long to read; RecursionError, nesting too deep
+    except (OSError, ValueError, RecursionError) as e:
         raise ArtifactError(f"{ckpt_dir}: unreadable checkpoint ({e}); delete it to start over") from None
     if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
         raise ArtifactError(
             f"{ckpt_dir}: checkpoint tensors do not match their recorded hash (interrupted write or damage); "
             "delete the checkpoint directory to start over"
         )
-    return doc, st_load(blob)
+    try:
+        return doc, st_load(blob)
+    except Exception as e:  # safetensors raises its own error types on a bad header
+        raise ArtifactError(f"{ckpt_dir}: checkpoint tensors are not valid safetensors ({e}); "
+                            "delete the checkpoint directory to start over") from None
 
 
 def restore(

@@ -123,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        # torch reports a failed CPU allocation as a RuntimeError, CUDA's as OutOfMemoryError (one too)
+        if not (isinstance(e, MemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e).lower()):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"geoae {args.command}: error: out of memory ({first}); "
+              "use a smaller --chunksize or batch size, a smaller model, or a machine with more memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         hint = (" (the checkpoint keeps every finished epoch: rerun the same command to resume)"
                 if args.command in ("train", "demo") else "")

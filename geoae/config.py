@@ -256,7 +256,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):  # .nan / .inf would train a NaN model without a word
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:  # .nan / .inf would train a NaN model without a word
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
@@ -269,7 +273,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(raw) - names, key=str)  # key=str: YAML reads a key like `on` as True
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
@@ -287,6 +291,12 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
 def _check_choice(key: str, value: str, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+
+
+MAX_WIDTH = 1 << 20
+"""Largest layer width accepted (a million units on a 10k-word input is already 40 GB of float32):
+anything wider is a typo, refused before torch tries to lay it out."""
+MAX_SEED = 2**32 - 1
 
 
 def validate(cfg: Config) -> Config:
@@ -324,8 +334,8 @@ def validate(cfg: Config) -> Config:
     if not m.hidden:
         raise ConfigError("model.hidden: the layer list is empty; give at least one width, e.g. [1024, 512, 256]")
     for i, h in enumerate(m.hidden):
-        if h < 1:
-            raise ConfigError(f"model.hidden[{i}]: a layer width must be >= 1; got {h}")
+        if not 1 <= h <= MAX_WIDTH:
+            raise ConfigError(f"model.hidden[{i}]: a layer width must be in [1, {MAX_WIDTH}]; got {h}")
     if len(m.noise) != len(m.hidden):
         example = ", ".join(["{kind: masking, level: 0.3}"] + ["{kind: gaussian, level: 0.1}"] * (len(m.hidden) - 1))
         raise ConfigError(
@@ -381,6 +391,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("finetune.loss_weights: state and coord cannot both be 0 (nothing to predict)")
     if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
         raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N; got {t.device!r}")
+    for key, seed in (("data.seed", d.seed), ("train.seed", t.seed)):
+        if not 0 <= seed <= MAX_SEED:  # numpy refuses negative seeds; members use seed + offsets
+            raise ConfigError(f"{key}: must be in [0, {MAX_SEED}]; got {seed}")
     if t.threads < 0:
         raise ConfigError(f"train.threads: must be >= 0; got {t.threads}")
     if t.checkpoint_every < 1:
@@ -390,6 +403,8 @@ def validate(cfg: Config) -> Config:
 
 def config_from_dict(raw: dict | None) -> Config:
     """Build and validate a ``Config`` from a plain mapping (missing keys take defaults)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
     return validate(_build(Config, raw or {}))
 
 

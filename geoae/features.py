@@ -343,8 +343,10 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
             idf = np.asarray(arrays["idf"])
             if idf.ndim != 1 or len(idf) != len(terms) or len(set(terms)) != len(terms):
                 raise ValueError(f"{len(terms)} terms ({len(set(terms))} distinct) but idf has shape {idf.shape}")
-            if not np.isfinite(idf).all():
-                raise ValueError("idf has non-finite values")
+            if idf.dtype not in (np.float32, np.float64):  # what fit stores; an int or complex idf is damage
+                raise ValueError(f"idf is {idf.dtype}, expected float32 or float64")
+            if not (np.isfinite(idf).all() and (idf > 0).all()):  # smoothed idf is >= 1
+                raise ValueError("idf has non-finite or non-positive values")
             self = cls(**state["params"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"featurizer state is invalid: {e}") from None

@@ -188,6 +188,14 @@ def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
     return torch.cat(probs).numpy(), torch.cat(coords).numpy()
 
 
+def _selection_values(rec: dict, dev) -> dict:
+    """The values early stopping can select on after one epoch's record: the dev scores
+    (``dev_`` prefix removed), and ``loss`` (the training loss where there is no dev set)."""
+    current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
+    current.setdefault("loss", rec["train_loss"])
+    return current
+
+
 def location_points(probs: np.ndarray, coords: np.ndarray | None, class_points: np.ndarray,
                     location: LocationRisk, gate: float, tau_km: float | None) -> np.ndarray:
     """The location point [n, 2]: the arg-max state's point where the classifier is sure
@@ -311,7 +319,12 @@ def finetune(
         if extra:
             best_state = {k[5:]: v.to(device) for k, v in extra.items() if k.startswith("best.")}
     metric = ft.select_metric
-    if dev is None and metric != "loss" and not fixed_epochs:
+    # A resumed run replays the fallback below on the epochs it restored, so a member that had
+    # already finished records the same metric as an uninterrupted run.
+    for rec in history:
+        if metric not in _selection_values(rec, dev):
+            metric = "loss"
+    if dev is None and ft.select_metric != "loss" and not fixed_epochs:
         log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
     bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=bar_disabled(log), leave=False)
     stopped_early = False
@@ -339,8 +352,7 @@ def finetune(
         if dev is not None and len(dev):
             rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km, class_points, ft).items()})
         history.append(rec)
-        current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
-        current.setdefault("loss", rec["train_loss"])
+        current = _selection_values(rec, dev)
         if metric not in current:
             metric = "loss"
         if _better(metric, current, best):

@@ -393,6 +393,12 @@ def _replace_weights(d: Path, role: str, blob: bytes) -> None:
     (lambda i: i["classes"].__setitem__(0, "ny"), r"classes must be US state codes .*\['ny'\]"),
     (lambda i: i["state_points"].__setitem__(0, [95.0, 0.0]), r"state_points must be finite"),
     (lambda i: i["featurizer"]["vocabulary"].__setitem__(0, 7), r"vocabulary holds a term that is not a string"),
+    (lambda i: i.__setitem__("config", ["data"]), r"config is list, not a mapping"),
+    (lambda i: i["config"]["model"].__setitem__("hidden", [10**15, 256, 128]), r"layer width must be in \[1, 1048576\]"),
+    (lambda i: i.__setitem__("state_points", np.ravel(i["state_points"]).tolist()), r"state_points has shape \(\d+,\), expected"),
+    (lambda i: i.__setitem__("state_points", [[0.0] * (2 * len(i["classes"]))]), r"state_points has shape \(1, \d+\)"),
+    (lambda i: i["featurizer"]["params"].__setitem__("ngram_max", 2), r"featurizer settings differ from config\.features \(ngram_max\)"),
+    (lambda i: i["featurizer"]["params"].__setitem__("sublinear_tf", "no"), r"featurizer settings differ .*sublinear_tf"),
 ])
 def test_index_fields_of_the_wrong_type_or_size_are_one_clear_error(model_dir, edit, pattern):
     """Each of these was a traceback, a hang (n_members=10**9 built a billion members), or
@@ -443,3 +449,44 @@ def test_points_file_with_other_dtypes_or_values_is_refused(model_dir):
     _replace_weights(model_dir, "points", np_save(bad))
     with refused(ArtifactError, r"mass has negative values", model_dir.parent):
         load_artifact(model_dir)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.complex64])
+def test_featurizer_idf_of_another_dtype_is_refused(model_dir, dtype):
+    """An int or float16 idf loaded and predicted silently; a complex one crashed in predict."""
+    from safetensors.numpy import load as np_load
+    from safetensors.numpy import save as np_save
+
+    arrays = np_load(_weights(model_dir, "featurizer").read_bytes())
+    _replace_weights(model_dir, "featurizer", np_save({"idf": np.ascontiguousarray(arrays["idf"].astype(dtype))}))
+    with refused(ArtifactError, rf"idf is {np.dtype(dtype).name}, expected float32 or float64", model_dir.parent):
+        load_artifact(model_dir)
+
+
+def test_points_file_without_cells_is_refused_at_load(model_dir):
+    """Zero candidate cells loaded and then crashed every prediction (argmin of an empty sequence)."""
+    from safetensors.numpy import load as np_load
+    from safetensors.numpy import save as np_save
+
+    if "points" not in _index(model_dir)["files"]:
+        pytest.skip("this artifact has no points file")
+    mass = np_load(_weights(model_dir, "points").read_bytes())["mass"]
+    _replace_weights(model_dir, "points", np_save({"candidates": np.zeros((0, 2)), "mass": np.zeros((len(mass), 0))}))
+    with refused(ArtifactError, r"candidates has shape \(0, 2\)", model_dir.parent):
+        load_artifact(model_dir)
+
+
+def test_saving_over_a_hostile_index_deletes_nothing_outside_the_directory(model_dir, tmp_path):
+    """The clean-up after a save removes the files the previous index named; names that leave the
+    directory (relative or absolute) must never be touched."""
+    art = load_artifact(model_dir)
+    outside, absolute = tmp_path / "victim.txt", tmp_path / "victim2.txt"
+    outside.write_text("keep me")
+    absolute.write_text("keep me too")
+    idx = _index(model_dir)
+    idx["files"]["a"] = {"name": "../victim.txt"}
+    idx["files"]["b"] = {"name": str(absolute)}
+    _write_index(model_dir, idx)
+    save_artifact(model_dir, art)
+    assert outside.read_text() == "keep me" and absolute.read_text() == "keep me too"
+    assert load_artifact(model_dir).classes == art.classes

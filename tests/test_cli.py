@@ -160,3 +160,26 @@ def test_a_child_process_dies_with_its_parent(tmp_path):
         time.sleep(0.1)
     os.kill(pid, 9)
     raise AssertionError("the child outlived its parent")
+
+
+def test_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import pytest
+
+    import geoae.predict
+
+    for exc in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                                            "not enough memory: you tried to allocate 4000000000 bytes. can't allocate memory")):
+        def fake_predict(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(geoae.predict, "_cmd_predict", fake_predict)
+        assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("geoae predict: error: out of memory") and "--chunksize" in err and len(err.splitlines()) == 1
+
+    def other_runtime_error(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(geoae.predict, "_cmd_predict", other_runtime_error)
+    with pytest.raises(RuntimeError, match="a bug"):  # not disguised as a memory problem
+        main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"])

@@ -60,6 +60,11 @@ def test_wrong_types_name_the_key(raw, key):
         ({"data": {"columns": {"tweet": "body"}}}, "data.columns"),
         ({"data": {"columns": ["tweet", "text"]}}, "data.columns: expected a mapping"),
         ({"data": {"columns": {"tweet": 3}}}, "data.columns.tweet: expected a string"),
+        ({"model": {"hidden": [10**15, 256, 128]}}, r"model.hidden\[0\]: a layer width must be in"),
+        ({"train": {"seed": 2**64}}, r"train.seed: must be in \[0, 4294967295\]"),
+        ({"data": {"seed": -1}}, r"data.seed: must be in"),
+        ({"finetune": {"lr": 10**400}}, "finetune.lr: expected a finite number"),
+        ({"data": {True: 1, "foo": 2}}, "unknown config key data.True"),
     ],
 )
 def test_impossible_values_name_the_key(raw, key):
@@ -161,3 +166,9 @@ def test_readme_set_examples_are_valid():
     assert examples
     for example in examples:
         load_config(DEFAULT_CONFIG, re.findall(r"--set '([^']*)'", example))
+
+
+@pytest.mark.parametrize("raw", [["data"], "data", 3])
+def test_a_config_that_is_not_a_mapping_is_a_config_error(raw):
+    with pytest.raises(ConfigError, match="a config must be a mapping of sections"):
+        config_from_dict(raw)

@@ -233,3 +233,45 @@ def test_finetune_with_another_config_than_pretraining_says_why(data, tmp_path):
     with pytest.raises(GeoaeError, match="pretraining checkpoint .* was made with another config"):
         train(cfg("finetune.lr=0.01"), data, tmp_path, stage="finetune")
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("content", [b"\xff", b"[1]", b'{"tensors_file": "state.safetensors"}', b"[" * 100_000,
+                                     b'{"position": ' + b"9" * 5000 + b"}"],
+                         ids=["not-utf8", "a-list", "no-position", "too-deep", "huge-int"])
+def test_a_damaged_checkpoint_record_is_one_clear_error(data, tmp_path, content):
+    """Each of these was a traceback (UnicodeDecodeError, AttributeError, RecursionError, ValueError, or a
+    KeyError later in the pipeline), not the 'unreadable checkpoint' the other damage gets."""
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, on_epoch_end=kill_at("pretrain", 1, 0))
+    (tmp_path / "checkpoint" / checkpoint_mod.STATE_JSON).write_bytes(content)
+    with refused(ArtifactError, "unreadable checkpoint", tmp_path):
+        train(cfg(), data, tmp_path, resume=True)
+
+
+def test_checkpoint_tensors_that_are_not_safetensors_but_match_their_hash_are_refused(data, tmp_path):
+    import hashlib
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, tmp_path, on_epoch_end=kill_at("pretrain", 1, 0))
+    p = _tensor_file(tmp_path / "checkpoint")
+    p.write_bytes(b"not a safetensors file")
+    js = tmp_path / "checkpoint" / checkpoint_mod.STATE_JSON
+    doc = json.loads(js.read_text())
+    doc["tensors_sha256"] = hashlib.sha256(b"not a safetensors file").hexdigest()
+    js.write_text(json.dumps(doc))
+    with refused(ArtifactError, "not valid safetensors", tmp_path):
+        train(cfg(), data, tmp_path, resume=True)
+
+
+def test_resumed_run_without_dev_users_records_the_metric_an_uninterrupted_run_does(data, tmp_path):
+    """Without dev users early stopping falls back to the training loss; a member restored as already
+    finished skipped the loop where that happens and recorded dev_loss instead."""
+    c = cfg("finetune.ensemble=2", "data.dev_splits=[]")
+    ref = train(c, data, tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        train(c, data, tmp_path / "killed", on_epoch_end=kill_at("finetune", 1, 1))
+    resumed = train(c, data, tmp_path / "killed", resume=True)
+    meta = [json.loads((d / "artifact.json").read_text())["meta"] for d in (ref, resumed)]
+    assert meta[0]["select_metric"] == "loss"
+    assert meta[1]["select_metric"] == meta[0]["select_metric"]
+    assert_same_weights(ref, resumed)
