@@ -24,7 +24,7 @@ from pathlib import Path
 
 from geoae.config import Config, load_config
 from geoae.errors import ConfigError
-from geoae.manifest import Timer, write_json
+from geoae.manifest import Timer, check_writable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
     from geoae.evaluate import run_evaluate
     from geoae.pipeline import prepare, train
 
-    out = Path(out)
+    out = check_writable(out, "--out", directory=True)
     sets = list(sets or [])
     if full_text:
         # The official fold rule decides every split: nothing is carved from the training users

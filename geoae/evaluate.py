@@ -466,7 +466,7 @@ def run_evaluate(
     dev_splits: Sequence[str] | None = None,
 ) -> dict:
     """Evaluate a model (and baselines) on one split and write the report; returns ``write_report``'s paths."""
-    from geoae.manifest import file_record, versions
+    from geoae.manifest import check_writable, file_record, versions
     from geoae.report import write_report
 
     t0 = time.perf_counter()
@@ -478,6 +478,7 @@ def run_evaluate(
         raise GeoaeError(f"--headline {headline} conflicts with --point {point}: only the {point} point is scored, so "
                          f"it is the headline; use --point all (or --point {headline}) to headline the {headline} "
                          "point, or drop --headline")
+    check_writable(out_dir, "--out", directory=True)  # before the scoring, not after it
     out = Path(out_dir).resolve()
     if model_dir is not None and Path(model_dir).is_dir():
         # The report's CSVs and figures would land among the model's files, which are shipped as a unit.

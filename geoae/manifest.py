@@ -50,6 +50,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def check_writable(path: str | Path, what: str, *, directory: bool) -> Path:
+    """Refuse, before any work is done, an output that cannot be created: a file where a directory
+    must be (``path`` itself when it is a directory, or one of its parents), or a place this process
+    cannot write to (no permission, a read-only or virtual file system such as /proc). Creates
+    nothing: a refused command leaves no directory behind. Returns ``path`` as a ``Path``."""
+    from geoae.errors import GeoaeError
+
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise GeoaeError(f"{what} {p}: is a file; it must be a directory (new or existing)")
+    a = p if directory else p.parent
+    while not a.exists() and a != a.parent:  # the nearest part of the path that exists
+        a = a.parent
+    if not a.is_dir():
+        raise GeoaeError(f"{what} {p}: {a} is a file, so nothing can be created under it; give another path")
+    try:
+        with tempfile.TemporaryFile(dir=a):
+            pass
+    except OSError as e:
+        raise GeoaeError(f"{what} {p}: cannot write in {a} ({e.strerror or e}); give a writable location") from None
+    return p
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

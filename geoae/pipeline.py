@@ -28,7 +28,7 @@ from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
-from geoae.manifest import Timer, file_record, write_json, write_run_files
+from geoae.manifest import Timer, check_writable, file_record, write_json, write_run_files
 from geoae.pretrain import pretrain
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble
 
@@ -257,6 +257,7 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
 def _refuse_file(out: Path, what: str) -> None:
     if out.exists() and not out.is_dir():
         raise GeoaeError(f"--out {out}: is a file; the {what} directory must be a directory (new or existing)")
+    check_writable(out, "--out", directory=True)
 
 
 def _check_out_dir(out: Path, data_dir: str | Path) -> None:
@@ -603,7 +604,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise GeoaeError(f"the demo evaluates on the random split's test users: it needs data.test_splits to start "
                          f"with test and --users x data.test_fraction >= 1 (got {cfg.data.test_splits} and "
                          f"{args.users} x {cfg.data.test_fraction} in {_config_label(args)})")
-    out = Path(args.out)
+    out = check_writable(args.out, "--out", directory=True)
     corpus = out / "corpus" / "tweets.jsonl.gz"
     write_twitter_jsonl(corpus, n_users=args.users, seed=0)
     cfg.data.inputs = [str(corpus)]

@@ -53,7 +53,7 @@ from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
-from geoae.manifest import bar_disabled
+from geoae.manifest import bar_disabled, check_writable
 from geoae.tweets import TABLE_COLUMNS, blank_texts, parse_columns, text_list
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: s
                 same = False
             if same:
                 raise GeoaeError(f"{what} {out} is also an input; writing it would destroy the input: give another path")
-    return out
+    return check_writable(out, what, directory=False)
 
 
 def output_format(path: str | Path, fmt: str | None = None) -> str:

@@ -533,7 +533,11 @@ def _clean_coords(
     finite = np.isfinite(lat) & np.isfinite(lon)
     in_range = finite & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
     swappable = finite & ~in_range & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
+    # A row without a user id is dropped (and counted) by ``_finish``: its coordinates are not
+    # reported too, as "text kept", for a row that is not kept.
     check = any_given | required
+    if (check & ~in_range).any():  # only then look at the ids (a per-row loop, usually skipped)
+        check &= _has_user(df["user_id"])
     bad_swap = check & swappable
     bad_other = check & ~in_range & ~swappable
     src = df["source"].to_numpy()
@@ -563,6 +567,14 @@ def _clean_coords(
     lon[~in_range] = np.nan
     df["lat"] = lat
     df["lon"] = lon
+
+
+def _has_user(user_id: Any) -> np.ndarray:
+    """Rows ``_finish`` keeps: a user id that is neither missing nor blank."""
+    ids = np.asarray(user_id, dtype=object)
+    null = pd.isna(ids)  # None, or NaN once in a frame
+    return ~null & np.fromiter((not isinstance(v, str) or (bool(v) and not v.isspace()) for v in ids.tolist()),
+                               dtype=bool, count=len(ids))
 
 
 def _degrees(raw: Any, index: pd.Index) -> np.ndarray:
@@ -649,7 +661,9 @@ def _finish(df: pd.DataFrame, log: RecordLog, granularity: str) -> pd.DataFrame:
                     source=str(df["source"].iat[i]))
         df = df.loc[~missing].copy()
         df["user_id"] = uid[~missing]
-        empty = blank_texts(df["text"])
+        # In a per-user format the row *is* the user's document: an empty one is counted once, as
+        # empty_user, where the documents are built (dropped for training, yielded for predict).
+        empty = blank_texts(df["text"]) if granularity != "user" else np.zeros(len(df), dtype=bool)
         for i in np.flatnonzero(empty):
             log.bad(
                 "empty_text",
@@ -1160,7 +1174,7 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                              line=n, source=str(path))
                     no_row[len(tids) - 1] = n
                     continue
-                if problems:
+                if problems and uid is not None and str(uid).strip():  # no user: counted as missing_user instead
                     tlog.bad("invalid_coordinates", "; ".join(problems) + "; coordinates set to NaN, text kept",
                              line=n, source=str(path), kept=True)
                 users.append(None if uid is None else _utf8_safe(str(uid), "user id", tlog, n, path))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from geoae.documents import DOC_COLUMNS, assign_splits, build_documents, iter_documents, read_documents
+from geoae.tweets import read_tweets
 from geoae.errors import ConfigError, DataError, RecordLog
 from geoae.tweets import GRANULARITY_ATTR
 
@@ -289,3 +290,18 @@ def test_duplicate_tweets_dropped_in_prepare_and_kept_by_the_flat_memory_stream(
     docs = pd.concat(list(iter_documents([a, b], chunksize=2, log=log)))
     assert docs[["user_id", "text", "n_tweets"]].values.tolist() == [["u", "t0\nt1\nt2\nt2\nt3\nt4", 6]]
     assert log.counts == {}
+
+
+def test_an_empty_per_user_line_is_one_bad_record_with_its_real_fate(tmp_path):
+    """One empty GeoText/Rahimi user line was counted twice (empty_text 'row kept' and empty_user),
+    and in prepare the 'kept' one was in fact left out."""
+    p = tmp_path / "user_info.test"
+    p.write_bytes(b"U_a\t40\t-75\thello ||| world\nU_e\t40\t-75\t  \nU_b\t41\t-74\tbye\n")
+    log = RecordLog()
+    docs = pd.concat(list(iter_documents(p, log=log)), ignore_index=True)  # predict: yielded, kept
+    assert docs["user_id"].tolist() == ["U_a", "U_e", "U_b"]
+    assert dict(log.counts) == {"empty_user": 1} and log.kept == {"empty_user": 1}
+    log = RecordLog()
+    docs = build_documents(read_tweets(p, log=log), log=log)  # training: left out, dropped
+    assert docs["user_id"].tolist() == ["U_a", "U_b"]
+    assert dict(log.counts) == {"empty_user": 1} and not log.kept

@@ -236,6 +236,20 @@ def test_cli_unknown_output_suffix_is_a_clear_error(model, users_file, tmp_path,
     assert "cannot tell the output format" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("which", ["output", "--summary"])
+def test_an_output_that_cannot_be_created_is_refused_before_predicting(model, users_file, tmp_path, capsys, which):
+    """A --summary under a file was found only after the whole prediction had run (exit 2, naming
+    the file standing in the way as 'File exists'), with the predictions already written."""
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path / "afile" / ("s.json" if which == "--summary" else "out.csv")
+    out = bad if which == "output" else tmp_path / "out.csv"
+    extra = ["--summary", str(bad)] if which == "--summary" else []
+    assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{which} {bad}: " in err and "afile is a file, so nothing can be created under it" in err
+    assert not (tmp_path / "out.csv").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 @pytest.mark.parametrize("reader", ["thread", "process"])
 def test_bad_records_are_counted_and_good_rows_written(model, tmp_path, reader):
     src = write_corpus(tmp_path / "tweets.jsonl", n_users=25, seed=5)

@@ -532,7 +532,9 @@ def test_user_lines_block_reader_matches_per_line_rule(tmp_path, monkeypatch, re
     assert list(zip(df["line"], df["user_id"], df["text"], df["n_tweets"])) == rows
     assert log.counts["malformed_line"] == len(malformed) == 1
     assert log.counts["invalid_coordinates"] == 2  # 95.0 and "40.1 ||| "
-    assert log.counts["empty_text"] == 1
+    # U_empty: in a per-user format the row is the user's document, counted once as empty_user
+    # when documents are built, not here as well
+    assert log.counts.get("empty_text", 0) == 0 and df.set_index("user_id").loc["U_empty", "text"] == ""
     got = df.set_index("user_id")
     assert np.isnan(got.loc["U_range", "lat"]) and got.loc["U_utf8", "lat"] == 40.1
     assert got.loc["U_latin1", "text"] == "caf\u00e9 na\u00efve\n\u00ff"
@@ -1213,3 +1215,18 @@ def test_json_place_without_box_or_with_bad_v2_bbox_reads(tmp_path):
     assert df["text"].tolist() == ["a", "b", "c"] and df["lat"].isna().all()
     assert log.counts == {"invalid_coordinates": 1}
     assert log.examples["invalid_coordinates"][0].startswith(f"{p}:3: the place bbox is [1, 2, 3], not [west,")
+
+
+def test_a_row_without_a_user_is_counted_once_as_missing_user_not_also_for_its_coordinates(tmp_path):
+    """Its coordinates were reported as 'set to NaN, text kept' for a row that is then dropped."""
+    p = write_bytes(tmp_path / "user_info.test", b"U_ok\t40\t-75\thello\n\t\t\torphan text\n \t95\t-75\tblank id\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["U_ok"]
+    assert dict(log.counts) == {"missing_user": 2}
+    j = tmp_path / "t.jsonl"
+    j.write_text('{"user": {"id_str": null}, "text": "x", "coordinates": {"coordinates": [-75, 95]}}\n'
+                 '{"user": {"id_str": "u"}, "text": "y"}\n', "utf-8")
+    log = skip_log()
+    assert read_tweets(j, log=log)["user_id"].tolist() == ["u"]
+    assert dict(log.counts) == {"missing_user": 1}
