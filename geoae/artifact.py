@@ -174,6 +174,8 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     from geoae.features import TfidfFeaturizer, featurizer_from_state
 
     dev = torch_device(device)  # before any file is read: an unusable device is the user's first problem
+    if str(model_dir).strip() == "":  # Path("") is "." (the working directory): not what anyone means
+        raise ArtifactError("the model path is empty (''); give the model directory (geoae train writes RUN/model)")
     d = Path(model_dir)
     if d.is_file() and d.name == INDEX:  # the index file named instead of its directory: what was meant
         d = d.parent

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from geoae.config import Config, load_config
-from geoae.errors import ConfigError
+from geoae.errors import ConfigError, DataError
 from geoae.manifest import Timer, check_writable, write_json
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,13 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
     log.info("protocol: %s", protocol)
 
     with Timer() as t:
-        prepare(cfg, out / "data")
+        docs = prepare(cfg, out / "data")
     results["stages"]["prepare_s"] = round(t.seconds, 1)
+    if full_text and not {"train", "dev", "test"} <= set(docs["split"].astype(str)):
+        raise DataError(f"--full-text {full_text}: its users do not fall into the official train / dev / test folds "
+                        f"(splits found: {sorted(set(docs['split'].astype(str)))}); is it GeoText's full_text.txt "
+                        "(6 tab-separated fields: user, time, location, lat, lon, text)? The in-house protocol needs "
+                        "no --full-text")
     with Timer() as t:
         model_dir = train(cfg, out / "data", out / "sdae", resume=False)
     results["stages"]["train_s"] = round(t.seconds, 1)

@@ -424,6 +424,8 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
 
 
 def _read_config_file(p: Path) -> dict:
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a directory; give the path of a YAML file, e.g. configs/default.yaml")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:

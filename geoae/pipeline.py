@@ -367,8 +367,8 @@ def train(
     model.set_coord_scaler(torch.tensor(mean), torch.tensor(std))
     # What a checkpoint must match to be resumed: the training config and the training data
     # (the data section of the config only names files; the features are what was trained on).
-    config_key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "data"}, sort_keys=True)
-    config_key += ":" + _fingerprint(X_tr, train_set.state, train_set.coords)
+    config_json = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "data"}, sort_keys=True)
+    config_key = config_json + ":" + _fingerprint(X_tr, train_set.state, train_set.coords)
     X_pre = X_tr
     if X_ul is not None:
         X_pre = sp.vstack([X_tr, X_ul]).tocsr() if sp.issparse(X_tr) else np.vstack([X_tr, X_ul])
@@ -383,7 +383,10 @@ def train(
                              "data (every setting except data.* is part of a checkpoint's key, fine-tuning ones "
                              "included): fine-tune with the config it was pretrained with, or rerun "
                              "`geoae train --stage pretrain` with this one")
-        log.warning("checkpoint in %s was made with another config; starting afresh", ckpt)
+        stored = state[0]["position"].get("config")
+        why = ("other training data (same config)" if isinstance(stored, str) and stored.startswith(config_json + ":")
+               else "another config")
+        log.warning("checkpoint in %s was made with %s; starting afresh", ckpt, why)
         state = None
     if not resume:
         # Start afresh means the whole run: pretraining and every ensemble member.

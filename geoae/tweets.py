@@ -166,10 +166,16 @@ def _decode(b: bytes, encoding: str) -> str:
 def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    out = [Path(p) for p in paths]
+    given = [str(p) for p in paths]
+    out = [Path(p) for p in given]
     if not out:
         raise DataError("no input files given; pass at least one path to a tweet file")
-    for p in out:
+    for g, p in zip(given, out):
+        if g.strip() == "":  # Path("") is ".", which would be reported as "a directory"
+            raise DataError("an input path is empty (''); pass the path of a tweet file")
+        if g == "-":
+            raise DataError("input '-' (standard input) is not supported: geoae reads an input more than once "
+                            "(format detection, then the records); write it to a file first")
         if not p.exists():
             raise DataError(f"{p}: file not found; check the path (relative paths are taken from {Path.cwd()})")
         if p.is_dir():
@@ -1285,6 +1291,14 @@ def _table_names(names: list, columns: Mapping[str, str] | None, path: Path | No
     return ren
 
 
+def _show_names(names: Iterable, most: int = 20, width: int = 40) -> str:
+    """Column names for a message: at most ``most``, each cut to ``width`` characters (a file read
+    with the wrong separator has its whole first line as one 'name')."""
+    names = [str(c) for c in names]
+    shown = [repr(c if len(c) <= width else c[:width] + "...") for c in names[:most]]
+    return "[" + ", ".join(shown) + (f", ... {len(names)} in all" if len(names) > most else "") + "]"
+
+
 def _refuse_ambiguous(hits: list, want: str, path: Path | None) -> None:
     if len(hits) > 1:
         raise DataError(f"{str(path) + ': ' if path else ''}columns {hits} all read as {want!r}; rename all but "
@@ -1298,17 +1312,22 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
         df = df.rename(columns=ren)
     missing = [c for c in ("user_id", "text") if c not in df.columns]
     if missing:
+        absent = [k for k, v in (columns or {}).items() if v in missing and k not in df.columns]
         semi = any(";" in str(c) for c in df.columns)
+        tabs = any("\t" in str(c) for c in df.columns)
         raise DataError(
-            f"{path}: required column(s) {missing} not found (columns: {list(df.columns)[:20]}); "
+            f"{path}: required column(s) {missing} not found (columns: {_show_names(df.columns)}); "
+            + (f"--columns names {absent}, not a column of this file; " if absent else "")
+            + ("the header holds tabs: a tab-separated file? read it with --format tsv (or name it .tsv); " if tabs else "")
             + ("the header holds ';': a semicolon-separated file? geoae reads commas (csv) or tabs (tsv): "
                "convert the separators; " if semi else "")
-            + "rename them in the file's header (in Python: columns={'your_name': 'user_id', ...})"
+            + "rename them in the file's header, or map them with --columns, e.g. --columns your_name=user_id "
+              "(in Python: columns={'your_name': 'user_id', ...})"
         )
     half = [c for c in ("lat", "lon") if c in df.columns]
     if len(half) == 1:  # the other half is missing: its values would all be dropped without a word
         other = "lon" if half == ["lat"] else "lat"
-        raise DataError(f"{path}: column {half[0]!r} found but no {other!r} column (columns: {list(df.columns)[:20]}); "
+        raise DataError(f"{path}: column {half[0]!r} found but no {other!r} column (columns: {_show_names(df.columns)}); "
                         f"coordinates need both: add or rename the {other} column (in Python: "
                         f"columns={{'your_name': '{other}', ...}}), or drop {half[0]!r}")
     n = len(df)
@@ -1824,6 +1843,9 @@ def iter_tweets(
         before = Counter(log.counts)
         n_good = 0
         flog = _LineOrderedLog(log)
+        if columns and f not in ("csv", "tsv", "parquet"):
+            log_.warning("%s: read as %s, which has fixed fields: the column mapping (--columns) applies to CSV, "
+                         "TSV and Parquet only and is not used for this file", path, f)
         if f == "geotext":
             gen = _read_geotext(path, flog, chunksize, encoding, fix_swapped, user_info, progress)
         elif f == "rahimi":

@@ -490,3 +490,8 @@ def test_saving_over_a_hostile_index_deletes_nothing_outside_the_directory(model
     save_artifact(model_dir, art)
     assert outside.read_text() == "keep me" and absolute.read_text() == "keep me too"
     assert load_artifact(model_dir).classes == art.classes
+
+
+def test_an_empty_model_path_is_not_the_working_directory():
+    with pytest.raises(ArtifactError, match=r"the model path is empty"):
+        load_artifact("")

@@ -94,3 +94,14 @@ def test_unknown_ablation_is_one_line_before_any_work(tmp_path, capsys):
     assert main(["-q", "benchmark", "-o", str(tmp_path / "b"), "--ablations", "no_recon,nope"]) == 2
     assert "unknown ablation 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_full_text_that_is_not_geotext_says_so_before_training(tmp_path, capsys):
+    src = tmp_path / "users.txt"  # Rahimi per-user lines: no official folds
+    src.write_text("".join(f"U{i}\t40.{i}\t-74.0\tword{i} ||| more text here\n" for i in range(30)), "utf-8")
+    args = ["-q", "benchmark", "-c", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"),
+            "-o", str(tmp_path / "b"), "--full-text", str(src), "--ablations", ""]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "do not fall into the official train / dev / test folds" in err and "full_text.txt" in err
+    assert not (tmp_path / "b" / "sdae").exists()

@@ -172,3 +172,8 @@ def test_readme_set_examples_are_valid():
 def test_a_config_that_is_not_a_mapping_is_a_config_error(raw):
     with pytest.raises(ConfigError, match="a config must be a mapping of sections"):
         config_from_dict(raw)
+
+
+def test_a_directory_given_as_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a directory; give the path of a YAML file"):
+        load_config(tmp_path)

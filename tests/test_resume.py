@@ -219,13 +219,21 @@ def test_no_resume_pretraining_also_discards_member_checkpoints(data, tmp_path):
     assert seen, "fine-tuning was skipped: stale member checkpoints were resumed after a fresh pretraining"
 
 
-def test_member_checkpoints_are_not_resumed_on_other_data(tmp_path_factory, tmp_path):
+def test_member_checkpoints_are_not_resumed_on_other_data(tmp_path_factory, tmp_path, caplog):
+    import logging
+
     data_a = prepared_data(tmp_path_factory, n_users=150)
     data_b = prepared_data(tmp_path_factory, n_users=120)
     train(cfg(), data_a, tmp_path)
     seen, hook = _count_finetune_epochs()
-    train(cfg(), data_b, tmp_path, on_epoch_end=hook)  # same config, other training users
+    with caplog.at_level(logging.WARNING, logger="geoae.pipeline"):
+        train(cfg(), data_b, tmp_path, on_epoch_end=hook)  # same config, other training users
     assert seen, "a checkpoint trained on other data was resumed"
+    assert "was made with other training data (same config); starting afresh" in caplog.text  # not "another config"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoae.pipeline"):
+        train(cfg("finetune.lr=0.02"), data_b, tmp_path)
+    assert "was made with another config; starting afresh" in caplog.text
 
 
 def test_finetune_with_another_config_than_pretraining_says_why(data, tmp_path):

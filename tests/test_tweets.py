@@ -1230,3 +1230,31 @@ def test_a_row_without_a_user_is_counted_once_as_missing_user_not_also_for_its_c
     log = skip_log()
     assert read_tweets(j, log=log)["user_id"].tolist() == ["u"]
     assert dict(log.counts) == {"missing_user": 1}
+
+
+def test_table_header_messages_point_at_the_fix(tmp_path, caplog):
+    import logging
+
+    t = tmp_path / "tabs.csv"  # tab-separated, named .csv
+    t.write_text("user_id\tlat\tlon\ttext\nu\t40\t-75\thi\n", "utf-8")
+    with pytest.raises(DataError, match=r"the header holds tabs: a tab-separated file\? read it with --format tsv"):
+        read_tweets(t)
+    c = tmp_path / "t.csv"
+    c.write_text("author,tweet\nu,hi\n", "utf-8")
+    with pytest.raises(DataError, match=r"--columns names \['nonexist'\], not a column of this file"):
+        read_tweets(c, columns={"author": "user_id", "nonexist": "text"})
+    wide = tmp_path / "wide.csv"  # one long 'name' per field: cut in the message
+    wide.write_text(",".join("x" * 500 + str(i) for i in range(30)) + "\n1\n", "utf-8")
+    with pytest.raises(DataError) as e:
+        read_tweets(wide)
+    assert len(str(e.value)) < 1500 and "30 in all" in str(e.value)
+    r = write_bytes(tmp_path / "user_info.test", b"U\t40\t-75\thello\n")
+    with caplog.at_level(logging.WARNING, logger="geoae.tweets"):
+        assert read_tweets(r, columns={"author": "user_id"})["user_id"].tolist() == ["U"]
+    assert "applies to CSV, TSV and Parquet only" in caplog.text
+
+
+@pytest.mark.parametrize("path, pattern", [("", r"an input path is empty"), ("-", r"input '-' \(standard input\) is not supported")])
+def test_empty_and_stdin_input_paths_say_what_they_are(path, pattern):
+    with pytest.raises(DataError, match=pattern):
+        read_tweets(path)
