@@ -227,7 +227,7 @@ class TfidfLogReg(BaseEstimator):
         if self.C is not None:
             self.C_, self.C_source_ = float(self.C), "given"
             self.model_ = self._lr(self.C_).fit(X, y)
-        elif dev is not None and len(self.C_grid) > 1:
+        elif dev is not None and len(self.C_grid) >= 1:  # one value is a choice too (scored on dev, kept)
             Xd = self.featurizer_.transform(text_list(dev["text"]))
             yd = dev["state"].to_numpy()
             best = None
@@ -241,7 +241,7 @@ class TfidfLogReg(BaseEstimator):
             _, self.C_, self.model_ = best
             self.C_source_ = f"dev grid {list(map(float, self.C_grid))}"
         else:
-            self.C_, self.C_source_ = float(self.default_C), "default (no dev users)"
+            self.C_, self.C_source_ = float(self.default_C), "default (no dev users)" if dev is None else "default (empty C grid)"
             self.model_ = self._lr(self.C_).fit(X, y)
         self.refit_users_ = 0
         if self.refit and dev is not None:

@@ -509,6 +509,10 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
 
     n_users = pr["metrics"].get("n_users")
     split = prov.get("split", "evaluation")
+    try:  # the rows Figure 4 draws: fewer than CONFUSION_TOP_N where the split has fewer states
+        n_confusion = len(confusion_matrix_top(pr, CONFUSION_TOP_N)[1])
+    except Exception:  # the figure reports its own failure; the caption then keeps the nominal count
+        n_confusion = CONFUSION_TOP_N
     blocks: list[tuple] = [
         ("h", 1, "geoae evaluation report"),
         ("p", f"Split: {split}; {n_users} users. Primary model: {primary}. Generated "
@@ -545,7 +549,7 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
                                       "locations for a random sample of users, with lines joining each pair.", failed.get("fig_map_points.png")),
         ("img", "fig_map_state_accuracy.png", f"Figure 3. {primary}: state accuracy of each true state's users "
                                               "(grey: no users of that state in this split).", failed.get("fig_map_state_accuracy.png")),
-        ("img", "fig_confusion.png", f"Figure 4. {primary}: row-normalised confusion matrix of the {CONFUSION_TOP_N} most frequent "
+        ("img", "fig_confusion.png", f"Figure 4. {primary}: row-normalised confusion matrix of the {n_confusion} most frequent "
                                      "true states.", failed.get("fig_confusion.png")),
         ("img", "fig_coverage.png", "Figure 5. State accuracy and median error when abstaining on the least confident users "
                                     "(models with a constant confidence are not drawn).", failed.get("fig_coverage.png")),

@@ -108,7 +108,7 @@ def text_array(values: Any) -> np.ndarray:
         arr = arr.copy()
         for i in bad:
             v = arr[i]
-            arr[i] = "" if v is None or (isinstance(v, float) and v != v) or v is pd.NA else str(v)
+            arr[i] = "" if v is None or (isinstance(v, (float, np.floating)) and v != v) or v is pd.NA or v is pd.NaT else str(v)
     return arr
 
 

@@ -176,3 +176,13 @@ def test_same_features_peer_only_when_the_model_input_differs():
     info = p.attrs["baseline"]
     assert info["mentions"] == "keep" and info["min_df"] == 1 and out["tfidf_logreg"][0].attrs["baseline"]["mentions"] == "mask"
     assert proba.shape == (len(test), len(classes)) and list(p.columns) == list(PRED_COLUMNS)
+
+
+def test_a_one_value_C_grid_is_used_and_named():
+    """With dev users, a grid of one C was skipped for default_C (reported as 'no dev users')."""
+    train, dev = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev")
+    lr = TfidfLogReg(min_df=2, C_grid=(1.0,)).fit(train, dev)
+    assert lr.C_ == 1.0 and lr.C_source_ == "dev grid [1.0]" and set(lr.dev_scores_) == {"1.0"}
+    lr = TfidfLogReg(min_df=2, C_grid=()).fit(train, dev)
+    assert lr.C_ == 10.0 and lr.C_source_ == "default (empty C grid)"
+    assert TfidfLogReg(min_df=2).fit(train).C_source_ == "default (no dev users)"

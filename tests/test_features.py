@@ -237,3 +237,21 @@ def test_transformer_missing_model(tmp_path):
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ConfigError):
         TransformerEmbedder(model_dir=str(tmp_path)).fit()
+
+
+def test_missing_texts_of_every_kind_are_empty_documents_not_words():
+    """pd.NA became the text "<NA>" (the word 'na'), a float32 NaN the word 'nan'."""
+    import pandas as pd
+
+    from geoae.features import TfidfFeaturizer
+
+    f = TfidfFeaturizer(min_df=1).fit(["na na bagel", "nan x y", "na"])
+    X = f.transform(pd.Series(["bagel", pd.NA, np.float32("nan"), None, float("nan"), pd.NaT], dtype=object))
+    assert X[0].nnz == 1 and all(X[i].nnz == 0 for i in range(1, 6))
+    # an unlabelled document (pd.NA) is no class "<NA>": the same terms as with None
+    docs = ["g d", "g d", "a c", "e d", "d c", "d c"]  # a case where a class "<NA>" changes the terms
+    labels = [None, "NY", None, "NY", "CA", "NY"]
+    want = TfidfFeaturizer(min_df=1, max_features=2, select="igr").fit(docs, labels).vocabulary_
+    got = TfidfFeaturizer(min_df=1, max_features=2, select="igr").fit(
+        docs, pd.Series([pd.NA if v is None else v for v in labels], dtype=object)).vocabulary_
+    assert got == want

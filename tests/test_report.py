@@ -129,3 +129,12 @@ def test_points_table_has_one_row_per_distinct_point_and_honest_baseline_labels(
     del res["baseline:majority_state"]["point_label"]
     labels = set(points_table(res).loc[lambda f: f["model"] == "baseline:majority_state", "point"])
     assert not any(lab.startswith("regression head") for lab in labels), labels
+
+
+def test_confusion_caption_counts_the_states_drawn(tmp_path):
+    truth, pdf, proba, codes = _synthetic(n=60)
+    keep = truth["state"].isin(["CA", "TX", "NY"]).to_numpy()  # three true states only
+    r = {"geoae-sdae": evaluate_predictions(truth[keep].reset_index(drop=True), pdf[keep].reset_index(drop=True),
+                                            proba[keep], codes)}
+    md = write_report(tmp_path / "rep", r, {"split": "test"})["report.md"].read_text()
+    assert "confusion matrix of the 3 most frequent true states" in md
