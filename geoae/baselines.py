@@ -175,11 +175,18 @@ class MedianPoint(BaseEstimator):
         return out
 
 
-def _make_featurizer(max_features: int, min_df: int, mentions: str = "mask", select: str = "frequency"):
-    """``geoae.features.TfidfFeaturizer`` with sublinear tf (the recipe's setting)."""
+TFIDF_SETTINGS = ("max_features", "min_df", "max_df", "sublinear_tf", "binary", "ngram_max", "mentions", "select")
+"""The TF-IDF settings the peer shares with ``features.*``: all of them, so that
+``tfidf_logreg_same_features`` really sees the model's own input."""
+
+
+def _make_featurizer(max_features: int, min_df: int, mentions: str = "mask", select: str = "frequency",
+                     max_df: float = 1.0, sublinear_tf: bool = True, binary: bool = False, ngram_max: int = 1):
+    """``geoae.features.TfidfFeaturizer``; the defaults are the recipe's (sublinear tf, unigrams)."""
     from geoae.features import TfidfFeaturizer
 
-    return TfidfFeaturizer(max_features=max_features, min_df=min_df, sublinear_tf=True, mentions=mentions, select=select)
+    return TfidfFeaturizer(max_features=max_features, min_df=min_df, max_df=max_df, sublinear_tf=sublinear_tf,
+                           binary=binary, ngram_max=ngram_max, mentions=mentions, select=select)
 
 
 class TfidfLogReg(BaseEstimator):
@@ -187,8 +194,13 @@ class TfidfLogReg(BaseEstimator):
 
     def __init__(self, max_features: int = 10000, min_df: int = 2, C: float | None = None,
                  C_grid: Sequence[float] = DEFAULT_C_GRID, default_C: float = 10.0, max_iter: int = 1000, seed: int = 0,
-                 refit: bool = False, mentions: str = "mask", select: str = "frequency"):
+                 refit: bool = False, mentions: str = "mask", select: str = "frequency", max_df: float = 1.0,
+                 sublinear_tf: bool = True, binary: bool = False, ngram_max: int = 1):
         self.refit = refit
+        self.max_df = max_df
+        self.sublinear_tf = sublinear_tf
+        self.binary = binary
+        self.ngram_max = ngram_max
         self.select = select
         self.mentions = mentions
         self.max_features = max_features
@@ -211,7 +223,8 @@ class TfidfLogReg(BaseEstimator):
         if df["state"].nunique() < 2:
             raise DataError("TfidfLogReg: needs training users from at least two states")
         texts = text_list(df["text"])
-        self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions, self.select)
+        self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions, self.select, self.max_df,
+                                            self.sublinear_tf, self.binary, self.ngram_max)
         self.featurizer_.fit(texts, df["state"].tolist())
         X = self.featurizer_.transform(texts)
         y = df["state"].to_numpy()
@@ -279,9 +292,8 @@ class TfidfLogReg(BaseEstimator):
     def info(self) -> dict:
         check_is_fitted(self)
         return {"C": self.C_, "C_source": self.C_source_, "dev_scores": dict(self.dev_scores_),
-                "max_features": self.max_features, "min_df": self.min_df, "sublinear_tf": True,
-                "refit_users": self.refit_users_, "mentions": self.mentions, "select": self.select,
-                "n_classes": len(self.classes_)}
+                **{k: getattr(self, k) for k in TFIDF_SETTINGS},
+                "refit_users": self.refit_users_, "n_classes": len(self.classes_)}
 
 
 def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: pd.DataFrame | None = None,
@@ -291,7 +303,7 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
 
     ``refit``: the TF-IDF + LR peer, after choosing C on dev, is refit on train + dev (as the
     SDAE is with ``finetune.refit``); the constant baselines always use train only.
-    ``same_features`` (``max_features``, ``min_df``, ``mentions``, ``select`` of the model's TF-IDF), when
+    ``same_features`` (the model's TF-IDF settings, ``TFIDF_SETTINGS``), when
     it differs from the recipe, adds ``tfidf_logreg_same_features``: the same classifier on
     the model's own input, so a gain can be told apart from a better feature set.
 
@@ -312,7 +324,7 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     out["median_point"] = (p, None, None)
 
     recipe = TfidfLogReg().get_params()  # the Rahimi/pigeo settings are the estimator's defaults
-    recipe = {k: recipe[k] for k in ("max_features", "min_df", "mentions", "select")}
+    recipe = {k: recipe[k] for k in TFIDF_SETTINGS}
     peers = {"tfidf_logreg": recipe}
     same = {k: (same_features or {}).get(k, v) for k, v in recipe.items()}
     if same != recipe:

@@ -560,8 +560,9 @@ def run_evaluate(
             # The peer gets the model's own data rule: a model refit on train + dev means the LR is too.
             refit = bool(getattr(getattr(mcfg, "finetune", None), "refit", False))
             mfeat = getattr(mcfg, "features", None)
-            same = ({"max_features": mfeat.max_features, "min_df": mfeat.min_df, "mentions": mfeat.mentions,
-                     "select": mfeat.select}
+            from geoae.baselines import TFIDF_SETTINGS
+
+            same = ({k: getattr(mfeat, k) for k in TFIDF_SETTINGS}
                     if mfeat is not None and mfeat.kind == "tfidf" else None)
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed,
                                                                   refit=refit, same_features=same).items():

@@ -186,3 +186,18 @@ def test_a_one_value_C_grid_is_used_and_named():
     lr = TfidfLogReg(min_df=2, C_grid=()).fit(train, dev)
     assert lr.C_ == 10.0 and lr.C_source_ == "default (empty C grid)"
     assert TfidfLogReg(min_df=2).fit(train).C_source_ == "default (no dev users)"
+
+
+def test_same_features_peer_takes_every_tfidf_setting_of_the_model():
+    """Only max_features, min_df, mentions and select were passed on: a bigram model's 'same
+    features' peer ran on unigrams."""
+    train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
+    model = {"max_features": 10000, "min_df": 2, "max_df": 0.9, "sublinear_tf": False, "binary": True, "ngram_max": 2,
+             "mentions": "mask", "select": "frequency"}
+    out = run_baselines(train, test, dev, same_features=model)
+    lr = TfidfLogReg(**model).fit(train, dev)
+    assert lr.featurizer_.get_params() == {k: model[k] for k in lr.featurizer_.get_params()}
+    assert any(" " in t for t in lr.featurizer_.vocabulary_)  # bigrams
+    np.testing.assert_array_equal(out["tfidf_logreg_same_features"][1], lr.predict_proba(test))
+    info = out["tfidf_logreg_same_features"][0].attrs["baseline"]
+    assert {k: info[k] for k in model} == model  # what the report shows is what ran
