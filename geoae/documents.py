@@ -204,7 +204,9 @@ def iter_documents(
     user seen before in an earlier run is counted as ``user_not_contiguous`` and
     yielded again as a new row (only a set of seen ids is kept). Unlike
     ``build_documents``, empty users are yielded with ``text == ""`` (and still
-    counted as ``empty_user``) so the caller can report them.
+    counted as ``empty_user``) so the caller can report them. A GeoText tweet file without
+    ``user_info`` is not split into the official folds here (split ``""``): numbering its users
+    would keep every id seen.
     """
     log = RecordLog(policy="skip") if log is None else log
     seen = SeenIds()
@@ -234,6 +236,8 @@ def iter_documents(
 
     # Duplicate tweet ids are not looked for here: remembering them would cost 8 bytes per tweet,
     # and this stream's memory must stay flat however many tweets pass (predict).
+    # Neither a split (predict ignores it) nor duplicate tweet ids: what they cost grows with the input.
+    reader_kwargs.setdefault("fold_splits", False)
     for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, drop_duplicate_tweets=False, **reader_kwargs):
         frame = frame.astype({"user_id": "str"})
         if carry is not None:

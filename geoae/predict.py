@@ -142,6 +142,11 @@ class Predictor:
         if len(keep):
             kp = probs[keep]
             top = np.argsort(-kp, axis=1)[:, :self.top_k]
+            # The points below take argmax (the first of tied states); quicksort orders exact ties
+            # arbitrarily, so such rows are sorted again stably and every column names one state.
+            tied = top[:, 0] != kp.argmax(1)
+            if tied.any():
+                top[tied] = np.argsort(-kp[tied], axis=1, kind="stable")[:, :self.top_k]
             best = top[:, 0]
             pbest = kp[np.arange(len(keep)), best]
             state[keep] = self._classes[best]
@@ -214,7 +219,8 @@ class _Writer:
             table = pa.Table.from_pandas(df, preserve_index=False, schema=_arrow_schema(list(df.columns)))
             pacsv.write_csv(table, self._fh, pacsv.WriteOptions(include_header=self._first, quoting_style="needed"))
         elif self.fmt == "jsonl":
-            text = df.to_json(orient="records", lines=True, force_ascii=False)
+            # 15 digits, the most pandas writes (its default, 10, cut probabilities and points ~1e-10 short of the CSV's)
+            text = df.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)
             self._fh.write(text if text.endswith("\n") or not text else text + "\n")
         else:
             import pyarrow as pa

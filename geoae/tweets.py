@@ -766,7 +766,7 @@ def geotext_fold_split(user_num: np.ndarray) -> np.ndarray:
 
 
 def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_swapped: bool,
-                  user_info: Any, progress: bool) -> Iterator[pd.DataFrame]:
+                  user_info: Any, progress: bool, fold_splits: bool = True) -> Iterator[pd.DataFrame]:
     ui = None
     if user_info is None:
         found = _find_user_info(path)
@@ -793,7 +793,7 @@ def _read_geotext(path: Path, log: RecordLog, chunksize: int, encoding: str, fix
                 df.loc[known, "split"] = geotext_fold_split(sub["uid_num"].to_numpy())
                 df.loc[known, "lat"] = sub["lat"].to_numpy()
                 df.loc[known, "lon"] = sub["lon"].to_numpy()
-        else:
+        elif fold_splits:  # numbering the users costs ~100 bytes each: a stream that needs no split skips it
             for u in pd.unique(uid.to_numpy()):
                 first_seen.setdefault(u, len(first_seen) + 1)
             nums = uid.map(first_seen).to_numpy(dtype="int64")
@@ -1616,7 +1616,10 @@ def _row_like(line: str, ncols: int, uid_pos: int | None, num_pos: list[int]) ->
     return all(_is_number(fields[j]) or not fields[j].strip() for j in num_pos)
 
 
-def _ids_as_text(batch, columns: Mapping[str, str] | None):
+_WARNED_FLOAT_IDS: set = set()
+
+
+def _ids_as_text(batch, columns: Mapping[str, str] | None, path: Path | None = None):
     """The user id column as exact text before pandas sees it: an int64 column with a null
     would become float64 in pandas, and 1234567890123456789 and ...790 the same float (two users
     merged); integral floats (ids written as 1.0, 2.0) become "1", "2"."""
@@ -1630,11 +1633,18 @@ def _ids_as_text(batch, columns: Mapping[str, str] | None):
     i = batch.schema.get_field_index(name)
     col = batch.column(i)
     if pa.types.is_floating(col.type):
-        vals = col.to_numpy(zero_copy_only=False)
-        ok = np.isfinite(vals)
-        if np.array_equal(vals[ok], np.floor(vals[ok])) and (np.abs(vals[ok]) < 2**53).all():
-            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))  # NaN/inf: no id
-            col = pc.cast(pc.cast(col, pa.int64()), pa.string())
+        # Value by value, never by batch: whether a batch happened to hold a non-whole id must not
+        # change how the others are written ("783214" in one chunk, "783214.0" in the next would
+        # split one user in two). Whole numbers as integers, others as Python writes the float.
+        vals = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        ok = np.isfinite(vals)  # NaN/inf: no id
+        whole = ok & (vals == np.floor(np.where(ok, vals, 0.0)))
+        text = [None if not k else str(int(v)) if w else repr(float(v)) for v, k, w in zip(vals.tolist(), ok, whole)]
+        if (np.abs(vals[whole]) >= 2**53).any() and path not in _WARNED_FLOAT_IDS:
+            _WARNED_FLOAT_IDS.add(path)  # once per file, not per batch
+            log_.warning("%s: user ids stored as floating-point numbers of 2**53 or more are not exact (neighbouring ids "
+                         "share one float, so their users are merged); store ids as integers or text", path or "parquet")
+        col = pa.array(text, type=pa.string())
     elif pa.types.is_integer(col.type):
         col = pc.cast(col, pa.string())
     else:
@@ -1695,7 +1705,7 @@ def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,
     start = 1
     try:
         for batch in _progress(pf.iter_batches(batch_size=chunksize), progress, path):
-            df = _ids_as_text(_binary_as_text(batch), columns).to_pandas()
+            df = _ids_as_text(_binary_as_text(batch), columns, path).to_pandas()
             lines = np.arange(start, start + len(df), dtype="int64")
             start += len(df)
             yield _normalise_table(df, path, columns, log, fix_swapped, lines)
@@ -1795,6 +1805,7 @@ def iter_tweets(
     fix_swapped: bool = False,
     progress: bool = False,
     drop_duplicate_tweets: bool = True,
+    fold_splits: bool = True,
 ) -> Iterator[pd.DataFrame]:
     """Stream tweet frames (schema ``TWEET_COLUMNS``) from one or more files.
 
@@ -1809,6 +1820,9 @@ def iter_tweets(
     A Twitter JSON tweet whose id was already read by this call (from any of ``paths``) is
     counted as ``duplicate_tweet`` and dropped, unless ``drop_duplicate_tweets`` is false: the
     ids cost 8 bytes per tweet, which a stream of any length (``predict``) does not spend.
+    ``fold_splits=False`` leaves a GeoText file without ``user_info`` unsplit (split ``""``) instead
+    of numbering its users by first appearance for the official folds, which keeps every user id
+    seen (~100 bytes each): a stream that ignores splits (``predict``) stays flat.
 
     With ``log=None`` a ``skip`` log is used and its counts are logged as a
     warning; pass a ``RecordLog`` to collect them (or to fail on the first).
@@ -1847,7 +1861,7 @@ def iter_tweets(
             log_.warning("%s: read as %s, which has fixed fields: the column mapping (--columns) applies to CSV, "
                          "TSV and Parquet only and is not used for this file", path, f)
         if f == "geotext":
-            gen = _read_geotext(path, flog, chunksize, encoding, fix_swapped, user_info, progress)
+            gen = _read_geotext(path, flog, chunksize, encoding, fix_swapped, user_info, progress, fold_splits)
         elif f == "rahimi":
             gen = _read_rahimi(path, flog, chunksize, encoding, fix_swapped, progress)
         elif f == "twitter_json":

@@ -305,3 +305,18 @@ def test_an_empty_per_user_line_is_one_bad_record_with_its_real_fate(tmp_path):
     docs = build_documents(read_tweets(p, log=log), log=log)  # training: left out, dropped
     assert docs["user_id"].tolist() == ["U_a", "U_b"]
     assert dict(log.counts) == {"empty_user": 1} and not log.kept
+
+
+def test_streaming_documents_do_not_number_geotext_users_for_splits(tmp_path, monkeypatch):
+    """Numbering GeoText users by first appearance (for the official folds) kept every id seen,
+    ~100 bytes per user, in a stream that ignores splits; reading for training still numbers them."""
+    import geoae.tweets as tw
+
+    p = tmp_path / "full_text.txt"
+    p.write_text("".join(f"U{i}\t2010\tloc\t40.{i}\t-74.0\ttweet {i}\n" for i in range(12)), "latin-1")
+    seen = []
+    real = tw.geotext_fold_split
+    monkeypatch.setattr(tw, "geotext_fold_split", lambda nums: seen.append(len(nums)) or real(nums))
+    docs = pd.concat(list(iter_documents(p, user_info=False, chunksize=5)), ignore_index=True)
+    assert len(docs) == 12 and set(docs["split"]) == {""} and not seen
+    assert set(read_tweets(p, user_info=False)["split"]) == {"train", "dev", "test"} and seen

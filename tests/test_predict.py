@@ -101,6 +101,24 @@ def test_top_states_parse_sorted_and_sum_at_most_one(predictor):
         assert probs[0] == pytest.approx(row["state_prob"], abs=1e-6)
 
 
+def test_exactly_tied_states_name_one_state_in_every_column(predictor, monkeypatch):
+    """Quicksort ordered exact ties arbitrarily: state/top_states could name one state while the
+    points (argmax: the first tied state) were another's."""
+    n, c = 300, len(predictor.classes_)
+    rng = np.random.default_rng(0)
+    probs = rng.random((n, c)).astype(np.float32) * 0.1
+    i = rng.integers(0, c, n)
+    j = (i + rng.integers(1, c, n)) % c
+    probs[np.arange(n), i] = probs[np.arange(n), j] = 0.5  # two states tied at the top, anywhere in the row
+    coords = np.tile(np.array([[40.0, -90.0]], np.float32), (n, 1))
+    monkeypatch.setattr(predictor, "_score", lambda texts: (probs[:len(texts)], coords[:len(texts)], np.ones(len(texts), bool)))
+    out = predictor.predict(pd.DataFrame({"user_id": [str(k) for k in range(n)], "text": ["some words"] * n}))
+    first = np.minimum(i, j)  # argmax: the first of the tied states
+    assert (out["state"].to_numpy() == np.asarray(predictor.classes_)[first]).all()
+    assert [json.loads(t)[0][0] for t in out["top_states"]] == out["state"].tolist()
+    assert np.allclose(out[["state_lat", "state_lon"]].to_numpy(float), predictor.artifact.state_points[first])
+
+
 def test_predict_proba_matches_predict(predictor):
     df = frame().iloc[[0, 1, 5]]
     proba = predictor.predict_proba(df)
@@ -142,6 +160,19 @@ def _read(path: Path) -> pd.DataFrame:
     if path.suffix == ".jsonl":
         return pd.read_json(path, lines=True, dtype={"user_id": str})
     return pd.read_parquet(path)
+
+
+def test_jsonl_numbers_carry_the_csv_and_parquet_precision(model, users_file, tmp_path):
+    """pandas' default of 10 decimals cut JSONL values ~1e-10 away from the CSV's and Parquet's."""
+    got = {}
+    for suffix in (".csv", ".jsonl", ".parquet"):
+        out = tmp_path / f"p{suffix}"
+        assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out)]) == 0
+        got[suffix] = _read(out)
+    for col in ("state_prob", "lat", "lon", "reg_lat", "reg_lon"):
+        ref = got[".parquet"][col].to_numpy(float)
+        for suffix in (".csv", ".jsonl"):
+            np.testing.assert_allclose(got[suffix][col].to_numpy(float), ref, rtol=1e-14, atol=1e-13, err_msg=f"{suffix} {col}")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])

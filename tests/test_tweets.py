@@ -604,6 +604,24 @@ def test_parquet_integer_ids_with_nulls_stay_exact(tmp_path):
     assert list(read_tweets(q, log=skip_log())["user_id"]) == ["0", "1"]
 
 
+@pytest.mark.parametrize("chunksize", [2, 5000])
+def test_parquet_float_ids_are_written_the_same_in_every_batch(tmp_path, chunksize, caplog):
+    """Whole floats became integers only where a whole batch was whole numbers below 2**53: with a
+    small chunk size one user came out as "783214.0" and "783214", two rows."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"user_id": [1.3e18, 783214.0, 783214.0, 783214.0, 55.0, 2.5],
+                             "text": ["texas austin", "houston rocks", "dallas", "go", "boston", "x"]}), p)
+    with caplog.at_level(logging.WARNING, logger="geoae.tweets"):
+        df = read_tweets(p, log=skip_log(), chunksize=chunksize)
+    assert list(df["user_id"]) == ["1300000000000000000", "783214", "783214", "783214", "55", "2.5"]
+    assert caplog.text.count("2**53 or more are not exact") == 1  # once per file, not per batch
+
+
 # --------------------------------------------------------------------------- review: BOM, NA-like ids, fail order
 
 BOM = b"\xef\xbb\xbf"
