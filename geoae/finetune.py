@@ -288,7 +288,9 @@ def finetune(
     fixed_epochs: bool = False,
 ) -> dict:
     """Fine-tune all layers and heads jointly (all but the first encoder weight with
-    ``finetune.freeze_first_layer``); leaves the best dev epoch's weights in ``model``.
+    ``finetune.freeze_first_layer``); leaves the best dev epoch's weights in ``model``, or,
+    without dev users, the last epoch's (the running training loss, measured with noise and
+    dropout on while the weights move, is no ground for picking an epoch).
 
     ``fixed_epochs``: run exactly ``finetune.epochs`` epochs without dev users on purpose
     (the refit on train + dev), so the missing early stopping is not worth a warning.
@@ -325,7 +327,7 @@ def finetune(
         if metric not in _selection_values(rec, dev):
             metric = "loss"
     if dev is None and ft.select_metric != "loss" and not fixed_epochs:
-        log.warning("no dev users: fine-tuning runs all %d epochs without early stopping", ft.epochs)
+        log.warning("no dev users: fine-tuning runs all %d epochs without early stopping and keeps the last", ft.epochs)
     bar = tqdm(range(start, ft.epochs), desc="fine-tune", unit="epoch", disable=bar_disabled(log), leave=False)
     stopped_early = False
     for epoch in bar:
@@ -387,7 +389,12 @@ def finetune(
             stopped_early = True
             log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch + 1, metric, ft.patience)
             break
-    if best_state is not None:
+    if dev is None and history:
+        # No dev users (the refit, or a run without a dev split): ship what the epochs made. The
+        # best-by-training-loss epoch was restored before, e.g. epoch 20 of a 30-epoch refit.
+        best_epoch = len(history)
+        best = _selection_values(history[-1], dev)
+    elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return {"history": history, "best_epoch": best_epoch, "best": best, "select_metric": metric, "stopped_early": stopped_early}

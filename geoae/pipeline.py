@@ -387,6 +387,9 @@ def train(
         why = ("other training data (same config)" if isinstance(stored, str) and stored.startswith(config_json + ":")
                else "another config")
         log.warning("checkpoint in %s was made with %s; starting afresh", ckpt, why)
+        # Deleted, not just ignored: with pretrain.epochs=0 nothing overwrites it, and it was read
+        # back below as the pretrained stack of a run that asked for none.
+        clear_checkpoint(ckpt)
         state = None
     if not resume:
         # Start afresh means the whole run: pretraining and every ensemble member.

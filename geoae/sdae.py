@@ -199,7 +199,9 @@ def sparse_rows_product(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     what ``embedding_bag`` (mode "sum" with per-sample weights) computes, and its FBGEMM kernel
     does it ~15 % faster than the sparse-dense product on CPU (GeoText users, 5 x 512 columns).
     ``rows`` may be float16 (``GeoSDAEEnsemble.first_layer_dtype``): half the memory read per
-    non-zero, which is what bounds this product; the sum is returned as float32.
+    non-zero, which is what bounds this product. The TF-IDF values are then rounded to float16
+    too and torch returns the sum in float16 (relative error ~5e-4, converted to float32 here);
+    what that does to predictions is measured in BENCHMARKS.md (``--half``).
     """
     if x.layout != torch.sparse_csr:
         x = x.to_sparse_csr()

@@ -159,3 +159,21 @@ def test_input_noise_off_fine_tunes_on_clean_inputs(monkeypatch):
         finetune(m, train, dev, cfg, device=torch.device("cpu"), gens=make_generators(0, torch.device("cpu")),
                  ref_median_km=1000.0)
         assert bool(calls) == noisy
+
+
+def test_without_dev_users_the_last_epoch_is_shipped_not_the_lowest_training_loss():
+    """The refit (and a run without a dev split) restored the epoch of least *training* loss, noisy
+    with input noise and dropout: a 30-epoch refit shipped epoch 20 while recording 30."""
+    train = tiny_set(120, seed=0)
+    cfg = tiny_config(finetune={"epochs": 30, "lr": 0.05})
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    m = GeoSDAE(60, 5, cfg.model)
+    m.set_coord_scaler(torch.tensor(train.coords.mean(0)), torch.tensor(train.coords.std(0)))
+    last = {}
+    r = finetune(m, train, None, cfg, device=dev, gens=make_generators(1, dev), fixed_epochs=True,
+                 on_epoch_end=lambda stage, k, epoch: last.update({k: v.clone() for k, v in m.state_dict().items()}))
+    losses = [h["train_loss"] for h in r["history"]]
+    assert len(losses) == 30 and int(np.argmin(losses)) != 29  # the lowest training loss is not the last epoch
+    assert r["best_epoch"] == 30
+    assert all(torch.equal(v, last[k]) for k, v in m.state_dict().items())

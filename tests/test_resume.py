@@ -283,3 +283,12 @@ def test_resumed_run_without_dev_users_records_the_metric_an_uninterrupted_run_d
     assert meta[0]["select_metric"] == "loss"
     assert meta[1]["select_metric"] == meta[0]["select_metric"]
     assert_same_weights(ref, resumed)
+
+
+def test_a_rejected_checkpoint_is_not_read_back_as_the_pretraining_of_a_run_without_one(data, tmp_path):
+    """With pretrain.epochs=0 nothing overwrote the rejected checkpoint of an earlier config, and it
+    was loaded back as every member's pretrained stack."""
+    train(cfg(), data, tmp_path / "a")  # pretrained with the default epochs
+    model_a = train(cfg("pretrain.epochs=0"), data, tmp_path / "a")  # same directory, no pretraining
+    model_b = train(cfg("pretrain.epochs=0"), data, tmp_path / "b")  # a fresh directory
+    assert_same_weights(model_b, model_a)
