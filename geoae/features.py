@@ -530,7 +530,7 @@ def _fastcount_available() -> bool:
         _fastcount_warned = True
         log.warning(
             "geoae._fastcount (C extension) is not built; tf-idf transform falls back to the "
-            "pure-Python tokenizer, about 10x slower (reinstall with a C compiler: pip install -e .)"
+            "pure-Python tokenizer, about 16x slower (reinstall with a C compiler: pip install -e .)"
         )
     return False
 

@@ -15,7 +15,7 @@ Output columns (one row per user):
   ``empty_text`` (nothing to predict from: prediction fields are empty)
 - ``state``, ``state_prob``, ``region``: the state head's arg-max, its probability, its Census region
 - ``lat``, ``lon``: the model's point prediction, of the kind chosen on the
-  validation users at training time (``Predictor.point_``, one of the three below)
+  validation users at training time (``Predictor.point_``, one of the four below)
 - ``reg_lat``, ``reg_lon``: the regression head's point (degrees)
 - ``state_lat``, ``state_lon``: the median training point of the predicted state
 - ``bayes_lat``, ``bayes_lon``: the state point with the least expected error
@@ -620,9 +620,11 @@ def predict_files(
         bar.close()
         writer.close(ok)
     secs = time.perf_counter() - t0
+    from geoae.manifest import versions
+
     summary = {
         "model": _model_record(model_dir),
-        "inputs": paths,
+        "inputs": [{"path": str(p), "bytes": _size(p)} for p in paths],
         "output": str(out_path),
         "users_in": users_in,
         "tweets_in": tweets_in,
@@ -635,6 +637,8 @@ def predict_files(
         "half": half,
         "workers": workers,
         **reader_stats,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
     }
     log.info("predict: %d users in, %d rows out, %s, %.1f users/s", users_in, rows_out, rlog.summary(),
              summary["users_per_second"] or 0)

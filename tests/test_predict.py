@@ -189,6 +189,8 @@ def test_cli_writes_every_format_by_suffix(model, users_file, tmp_path, suffix, 
     assert all(len(json.loads(t)) == 2 for t in df["top_states"])
     s = json.loads(summary.read_text())
     assert s["users_in"] == s["rows_out"] == 40
+    assert s["inputs"] == [{"path": str(users_file), "bytes": users_file.stat().st_size}]
+    assert s["versions"]["torch"] and s["created_utc"].endswith("Z") and len(s["model"]["files"]["model"]["sha256"]) == 64
     assert s["records_skipped"]["skipped_total"] == 0
     assert s["half"] is (suffix == ".jsonl")
     assert not list(tmp_path.glob(".*partial"))
