@@ -251,9 +251,9 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         n_feat = getattr(featurizer, "n_features_", n_features)
         if n_feat != n_features:
             raise ValueError(f"the featurizer makes {n_feat} features, the model takes n_features={n_features}")
-        if (isinstance(featurizer, TfidfFeaturizer)
-                and featurizer.get_params() != (want := TfidfFeaturizer.from_config(cfg.features).get_params())):
-            diff = sorted(k for k in want if featurizer.get_params().get(k) != want[k])
+        have = featurizer.get_params()
+        if isinstance(featurizer, TfidfFeaturizer) and have != (want := TfidfFeaturizer.from_config(cfg.features).get_params()):
+            diff = sorted(k for k in want if have.get(k) != want[k])
             raise ValueError(f"featurizer settings differ from config.features ({', '.join(diff)}); the model was "
                              "trained with the config's")
         _check_weights(tensors, n_members, n_features, len(classes), cfg.model)
@@ -316,7 +316,7 @@ def _check_points_arrays(pa: dict) -> None:
     c, m = pa["candidates"], pa["mass"]
     if c.ndim != 2 or c.shape[1] != 2 or len(c) == 0:
         raise ValueError(f"candidates has shape {c.shape}, expected (cells >= 1, 2)")
-    if c.ndim == 2 and c.shape[1] == 2 and ((np.abs(c[:, 0]) > 90).any() or (np.abs(c[:, 1]) > 180).any()):
+    if (np.abs(c[:, 0]) > 90).any() or (np.abs(c[:, 1]) > 180).any():
         raise ValueError("candidates has coordinates off the globe")
     if (m < 0).any():
         raise ValueError("mass has negative values")

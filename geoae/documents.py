@@ -234,9 +234,8 @@ def iter_documents(
                     log.bad("empty_user", f"user {u!r} has no text; yielded with text=''", line=ln, source=src, kept=True)
         return docs
 
-    # Duplicate tweet ids are not looked for here: remembering them would cost 8 bytes per tweet,
-    # and this stream's memory must stay flat however many tweets pass (predict).
-    # Neither a split (predict ignores it) nor duplicate tweet ids: what they cost grows with the input.
+    # Neither duplicate tweet ids (8 bytes per tweet to remember) nor a GeoText split (every user id
+    # to remember) is looked for here: this stream's memory must stay flat however much passes (predict).
     reader_kwargs.setdefault("fold_splits", False)
     for frame in iter_tweets(paths, fmt, chunksize=chunksize, log=log, drop_duplicate_tweets=False, **reader_kwargs):
         frame = frame.astype({"user_id": "str"})

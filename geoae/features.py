@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from geoae.config import SELECT_RULES, FeatureConfig
 from geoae.errors import ArtifactError, ConfigError, DataError
+from geoae.tweets import is_missing
 
 try:  # optional C extension (setup.py): the same tokens as ``tokenize``, counted without Python objects
     from geoae import _fastcount
@@ -236,7 +237,7 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
 
         if y is None:
             raise DataError("features.select=igr ranks terms by their labels: fit needs one label per document")
-        labels = np.asarray(["" if _missing(v) else str(v) for v in y], dtype=object)
+        labels = np.asarray(["" if is_missing(v) else str(v) for v in y], dtype=object)
         if len(labels) != len(texts):
             raise DataError(f"features.select=igr: {len(labels)} labels for {len(texts)} documents")
         known = labels != ""
@@ -550,12 +551,7 @@ def _count_threads(texts: list[str]) -> int:
     return max(1, min(available_cpus(), 8, n_chars // _FASTCOUNT_MIN_CHARS_PER_THREAD))
 
 
-def _missing(v: Any) -> bool:
-    """None, NaN of any float type, pandas' NA or NaT: no text (not the words "nan" or "<NA>")."""
-    return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
-
-
 def _as_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("expected a sequence of documents, got a single string")
-    return ["" if _missing(t) else str(t) for t in texts]
+    return ["" if is_missing(t) else str(t) for t in texts]

@@ -359,7 +359,8 @@ def finetune(
             metric = "loss"
         if _better(metric, current, best):
             best, best_epoch, bad_epochs = current, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if dev is not None:  # without dev users the last epoch is shipped: no copy to keep
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         bar.set_postfix({k: f"{v:.3f}" for k, v in current.items() if k in ("state_acc", "median_km", "loss")})

@@ -37,6 +37,7 @@ import pandas as pd
 
 from geoae.errors import DataError, RecordLog
 from geoae.geo import haversine_km, valid_coordinates
+from geoae.tweets import is_missing
 
 _log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ _KM_PER_DEG = 111.19
 def state_codes(values) -> np.ndarray:
     """State codes as an object array of stripped ``str``; missing ones (None, NaN, NA) as ``""``."""
     arr = np.asarray(values, dtype=object).ravel()
-    # np.floating too: a float32 NaN is not a Python float and would otherwise become the code "nan".
-    return np.array(["" if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v))
-                     else str(v).strip() for v in arr], dtype=object)
+    return np.array(["" if is_missing(v) else str(v).strip() for v in arr], dtype=object)
 
 
 def region_of(codes) -> np.ndarray:

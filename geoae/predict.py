@@ -53,7 +53,7 @@ from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
-from geoae.manifest import bar_disabled, check_writable
+from geoae.manifest import bar_disabled, check_writable, versions
 from geoae.tweets import TABLE_COLUMNS, blank_texts, parse_columns, text_list
 
 log = logging.getLogger(__name__)
@@ -620,8 +620,6 @@ def predict_files(
         bar.close()
         writer.close(ok)
     secs = time.perf_counter() - t0
-    from geoae.manifest import versions
-
     summary = {
         "model": _model_record(model_dir),
         "inputs": [{"path": str(p), "bytes": _size(p)} for p in paths],

@@ -93,6 +93,11 @@ SPLITS = ("train", "dev", "test")
 RAHIMI_SEP = " ||| "
 
 
+def is_missing(v: Any) -> bool:
+    """None, a NaN of any float type, pandas' NA or NaT: a missing value (never the text "nan" or "<NA>")."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and v != v)
+
+
 def text_array(values: Any) -> np.ndarray:
     """Texts as a numpy object array of ``str``: missing values become ``""``, others ``str(v)``.
 
@@ -108,7 +113,7 @@ def text_array(values: Any) -> np.ndarray:
         arr = arr.copy()
         for i in bad:
             v = arr[i]
-            arr[i] = "" if v is None or (isinstance(v, (float, np.floating)) and v != v) or v is pd.NA or v is pd.NaT else str(v)
+            arr[i] = "" if is_missing(v) else str(v)
     return arr
 
 
@@ -577,10 +582,7 @@ def _clean_coords(
 
 def _has_user(user_id: Any) -> np.ndarray:
     """Rows ``_finish`` keeps: a user id that is neither missing nor blank."""
-    ids = np.asarray(user_id, dtype=object)
-    null = pd.isna(ids)  # None, or NaN once in a frame
-    return ~null & np.fromiter((not isinstance(v, str) or (bool(v) and not v.isspace()) for v in ids.tolist()),
-                               dtype=bool, count=len(ids))
+    return ~blank_texts(text_array(user_id))  # missing ids become "", which is blank
 
 
 def _degrees(raw: Any, index: pd.Index) -> np.ndarray:
