@@ -183,6 +183,12 @@ def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                             "(format detection, then the records); write it to a file first")
         if not p.exists():
             raise DataError(f"{p}: file not found; check the path (relative paths are taken from {Path.cwd()})")
+        try:
+            g.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogates, which no UTF-8 output can hold
+            shown = g.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise DataError(f"{shown}: the file name is not valid UTF-8, and geoae writes the names of its inputs "
+                            "into its outputs (the source of each row, manifests); rename the file") from None
         if p.is_dir():
             raise DataError(f"{p}: is a directory; pass the tweet files inside it, not the directory")
         if not p.is_file():  # a pipe (-i /dev/stdin, <(...)) or a device: it can be read only once
@@ -586,15 +592,25 @@ def _has_user(user_id: Any) -> np.ndarray:
 
 
 def _degrees(raw: Any, index: pd.Index) -> np.ndarray:
-    """Coordinates as float64, NaN where not a number. A boolean (JSON ``true``, a Parquet bool column)
+    """Coordinates (or counts) as float64, NaN where not a number. A boolean (JSON ``true``, a Parquet bool column)
     is no number of degrees, though pandas reads it as 1 or 0: NaN, so it is counted as invalid."""
     s = pd.Series(raw, index=index)
-    out = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy(copy=True)
+    try:
+        num = pd.to_numeric(s, errors="coerce")
+    except OverflowError:  # a JSON integer beyond float range (1e400 written out): infinite, so out of range
+        num = pd.to_numeric(s.map(_big_int_as_inf), errors="coerce")
+    out = num.astype("float64").to_numpy(copy=True)
     if s.dtype == bool:
         out[:] = np.nan
     elif s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("boolean", "mixed", "mixed-integer"):
         out[np.fromiter((isinstance(v, (bool, np.bool_)) for v in s.tolist()), dtype=bool, count=len(s))] = np.nan
     return out
+
+
+def _big_int_as_inf(v: Any) -> Any:
+    if type(v) is int and abs(v) > 2**1023:  # float(v) would raise OverflowError
+        return float("inf") if v > 0 else float("-inf")
+    return v
 
 
 def _given(raw: Any) -> np.ndarray:
@@ -614,7 +630,7 @@ def _show(raw: Any, i: int) -> str:
 
 
 def _id_array(values: Any) -> np.ndarray:
-    """User ids as an object array of exact text: a missing value (None, NaN, NA) stays ``None``
+    """User ids as an object array of exact text: a missing value (None, NaN, NA, NaT) stays ``None``
     so ``_finish`` can count it; everything else is ``str(v)``. No string is ever taken for a
     missing value: "nan", "NA", "null" and "None" are ids like any other."""
     arr = np.asarray(values, dtype=object).reshape(-1)
@@ -624,7 +640,7 @@ def _id_array(values: Any) -> np.ndarray:
     for i, v in enumerate(arr.tolist()):
         if type(v) is str:
             out[i] = v
-        elif v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and v != v):
+        elif is_missing(v):  # NaT too: a null of a date/time column, not the user "NaT"
             out[i] = None
         else:
             out[i] = str(v)
@@ -952,7 +968,7 @@ def _centroid_ring(coords: Any, problems: list[str] | None = None) -> tuple[floa
             pts = pts[..., :2]
         pts = pts.reshape(-1, 2)
         ok = bool(np.isfinite(pts).all())
-    except (TypeError, ValueError):  # text, null corners, ragged or odd-sized lists
+    except (TypeError, ValueError, OverflowError):  # text, null corners, ragged or odd-sized lists, 1e400 as an int
         ok = False
     if not ok:
         if problems is not None:
@@ -1010,7 +1026,7 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | N
     lat = lon = None
     if "author_id" in obj or ("text" in obj and "user" not in obj and "id" in obj):  # API v2
         uid = obj.get("author_id")
-        text = (obj.get("note_tweet") or {}).get("text") or obj.get("text")
+        text = _object(obj.get("note_tweet")).get("text") or obj.get("text")
         geo = obj.get("geo") or {}
         if not isinstance(geo, dict):
             said.append(f"geo is {json.dumps(geo)[:60]}, not an object with coordinates or a place_id")
@@ -1020,6 +1036,8 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | N
             lon, lat = pt  # GeoJSON order
         elif isinstance(geo.get("place_id"), (str, int)) and geo["place_id"] in places:  # a list: unhashable
             place_geo = places[geo["place_id"]].get("geo")
+            if place_geo is not None and not isinstance(place_geo, dict):
+                said.append(f"the place geo is {json.dumps(place_geo)[:80]}, not an object with a bbox")
             bbox = place_geo.get("bbox") if isinstance(place_geo, dict) else None
             if bbox is not None and _bbox_points(bbox) is None:
                 said.append(f"the place bbox is {json.dumps(bbox)[:80]}, not [west, south, east, north]")
@@ -1036,7 +1054,7 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | N
         # is reported as an empty id, not as a missing one.
         cands = (user.get("id_str"), user.get("id"), user.get("screen_name"))  # the reader makes it text
         uid = next((c for c in cands if c is not None and c != ""), "" if "" in cands else None)
-        text = (obj.get("extended_tweet") or {}).get("full_text") or obj.get("full_text") or obj.get("text")
+        text = _object(obj.get("extended_tweet")).get("full_text") or obj.get("full_text") or obj.get("text")
         pt = _point(obj.get("coordinates"), "coordinates", "[lon, lat]", said)
         if pt:
             lon, lat = pt  # GeoJSON order [lon, lat]
@@ -1047,12 +1065,20 @@ def _tweet_fields(obj: dict, places: Mapping[str, dict], problems: list[str] | N
             else:
                 place = obj.get("place")
                 bb = place.get("bounding_box") if isinstance(place, dict) else None
+                if bb is not None and not isinstance(bb, dict):
+                    said.append(f"the place bounding_box is {json.dumps(bb)[:80]}, not an object with coordinates")
                 c = _centroid_ring(bb.get("coordinates"), said) if isinstance(bb, dict) else None
                 if c:
                     lat, lon = c
     if said and lat is None and problems is not None:  # a usable point found after a bad one is all right
         problems.extend(said)
     return uid, text, lat, lon
+
+
+def _object(v: Any) -> dict:
+    """``v`` if it is a JSON object, else an empty one: a wrapper of the wrong type ("extended_tweet":
+    "..." or an array) holds none of the fields looked up in it, and ``.get`` on it was a traceback."""
+    return v if isinstance(v, dict) else {}
 
 
 def _bbox_points(bbox: Any) -> Any:
@@ -1139,13 +1165,17 @@ def _read_json(path: Path, log: RecordLog, chunksize: int, encoding: str, fix_sw
                     "jq -c . in.json > in.jsonl (one object or a stream of objects)")
             try:
                 obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
+            # ValueError, not only JSONDecodeError: json.loads raises a plain one for an integer of
+            # more than 4300 digits (Python's int-to-str limit).
+            except (ValueError, RecursionError) as e:
                 log.bad("malformed_json", f"not valid JSON ({e.__class__.__name__}: {str(e)[:80]}); expected one "
                         "tweet object or API response per line; line dropped", line=n, source=str(path))
                 continue
             if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, dict)):
-                places = {p.get("id"): p for p in ((obj.get("includes") or {}).get("places") or [])
-                          if isinstance(p, dict)}
+                # A place id that is not text or a number (an array) cannot be looked up: no such place.
+                listed = _object(obj.get("includes")).get("places")
+                places = {p["id"]: p for p in (listed if isinstance(listed, list) else [])
+                          if isinstance(p, dict) and isinstance(p.get("id"), (str, int))}
                 items = obj["data"] if isinstance(obj["data"], list) else [obj["data"]]
             elif isinstance(obj, list):
                 places, items = {}, obj
@@ -1336,7 +1366,9 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
     raw_n = df["n_tweets"] if "n_tweets" in df.columns else None
     n_tweets = np.ones(n, dtype="int64")
     if raw_n is not None:
-        num = pd.to_numeric(raw_n, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        # The coordinates' rule for numbers: a Parquet boolean (with nulls: an object column) is no
+        # count of tweets, though pandas reads True as 1.
+        num = _degrees(raw_n, raw_n.index)
         # Above 2**53 a float no longer holds every integer (and 1e20 wrapped to a negative int64).
         ok = np.isfinite(num) & (num >= 1) & (num == np.floor(num)) & (num <= _MAX_N_TWEETS)
         for i in np.flatnonzero(~ok):
@@ -1366,10 +1398,67 @@ def _normalise_table(df: pd.DataFrame, path: Path, columns: Mapping[str, str] | 
 _SPARE_COLUMN = "\x00spare"
 
 
+class _WholeLines(io.RawIOBase):
+    """A gzip stream that ends early read as ending at its last complete line, the error kept in
+    ``truncated``.
+
+    pandas reads its input in large blocks and loses the rows of the chunk it was parsing when a
+    read raises: a truncated CSV kept none of the rows before the cut (with the default chunksize,
+    none at all). Here the reader sees a clean end instead, without the cut last line (which would
+    be read as a shorter tweet), and ``_read_delimited`` counts the ``truncated_file``.
+    """
+
+    def __init__(self, f):
+        self.f = f
+        self.truncated: BaseException | None = None
+        self._ready = memoryview(b"")  # complete lines not yet handed out
+        self._tail: list[bytes] = []  # the start of a line not yet complete (pieces: no quadratic joins)
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not len(self._ready) and not self._done:
+            try:
+                # read1: one decompression step; read(n) drops what it decompressed when it hits the cut
+                data = self.f.read1(max(len(b), 1 << 16))
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                self.truncated, self._done, self._tail = e, True, []  # the cut line is dropped
+                break
+            if not data:
+                self._ready, self._done, self._tail = memoryview(b"".join(self._tail)), True, []
+                break
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1  # pandas ends lines at \n, \r\n or \r
+            if not cut:
+                self._tail.append(data)
+                continue
+            self._ready = memoryview(b"".join([*self._tail, data[:cut]]))
+            self._tail = [data[cut:]]
+        k = min(len(b), len(self._ready))
+        b[:k] = self._ready[:k]
+        self._ready = self._ready[k:]
+        return k
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+        super().close()
+
+
 def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
     # _open_data skips a BOM whatever the encoding (pandas drops one only from a UTF-8 header).
-    return io.TextIOWrapper(_open_data(path), encoding="utf-8" if encoding == "auto" else encoding,
+    f = _open_data(path)
+    if isinstance(f, gzip.GzipFile):
+        f = io.BufferedReader(_WholeLines(f))
+    return io.TextIOWrapper(f, encoding="utf-8" if encoding == "auto" else encoding,
                             errors=_ERRORS if encoding == "auto" else "replace", newline="")
+
+
+def _truncation(text: io.TextIOWrapper) -> BaseException | None:
+    """The error that cut a ``_text_stream``'s gzip stream short, None if it ended properly."""
+    raw = getattr(text.buffer, "raw", None)
+    return raw.truncated if isinstance(raw, _WholeLines) else None
 
 
 def _header_names(path: Path, sep: str, encoding: str, columns: Mapping[str, str] | None = None) -> list[str]:
@@ -1379,7 +1468,12 @@ def _header_names(path: Path, sep: str, encoding: str, columns: Mapping[str, str
     for a second ``text`` column would otherwise be ignored as an unknown column, silently.
     """
     with _text_stream(path, encoding) as text:
-        written = pd.read_csv(text, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, engine="c")
+        try:
+            written = pd.read_csv(text, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, engine="c")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            if (cut := _truncation(text)) is not None:  # cut inside the header: say so, not "empty"
+                raise cut from None
+            raise
     if len(written):
         # raises on a name read twice; logs a coordinate column read under its long name
         _table_names([str(v) for v in written.iloc[0].tolist()], columns, path, announce=True)
@@ -1398,6 +1492,7 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
     """
     next_line = 2  # pandas' record number of the next row (the header's plus one)
     extra = 0  # newlines inside quoted fields read so far
+    text = None
     try:
         # A first data row with one field more than the header makes pandas take the first column
         # as the index and shift every column of the whole file by one (ids read as text, text as
@@ -1433,6 +1528,11 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 if chunk is None:
                     for ln, why in skipped:
                         log.bad("malformed_line", f"{why}; row dropped", line=ln + extra, source=str(path))
+                    if (cut := _truncation(text)) is not None:
+                        last = next_line + extra - 1  # the last complete line read
+                        log.bad("truncated_file", f"compressed stream ends early after line {last} ({cut}); the "
+                                "rows before it were kept; re-download or re-compress the file", line=last,
+                                source=str(path), kept=True)
                     break
                 spare = chunk.pop(_SPARE_COLUMN)
                 # An empty spare field is a delimiter at the end of the line (a common export quirk): harmless.
@@ -1476,6 +1576,14 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 "it were kept; re-download or re-compress the file", line=next_line + extra - 1, source=str(path),
                 kept=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        if text is not None and (cut := _truncation(text)) is not None and "EOF inside string" in str(e):
+            # The cut fell inside a quoted field: not a stray quote. pandas drops the rows of the
+            # chunk it was parsing, so only those of earlier chunks were kept: say which.
+            last = next_line + extra - 1
+            log.bad("truncated_file", f"compressed stream ends early inside a quoted field after line {last} ({cut}); "
+                    f"the rows up to line {last} were kept, the rest is lost; re-download or re-compress the file",
+                    line=last, source=str(path), kept=True)
+            return
         hint = ("a quote (\") opens a field that never closes: fix or remove the stray quote; "
                 if "EOF inside string" in str(e) else "")
         raise DataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'} ({str(e)[:200]}); "
@@ -1691,6 +1799,10 @@ def _check_parquet_schema(schema, path: Path, columns: Mapping[str, str] | None)
             raise DataError(f"{path}: column {field.name!r} (read as {want!r}) has the nested type {field.type}, "
                             "not plain values (text, numbers); flatten it before reading, e.g. select the "
                             "struct's field or join the list in the writer")
+        if want == "user_id" and pa.types.is_boolean(t):  # every row would be user "True" or "False"
+            raise DataError(f"{path}: column {field.name!r} holds booleans (true/false), not user ids; map the "
+                            "column of ids with --columns your_name=user_id (in Python: columns={'your_name': "
+                            "'user_id', ...})")
 
 
 def _read_parquet(path: Path, log: RecordLog, chunksize: int, fix_swapped: bool,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -1276,3 +1277,138 @@ def test_table_header_messages_point_at_the_fix(tmp_path, caplog):
 def test_empty_and_stdin_input_paths_say_what_they_are(path, pattern):
     with pytest.raises(DataError, match=pattern):
         read_tweets(path)
+
+
+def test_json_wrappers_of_the_wrong_type_are_ignored_not_a_traceback(tmp_path):
+    # extended_tweet / note_tweet / includes given as a string or array, or a place whose id is an
+    # array, raised AttributeError / TypeError out of the reader (a traceback from the CLI).
+    lines = [{"id_str": "1", "text": "a", "user": {"id_str": "u"}, "extended_tweet": "zz"},
+             {"id": "2", "author_id": "v", "text": "b", "note_tweet": ["x"]},
+             {"data": [{"id": "3", "author_id": "w", "text": "c"}], "includes": ["x"]},
+             {"data": [{"id": "4", "author_id": "x", "text": "d", "geo": {"place_id": "p"}}],
+              "includes": {"places": [{"id": ["p"]}, {"id": "p", "geo": {"bbox": [-75, 40, -73, 42]}}]}},
+             {"data": [{"id": "5", "author_id": "y", "text": "e"}], "includes": {"places": 5}}]
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(t) + "\n" for t in lines))
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "text"]].values.tolist() == [["u", "a"], ["v", "b"], ["w", "c"], ["x", "d"], ["y", "e"]]
+    assert (df["lat"].iat[3], df["lon"].iat[3]) == (41.0, -74.0) and not log.counts
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+@pytest.mark.parametrize("chunksize", [50_000, 100])
+def test_truncated_gzip_csv_keeps_the_rows_before_the_cut(tmp_path, sep, chunksize):
+    # The rows of the chunk pandas was parsing were lost with the error: with the default chunksize
+    # a truncated CSV kept nothing ("no usable records") though the message said rows were kept.
+    rng = random.Random(0)
+    body = "user_id,text\n" + "".join(f"U{i},{''.join(rng.choices('abcdefghijkl ', k=80))}\n" for i in range(3000))
+    blob = gzip.compress(body.replace(",", sep).encode())
+    p = write_bytes(tmp_path / ("t.csv.gz" if sep == "," else "t.tsv.gz"), blob[: int(len(blob) * 0.6)])
+    log = skip_log()
+    df = read_tweets(p, log=log, chunksize=chunksize)
+    assert log.counts == {"truncated_file": 1} and log.kept == {"truncated_file": 1}
+    assert 1000 < len(df) < 3000
+    assert df["line"].tolist() == list(range(2, len(df) + 2))
+    # the line cut by the truncation is dropped, not read as a shorter tweet
+    full = dict(ln.split(sep, 1) for ln in body.replace(",", sep).splitlines()[1:])
+    assert df["text"].tolist() == [full[u] for u in df["user_id"]]
+    assert f"after line {len(df) + 1} " in log.examples["truncated_file"][0]
+    with pytest.raises(DataError, match=rf"{p.name}:{len(df) + 1}: truncated_file"):
+        read_tweets(p, log=RecordLog(policy="fail"), chunksize=chunksize)
+
+
+def test_truncated_gzip_csv_cut_inside_a_quoted_field_is_a_truncation_not_a_stray_quote(tmp_path):
+    body = ("user_id,text\n" + "".join(f'{i},"multi {i}\nline {i}"\n' for i in range(300))).encode()
+    co = zlib.compressobj(6, zlib.DEFLATED, 31)  # gzip, flushed so that the cut lands exactly here
+    cut = body.index(b'"multi 250\n') + len('"multi 250\nline 2')
+    blob = co.compress(body[:cut]) + co.flush(zlib.Z_FULL_FLUSH) + co.compress(body[cut:])
+    p = write_bytes(tmp_path / "t.csv.gz", blob)
+    log = skip_log()
+    df = read_tweets(p, log=log, chunksize=100)
+    assert df["user_id"].tolist() == [str(i) for i in range(200)]  # the chunks before the cut
+    assert log.counts == {"truncated_file": 1}
+    assert "inside a quoted field after line 401 " in log.examples["truncated_file"][0]
+
+
+def test_parquet_null_timestamp_id_is_a_missing_user_not_the_user_nat(tmp_path):
+    # A null in a date/time column reached pandas as NaT, which was not taken for missing: every
+    # such row became one user "NaT".
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([pd.Timestamp("2020-01-01"), None, None]),
+                             "text": ["a", "b", "c"]}), p)
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["2020-01-01 00:00:00"]
+    assert log.counts == {"missing_user": 2}
+    assert log.examples["missing_user"][0] == f"{p}:2: user id is missing (null); row dropped"
+
+
+def test_json_numbers_beyond_float_or_int_limits_are_counted_not_a_traceback(tmp_path):
+    # An integer of 400 digits as a coordinate overflowed pandas' / numpy's float conversion, and
+    # one of 5000 digits made json.loads raise a ValueError that is not a JSONDecodeError: tracebacks.
+    big = int("1" + "0" * 400)
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join([
+        json.dumps({"text": "a", "user": {"id_str": "u"}, "coordinates": {"type": "Point", "coordinates": [big, 40]}}),
+        json.dumps({"text": "b", "user": {"id_str": "v"}, "place": {"bounding_box": {"coordinates": [[[big, 40]]]}}}),
+        '{"text": "c", "user": {"id": 1' + "0" * 5000 + "}}",
+        json.dumps({"text": "d", "user": {"id_str": "w"}, "coordinates": {"type": "Point", "coordinates": [-74, 40]}}),
+    ]) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["a", "b", "d"] and df["lat"].isna().tolist() == [True, True, False]
+    assert log.counts == {"invalid_coordinates": 2, "malformed_json": 1}
+    assert [e.split(":")[1] for e in log.examples["invalid_coordinates"]] == ["1", "2"]
+    assert log.examples["invalid_coordinates"][0].startswith(f"{p}:1: lat=40 lon=1000")
+    assert "the place box has corners" in log.examples["invalid_coordinates"][1]
+    assert log.examples["malformed_json"][0].startswith(f"{p}:3: not valid JSON (ValueError: Exceeds the limit")
+
+
+def test_parquet_boolean_user_ids_are_refused_and_boolean_n_tweets_counted(tmp_path):
+    # A boolean column read as user ids made every row the user "True" or "False", and True as
+    # n_tweets was read as 1 tweet, silently (booleans as coordinates are already invalid).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"user_id": [True, False], "text": ["a", "b"]}), p)
+    with pytest.raises(DataError, match=r"ids\.parquet: column 'user_id' holds booleans \(true/false\), not user ids"):
+        read_tweets(p, log=skip_log())
+    q = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"user_id": ["u", "v", "w"], "text": ["a", "b", "c"], "n_tweets": [True, False, None]}), q)
+    log = skip_log()
+    df = read_tweets(q, log=log)
+    assert df["n_tweets"].tolist() == [1, 1, 1]
+    assert log.counts == {"invalid_n_tweets": 3}
+
+
+def test_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path):
+    # Linux allows any bytes in a name; Python gives them as surrogates, which no UTF-8 column (the
+    # source of every row) can hold: an UnicodeEncodeError traceback from pandas.
+    import os
+
+    p = write_bytes(tmp_path / os.fsdecode(b"caf\xe9.csv"), b"user_id,text\n1,a\n")
+    with pytest.raises(DataError, match=r"caf\\xe9\.csv: the file name is not valid UTF-8"):
+        read_tweets(p, log=skip_log())
+
+
+def test_json_place_box_of_the_wrong_type_is_counted_not_unknown(tmp_path):
+    # A place whose bounding_box (v1.1) or geo (v2) is not an object gave no point without a word,
+    # while a malformed box inside one was counted.
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps(o) for o in [
+        {"text": "a", "user": {"id_str": "u"}, "place": {"bounding_box": "x"}},
+        {"data": [{"id": "1", "author_id": "v", "text": "b", "geo": {"place_id": "p"}}],
+         "includes": {"places": [{"id": "p", "geo": [1, 2]}]}},
+        {"text": "c", "user": {"id_str": "w"}, "place": {"bounding_box": None}},  # no box: nothing wrong
+    ]) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["text"].tolist() == ["a", "b", "c"] and df["lat"].isna().all()
+    assert log.counts == {"invalid_coordinates": 2}
+    assert log.examples["invalid_coordinates"][0].startswith(f'{p}:1: the place bounding_box is "x", not an object')
+    assert log.examples["invalid_coordinates"][1].startswith(f"{p}:2: the place geo is [1, 2], not an object")
