@@ -24,7 +24,7 @@ from pathlib import Path
 
 from geoae.config import Config, load_config
 from geoae.errors import ConfigError, DataError
-from geoae.manifest import Timer, check_writable, write_json
+from geoae.manifest import Timer, atomic_write_text, check_writable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ ABLATIONS = {
 }
 
 
-def _apply(cfg_path: str, overrides: list[str]) -> list[str]:
-    """Expand the ``model.noise[i]=kind:level`` shorthand into a full noise list override."""
+def _apply(cfg_path: str, overrides: list[str], sets: list[str] | None = None) -> list[str]:
+    """Expand the ``model.noise[i]=kind:level`` shorthand into a full noise list override, edited
+    from the noise list of the config *with* the run's ``sets`` (its ``--set`` overrides): the
+    file's own list would undo a ``--set model.noise``, or not fit a ``--set model.hidden``."""
     out, noise_edits = [], {}
     for ov in overrides:
         key, _, val = ov.partition("=")
@@ -79,7 +81,7 @@ def _apply(cfg_path: str, overrides: list[str]) -> list[str]:
         else:
             out.append(ov)
     if noise_edits:
-        base = load_config(cfg_path).model.noise
+        base = load_config(cfg_path, sets).model.noise
         noise = [{"kind": n.kind, "level": n.level} for n in base]
         for i, n in noise_edits.items():
             noise[i] = n
@@ -128,6 +130,23 @@ def anchors_table() -> str:
     return "\n".join(lines)
 
 
+def protocol_statement(cfg: Config, full_text: str | None) -> str:
+    """The protocol line every output starts with, from the config the run really uses (a ``--set``
+    may move the held-out share or its label). Refuses a config that trains or selects on its test
+    split: the benchmark promises test users are never used for fitting or tuning."""
+    d = cfg.data
+    leak = sorted(set(d.test_splits) & (set(d.train_splits) | set(d.dev_splits)))
+    if leak:
+        raise ConfigError(f"data.test_splits {leak} are also in data.train_splits {d.train_splits} or data.dev_splits "
+                          f"{d.dev_splits}: the benchmark never fits or selects on the test users")
+    if full_text:
+        return ("official: full_text.txt, users split by the official fold rule (id % 5: folds 1-3 train, "
+                "4 dev for model selection, 5 test)")
+    return ("in-house (../shared has text for the official dev and test users only): train on the official dev "
+            f"users minus a seeded {100 * d.dev_fraction:g}% held out for model selection ('{d.carve_label}'), "
+            "evaluate on the official test users")
+
+
 def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None = None, full_text: str | None = None,
                   sets: list[str] | None = None) -> dict:
     from geoae.evaluate import run_evaluate
@@ -140,12 +159,8 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
         # (a config's dev_fraction / test_fraction would otherwise move some of them).
         sets += [f"data.inputs={json.dumps([full_text])}", "data.split=column", "data.dev_fraction=0.0",
                  "data.test_fraction=0.0", "data.train_splits=[train]", "data.dev_splits=[dev]", "data.test_splits=[test]"]
-        protocol = ("official: full_text.txt, users split by the official fold rule (id % 5: folds 1-3 train, "
-                    "4 dev for model selection, 5 test)")
-    else:
-        protocol = ("in-house (../shared has text for the official dev and test users only): train on the official dev "
-                    "users minus a seeded 15% held out for model selection ('val'), evaluate on the official test users")
     cfg: Config = load_config(config, sets)
+    protocol = protocol_statement(cfg, full_text)
     test_split = cfg.data.test_splits[0]
     # Every ablation's config is built and validated before anything trains: a bad name or
     # override fails now, not after an hour of training.
@@ -155,8 +170,9 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
         if name not in ABLATIONS:
             raise ConfigError(f"--ablations: unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
         ovs = [o.format(**fill) for o in ABLATIONS[name][1]]
-        ablation_runs[name] = (ovs, load_config(config, sets + _apply(config, ovs)))
-    results: dict = {"protocol": protocol, "config": config, "overrides": sets, "stages": {}, "ablations": {}}
+        ablation_runs[name] = (ovs, load_config(config, sets + _apply(config, ovs, sets)))
+    results: dict = {"protocol": protocol, "config": config, "overrides": sets, "stages": {}, "ablations": {},
+                     "selection_split": "/".join(cfg.data.dev_splits)}
     log.info("protocol: %s", protocol)
 
     with Timer() as t:
@@ -204,7 +220,9 @@ def write_tables(results: dict, out: str | Path) -> dict:
     metrics = results["models"]
     head = metrics["geoae-sdae"]["headline_point"]
     official = str(results.get("protocol", "")).startswith("official")
-    sel = "dev" if official else "val"  # the model-selection users' split under each protocol
+    # The model-selection users' split: as the run recorded it (a --set may rename it), else (results
+    # of earlier versions) each protocol's own.
+    sel = results.get("selection_split") or ("dev" if official else "val")
     rows = [_row("geoae SDAE (this work)", metrics["geoae-sdae"], note=f"headline point chosen on {sel}")]
     for kind in metrics["geoae-sdae"]["points"]:
         if kind != head:
@@ -233,11 +251,13 @@ def write_tables(results: dict, out: str | Path) -> dict:
     results["anchors_caption"] = ("Published anchors (same official protocol and training users as this run)" if official
                                   else "Published anchors (trained on about 3x more users than the in-house protocol)")
     write_json(out / "benchmark.json", results)
-    (out / "benchmark.md").write_text(
+    # Atomic like the JSON beside it: an interrupted rewrite (--tables-only) keeps the earlier table.
+    atomic_write_text(
+        out / "benchmark.md",
         f"# GeoText benchmark\n\nProtocol: {results['protocol']}.\n\nConfig: `{results['config']}` "
         f"{' '.join(results.get('overrides', []))}\n\n"
         f"{results['table_md']}\n\n{results['anchors_caption']}:\n\n"
-        f"{results['anchors_md']}\n\nStage times (s): {json.dumps(results['stages'])}\n", encoding="utf-8")
+        f"{results['anchors_md']}\n\nStage times (s): {json.dumps(results['stages'])}\n")
     return results
 
 

@@ -3,8 +3,9 @@
 
 Streams the input through ``geoae.predict.document_chunks`` (the reader choice of
 ``geoae predict``; ``--reader thread`` by default so the whole cost is in this
-process and ``--profile`` sees it), counts users and prints users/s and µs/user.
-Nothing is featurized or scored: this is the reading stage alone.
+process), counts users and prints users/s and µs/user. Nothing is featurized or
+scored: this is the reading stage alone. ``--profile`` adds one more, untimed read
+with the documents iterator run in the main thread (cProfile sees no other thread).
 
 Usage (repository root, venv active)::
 
@@ -59,10 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunksize", type=int, default=5000, help="users per chunk (geoae predict's default)")
     ap.add_argument("--reader", choices=("thread", "process", "auto"), default="thread")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs (best and range are printed)")
-    ap.add_argument("--profile", action="store_true", help="print a cProfile top-15 (cumulative) of one run")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the cProfile top-15 (cumulative, then own time) of one more, untimed read in this thread")
     ap.add_argument("--save", help="write the documents (parquet) and RecordLog (.log.json) of one run here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.repeat < 1:
+        ap.error(f"--repeat {args.repeat}: give 1 or more timed runs")
     missing = [p for p in args.inputs if not Path(p).is_file()]
     if missing:  # the README's example input is written by scripts/bench_speed.py
         ap.error(f"input not found: {', '.join(missing)} (scripts/bench_speed.py writes runs/bench/inputs/"
@@ -70,8 +74,25 @@ def main(argv: list[str] | None = None) -> int:
 
     import importlib
 
-    importlib.import_module("geoae.predict")  # the imports (torch...) stay out of the timed runs
+    from geoae.errors import GeoaeError
+    from geoae.manifest import check_writable
 
+    if args.save:  # refused now, not after the timed runs
+        if Path(args.save).is_dir():
+            ap.error(f"--save {args.save}: is a directory; give a parquet file name")
+        try:
+            check_writable(args.save, "--save", directory=False)
+        except GeoaeError as e:
+            ap.error(str(e))
+    importlib.import_module("geoae.predict")  # the imports (torch...) stay out of the timed runs
+    try:  # an unreadable input (empty, wrong --format...) is one line, not a traceback
+        return _run(args)
+    except GeoaeError as e:
+        ap.error(str(e))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The timed runs, then ``--profile`` and ``--save``."""
     times = []
     users = 0
     for k in range(args.repeat):

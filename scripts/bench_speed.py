@@ -33,9 +33,10 @@ Usage (from the repository root, venv active)::
     python scripts/bench_speed.py --quick               # smoke test: tiny model, x1 and x2
 
 Peak RSS is measured by the child itself: every child is this script in a
-``_child`` mode that runs the stage in-process and then reads
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the whole process's high-water
-mark, start-up and imports included), so no external tool is needed.
+``_child`` mode that runs the stage in-process and then reads its ``VmHWM`` from
+``/proc/self/status`` (the whole process's high-water mark, start-up and imports
+included; not ``ru_maxrss``, which Linux carries over from the parent across
+fork + exec), so no external tool is needed.
 """
 
 from __future__ import annotations
@@ -73,7 +74,17 @@ FLAT_MARGIN = 0.10  # peak RSS at the largest scale within 10% of the next large
 
 
 def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """This process's own high-water mark: ``VmHWM``, which starts afresh with the exec'd program.
+    Not ``ru_maxrss``: Linux keeps that across fork + exec, so a child would report at least the
+    parent's peak at spawn time (this script's parent holds torch and the x100 output comparison)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)  # kB
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; no /proc elsewhere
     return round(kb / 1024.0, 1)
 
 
@@ -324,6 +335,9 @@ def run_child(name: str, kind: str, args: list[str], work: Path, env: dict | Non
 
 def replicate(src: Path, dst: Path, times: int, gz_level: int | None) -> dict:
     """Write ``times`` copies of a Rahimi file with ids ``<id>_r007``, streaming (one copy of src in memory)."""
+    if not Path(src).is_file():
+        raise SystemExit(f"test users' file {src} not found: pass --test-file (a Rahimi file), or run from the repository "
+                         "root with the GeoText corpus in ../shared")
     opener = gzip.open if str(src).endswith(".gz") else open
     with opener(src, "rb") as f:
         lines = [ln if ln.endswith(b"\n") else ln + b"\n" for ln in f if ln.strip()]
@@ -406,17 +420,34 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
 
     from geoae.config import load_config
-    from geoae.manifest import write_json
+    from geoae.errors import GeoaeError
+    from geoae.manifest import check_writable, write_json
 
     run = Path(args.run_dir or ("runs/bench-quick" if args.quick else "runs/bench"))
     out_json = Path(args.out or ("benchmarks/speed-quick.json" if args.quick else "benchmarks/speed.json"))
-    scales = [int(s) for s in (args.scales or ("1,2" if args.quick else "1,10,100")).split(",") if s.strip()]
+    try:
+        scales = [int(s) for s in (args.scales or ("1,2" if args.quick else "1,10,100")).split(",") if s.strip()]
+    except ValueError:
+        scales = []
     if not scales or min(scales) < 1:
         raise SystemExit("--scales must be positive integers, e.g. 1,10,100")
     scales = sorted(set(scales))
     sets = list(args.set) + (QUICK_SETS if args.quick else [])
     lr_c = args.lr_c or ("10" if args.quick else "grid")
-    cfg = load_config(args.config, sets)
+    # Refused now, as one line, rather than after minutes of measured steps (the results JSON is
+    # written last) or as a traceback.
+    if out_json.is_dir():
+        raise SystemExit(f"--out {out_json}: is a directory; give the results JSON file name")
+    # Likewise a --model that is not a model (unless it is RUN_DIR/train/model, which this run trains).
+    if (args.model and Path(args.model).resolve() != (run / "train" / "model").resolve()
+            and not (Path(args.model) / "artifact.json").is_file()):
+        raise SystemExit(f"--model {args.model}: no artifact.json; not a geoae model directory")
+    try:
+        check_writable(out_json, "--out", directory=False)
+        check_writable(run, "--run-dir", directory=True)
+        cfg = load_config(args.config, sets)
+    except GeoaeError as e:
+        raise SystemExit(str(e)) from None
     set_args = [a for s in sets for a in ("--set", s)]
     run.mkdir(parents=True, exist_ok=True)
     data_dir, train_dir = run / "data", run / "train"
@@ -427,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": args.config, "sets": sets, "run_dir": str(run), "model": str(model_dir),
         "scales": scales, "chunksize": args.chunksize, "predict_device": args.predict_device, "machine": machine_info(),
-        "peak_rss_method": "child process getrusage(RUSAGE_SELF).ru_maxrss after the stage (whole process, imports included)",
+        "peak_rss_method": "child process VmHWM (/proc/self/status) after the stage (whole process, imports included)",
     }
     t_all = time.perf_counter()
 
@@ -532,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                        # Only a real test when the smaller input already spans several chunks.
                        "meaningful": pred[m][lo]["users"] >= 2 * args.chunksize}
     results["flat_memory"] = flat
-    results["cpu_per_user"] = cpu_per_user(pred, scales, results["machine"]["cpu_count"], args.chunksize)
+    results["cpu_per_user"] = cpu_per_user(pred, scales, usable_cpus(results["machine"]), args.chunksize)
 
     # ---------------------------------------------------------------- 5. profile
     if not args.no_profile:
@@ -545,6 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("wrote %s", out_json)
     print(markdown(results))
     return 0
+
+
+def usable_cpus(machine: dict) -> int:
+    """The CPUs the measured processes may run on: the affinity mask where the OS has one (a container
+    pinned to 2 of a host's 64 CPUs has 2, though ``os.cpu_count()`` says 64), else the CPU count."""
+    return machine.get("cpu_affinity") or machine["cpu_count"]
 
 
 def cpu_per_user(pred: dict, scales: list[int], n_cpus: int, chunksize: int) -> dict:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,10 +37,12 @@ import pandas as pd
 
 from geoae.baselines import TfidfLogReg
 from geoae.config import FinetuneConfig, load_config
+from geoae.errors import DataError, GeoaeError
 from geoae.finetune import location_points
 from geoae.evaluate import compute_metrics
 from geoae.geo import LocationRisk, bayes_point_index
 from geoae.labels import region_of
+from geoae.manifest import atomic_write_text, check_writable
 from geoae.pipeline import load_documents, state_points, train
 
 log = logging.getLogger("crossval")
@@ -69,9 +72,14 @@ def folds(pool: pd.DataFrame, k: int, seed: int, val_fraction: float) -> list[pd
 
 def _save(path: Path, probs, reg, classes, fitted: pd.DataFrame) -> None:
     lab = fitted[fitted["state"].isin(classes)]
-    np.savez(path, probs=probs.astype(np.float32), reg=np.asarray(reg, np.float64), classes=np.asarray(classes),
+    # Written beside and renamed into place: run_fold takes an existing .npz as done, so an
+    # interrupted write must not leave a partial one under the real name.
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as f:
+        np.savez(f, probs=probs.astype(np.float32), reg=np.asarray(reg, np.float64), classes=np.asarray(classes),
              fit_lat=lab["lat"].to_numpy(float), fit_lon=lab["lon"].to_numpy(float),
-             fit_state=lab["state"].to_numpy().astype(str))
+                 fit_state=lab["state"].to_numpy().astype(str))
+    os.replace(tmp, path)
 
 
 def run_fold(k: int, docs: pd.DataFrame, cfg_path: str, out: Path, variants: list[str],
@@ -134,32 +142,35 @@ def points_for(z, rule: str) -> np.ndarray:
 
 def analyse(out: Path, k: int, variants: list[str], n_boot: int = 400, seed: int = 0) -> dict:
     rules = ["state_median", "bayes500", "location", *[f"users{c}" if c else "users_nocap" for c in CAPS]]
+    # A variant pools all k folds or is not reported: refuse (before cv.json / cv.md are rewritten)
+    # rather than drop a requested variant, or write an empty table, without a word.
+    missing = [f"fold{f}/{v}.npz" for v in variants for f in range(k) if not (out / f"fold{f}" / f"{v}.npz").is_file()]
+    if missing or not variants:
+        raise DataError(f"{out}: no stored results for {', '.join(missing[:6]) or 'any variant'}"
+                        f"{' ...' if len(missing) > 6 else ''}; run without --analyse-only first (for those variants "
+                        "and --folds), or name stored variants with --variants")
     pooled: dict[str, dict] = {}
     per_user: dict[str, dict] = {}
     for v in variants:
         for rule in rules + (["regression"] if v.startswith("sdae") else []):
             truth, pred_state, pts = [], [], []
             for f in range(k):
-                p = out / f"fold{f}" / f"{v}.npz"
-                if not p.exists():
-                    break
-                z = np.load(p, allow_pickle=False)
+                z = np.load(out / f"fold{f}" / f"{v}.npz", allow_pickle=False)
                 t = pd.read_parquet(out / f"fold{f}" / "truth.parquet")
                 truth.append(t)
                 pred_state.append(np.asarray([str(c) for c in z["classes"]])[z["probs"].argmax(1)])
                 pts.append(points_for(z, rule))
-            else:
-                t = pd.concat(truth, ignore_index=True)
-                ps, pt = np.concatenate(pred_state), np.vstack(pts)
-                m = compute_metrics(t["lat"], t["lon"], t["state"], ps, pt[:, 0], pt[:, 1])
-                name = f"{v}@{rule}"
-                pooled[name] = {key: m[key] for key in METRICS}
-                from geoae.evaluate import error_km
+            t = pd.concat(truth, ignore_index=True)
+            ps, pt = np.concatenate(pred_state), np.vstack(pts)
+            m = compute_metrics(t["lat"], t["lon"], t["state"], ps, pt[:, 0], pt[:, 1])
+            name = f"{v}@{rule}"
+            pooled[name] = {key: m[key] for key in METRICS}
+            from geoae.evaluate import error_km
 
-                err = error_km(t["lat"], t["lon"], pt[:, 0], pt[:, 1])
-                known = t["state"].fillna("").astype(str).to_numpy() != ""
-                per_user[name] = {"err": err, "hit": (ps == t["state"].to_numpy()) & known, "known": known,
-                                  "reg_hit": (region_of(ps) == region_of(t["state"].fillna("").to_numpy())) & known}
+            err = error_km(t["lat"], t["lon"], pt[:, 0], pt[:, 1])
+            known = t["state"].fillna("").astype(str).to_numpy() != ""
+            per_user[name] = {"err": err, "hit": (ps == t["state"].to_numpy()) & known, "known": known,
+                              "reg_hit": (region_of(ps) == region_of(t["state"].fillna("").to_numpy())) & known}
     # Paired bootstrap of the differences that decide things: same users resampled for both sides.
     rng = np.random.default_rng(seed)
     comparisons = {}
@@ -203,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="an extra SDAE variant (name must start with sdae_) trained with these config overrides")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args(argv)
+    if args.folds < 2:
+        ap.error(f"--folds {args.folds}: needs at least 2 (each fold is held out once)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
     variants = [v for v in args.variants.split(",") if v]
@@ -213,17 +226,22 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--sdae-variant {spec!r}: expected sdae_NAME=key=value;key=value")
         extra[name] = [o for o in ovs.split(";") if o]
         variants.append(name)
-    if not args.analyse_only:
-        docs = load_documents(args.data)
-        # The pool: the official dev users only (in-house 'dev' + 'val'); test users never enter.
-        pool = docs[docs["split"].isin(["dev", "val"])].reset_index(drop=True)
-        log.info("cross-validation pool: %d official dev users, %d folds", len(pool), args.folds)
-        for k, fd in enumerate(folds(pool, args.folds, args.seed, 0.15)):
-            run_fold(k, fd, args.config, out, variants, extra)
-    res = analyse(out, args.folds, variants)
-    (out / "cv.json").write_text(json.dumps(res, indent=1))
+    try:  # a missing --data, an --out that is a file, no stored results: one line, not a traceback
+        if not args.analyse_only:
+            check_writable(out, "--out", directory=True)
+            docs = load_documents(args.data)
+            # The pool: the official dev users only (in-house 'dev' + 'val'); test users never enter.
+            pool = docs[docs["split"].isin(["dev", "val"])].reset_index(drop=True)
+            log.info("cross-validation pool: %d official dev users, %d folds", len(pool), args.folds)
+            for k, fd in enumerate(folds(pool, args.folds, args.seed, 0.15)):
+                run_fold(k, fd, args.config, out, variants, extra)
+        res = analyse(out, args.folds, variants)
+    except GeoaeError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(out / "cv.json", json.dumps(res, indent=1))
     md = f"{res['n_users']} held-out official dev users, {args.folds} folds\n\n" + table(res["pooled"])
-    (out / "cv.md").write_text(md + "\n")
+    atomic_write_text(out / "cv.md", md + "\n")
     print(md)
     return 0
 

@@ -36,15 +36,25 @@ def _vm_rss_mb() -> float:
     return float("nan")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("input")
     ap.add_argument("--chunksize", type=int, default=5000)
     ap.add_argument("--out", default="benchmarks/predict_memory_trace.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import geoae.predict as predict
+    from geoae.errors import GeoaeError
+    from geoae.manifest import atomic_write_text, check_writable
+
+    # Refused before the run (the trace of a large input takes minutes), and as one line.
+    if Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: is a directory; give a JSON file name")
+    try:
+        check_writable(args.out, "--out", directory=False)
+    except GeoaeError as e:
+        ap.error(str(e))
 
     trace: list[dict] = []
 
@@ -60,9 +70,12 @@ def main() -> int:
     predict.prefetch_chunks = tracing(predict.prefetch_chunks)
     predict.read_ahead_process = tracing(predict.read_ahead_process)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = predict.predict_files(args.model, [args.input], Path(tmp) / "out.csv", chunksize=args.chunksize,
-                                        progress=False, reader="auto")  # as `geoae predict` does
+    try:  # not a model, a missing or unreadable input: one line, not a traceback
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = predict.predict_files(args.model, [args.input], Path(tmp) / "out.csv", chunksize=args.chunksize,
+                                            progress=False, reader="auto")  # as `geoae predict` does
+    except GeoaeError as e:
+        ap.error(str(e))
     rss = [r["rss_mb"] for r in trace]
     half = rss[len(rss) // 2:]
     result = {
@@ -74,8 +87,7 @@ def main() -> int:
         "reader": summary.get("reader"), "reader_peak_rss_mb": summary.get("reader_peak_rss_mb"),
         "trace": trace,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")  # creates the parent directories too
     print(json.dumps({k: v for k, v in result.items() if k != "trace"}))
     return 0
 

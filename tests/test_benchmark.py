@@ -105,3 +105,40 @@ def test_full_text_that_is_not_geotext_says_so_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "do not fall into the official train / dev / test folds" in err and "full_text.txt" in err
     assert not (tmp_path / "b" / "sdae").exists()
+
+
+def test_noise_ablations_edit_the_noise_of_the_run_with_its_overrides():
+    """A noise ablation changes layer 1's noise of the noise list the run really uses (the config
+    *with* its --set overrides), so that it differs from the main model by that one setting."""
+    from geoae.benchmark import _apply
+    from geoae.config import load_config
+
+    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "geotext.yaml")
+    sets = ["model.hidden=[64,32]", "model.noise=[{kind: masking, level: 0.2}, {kind: gaussian, level: 0.05}]"]
+    noise = load_config(cfg, sets + _apply(cfg, ABLATIONS["noise_gaussian"][1], sets)).model.noise
+    assert [(n.kind, n.level) for n in noise] == [("gaussian", 0.3), ("gaussian", 0.05)]
+
+
+def test_in_house_protocol_states_the_held_out_share_and_label_the_config_uses():
+    from geoae.benchmark import protocol_statement
+    from geoae.config import load_config
+
+    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "geotext.yaml")
+    assert "a seeded 15% held out for model selection ('val')" in protocol_statement(load_config(cfg), None)
+    moved = load_config(cfg, ["data.dev_fraction=0.25", "data.carve_label=sel", "data.dev_splits=[sel]"])
+    text = protocol_statement(moved, None)
+    assert text.startswith("in-house") and "a seeded 25% held out for model selection ('sel')" in text
+
+
+def test_a_config_that_fits_or_selects_on_the_test_users_is_refused_before_any_work(tmp_path, capsys):
+    cfg = str(Path(__file__).resolve().parents[1] / "configs" / "geotext.yaml")
+    for bad in ("data.train_splits=[dev,test]", "data.dev_splits=[test]"):
+        assert main(["-q", "benchmark", "-c", cfg, "-o", str(tmp_path / "b"), "--ablations", "", "--set", bad]) == 2
+        assert "test users" in capsys.readouterr().err
+        assert not (tmp_path / "b").exists()
+
+
+def test_notes_name_the_model_selection_split_the_run_used(tmp_path):
+    res = write_tables({**_results(), "selection_split": "sel"}, tmp_path)
+    assert "chosen on sel" in res["rows"][0]["note"]
+    assert "chosen on val" in write_tables(_results(), tmp_path)["rows"][0]["note"]  # earlier runs' JSON: as before
