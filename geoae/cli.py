@@ -13,6 +13,8 @@ import contextlib
 import importlib
 import io
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -93,6 +95,27 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _stdout_closed() -> bool:
+    """Whether our stdout is a pipe whose reader has gone (``geoae ... | head``): poll reports an
+    error on the write end then. Any other broken pipe (a worker's, a reader process's) is not this."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this platform, or stdout is no file
+        return False
+
+
+def _reader_gone() -> int:
+    """Exit as a Unix tool killed by SIGPIPE does: quietly, status 141. Whoever read our stdout
+    chose to stop; Python would otherwise print a traceback, and again at exit when it flushes."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()  # imports torch and the stage modules: a second or two
@@ -120,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geoae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that is a directory, a file where a directory must go, no permission...
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            return _reader_gone()
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2

@@ -183,3 +183,42 @@ def test_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(geoae.predict, "_cmd_predict", other_runtime_error)
     with pytest.raises(RuntimeError, match="a bug"):  # not disguised as a memory problem
         main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"])
+
+
+def test_a_closed_stdout_pipe_exits_quietly_like_a_unix_tool(tmp_path):
+    # `geoae evaluate ... | head -c 0`: the reader went away while the command printed. Status 141
+    # (SIGPIPE), no traceback, and no "Exception ignored ... BrokenPipeError" when Python flushes at exit.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "printer.py"
+    script.write_text(
+        "import sys\n"
+        "import geoae.predict\n"
+        "from geoae.cli import main\n"
+        "def printer(args):\n"
+        "    print('x' * 100 + '\\n' * 2000)  # more than any pipe buffer holds\n"
+        "    return 0\n"
+        "geoae.predict._cmd_predict = printer\n"
+        "raise SystemExit(main(['predict', '-m', 'm', '-i', 'i', '-o', 'o.csv']))\n")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run([sys.executable, str(script)], stdout=w, stderr=subprocess.PIPE, text=True,
+                             timeout=120, cwd=str(Path(__file__).resolve().parents[1]))
+    finally:
+        os.close(w)
+    assert out.returncode == 141, out.stderr
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr and "error" not in out.stderr, out.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys):
+    import geoae.predict
+
+    def fake_predict(args):
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a reader process's pipe: the output may be incomplete
+
+    monkeypatch.setattr(geoae.predict, "_cmd_predict", fake_predict)
+    assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 2
+    assert "Broken pipe" in capsys.readouterr().err
