@@ -263,9 +263,15 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
         check_is_fitted(self, "vocabulary_")
         return len(self.vocabulary_)
 
+    def fit_transform(self, docs_text: Iterable[str], y=None) -> sp.csr_matrix:
+        texts = _as_texts(docs_text)  # once: a one-shot iterable would reach transform empty
+        return self.fit(texts, y).transform(texts)
+
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         check_is_fitted(self, ("vocabulary_", "idf_"))
         texts = _as_texts(texts)
+        if not texts:  # sklearn's normalize/TfidfTransformer refuse 0 rows; no documents, no rows
+            return sp.csr_matrix((0, self.n_features_), dtype=np.float32)
         if int(self.ngram_max) == 1 and _fastcount_available():
             return self._fast_transform(texts)
         X = self.vectorizer_.transform(texts)
@@ -340,7 +346,11 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
                 raise ValueError(f"kind is {state.get('kind')!r}, expected {cls.kind!r}")
             if state.get("tokenizer") != TOKENIZER_VERSION:
                 raise ValueError(f"tokenizer {state.get('tokenizer')!r} differs from this version's {TOKENIZER_VERSION!r}")
-            terms = list(state["vocabulary"])
+            terms = state["vocabulary"]
+            # a list of str: list() of one string would split it into characters, and a
+            # non-str term only fails later, in transform
+            if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+                raise ValueError("vocabulary must be a list of strings")
             idf = np.asarray(arrays["idf"])
             if idf.ndim != 1 or len(idf) != len(terms) or len(set(terms)) != len(terms):
                 raise ValueError(f"{len(terms)} terms ({len(set(terms))} distinct) but idf has shape {idf.shape}")

@@ -255,3 +255,32 @@ def test_missing_texts_of_every_kind_are_empty_documents_not_words():
     got = TfidfFeaturizer(min_df=1, max_features=2, select="igr").fit(
         docs, pd.Series([pd.NA if v is None else v for v in labels], dtype=object)).vocabulary_
     assert got == want
+
+
+def test_tfidf_transform_of_no_documents_is_an_empty_matrix():
+    """transform([]) raised sklearn's "Found array with 0 sample(s)" (from normalize on the
+    compiled path, from TfidfTransformer on the sklearn one) instead of a 0-row matrix."""
+    for ngram_max in (1, 2):  # compiled path, sklearn path
+        f = TfidfFeaturizer(min_df=1, ngram_max=ngram_max).fit(DOCS)
+        X = f.transform([])
+        assert sp.isspmatrix_csr(X) and X.dtype == np.float32
+        assert X.shape == (0, f.n_features_)
+
+
+def test_tfidf_fit_transform_takes_a_one_shot_iterable():
+    """fit_transform(generator): fit consumed the documents, transform then got none."""
+    want = TfidfFeaturizer(min_df=1).fit(DOCS).transform(DOCS)
+    got = TfidfFeaturizer(min_df=1).fit_transform(d for d in DOCS)
+    assert got.shape == want.shape and (got != want).nnz == 0
+
+
+def test_tfidf_state_vocabulary_must_be_a_list_of_strings():
+    """A vocabulary given as one string (split into its characters) or holding non-str terms
+    was accepted; it must be an ArtifactError like any other inconsistent state."""
+    f = TfidfFeaturizer(min_df=1).fit(DOCS)
+    state, arrays = f.get_state()
+    idf = arrays["idf"]
+    with pytest.raises(ArtifactError):
+        TfidfFeaturizer.from_state({**state, "vocabulary": "".join(chr(0x4E00 + i) for i in range(len(idf)))}, arrays)
+    with pytest.raises(ArtifactError):
+        TfidfFeaturizer.from_state({**state, "vocabulary": list(range(len(idf)))}, arrays)
