@@ -8,7 +8,8 @@ text        str       the user's non-empty tweets joined by ``"\\n"``, in
                       input order
 n_tweets    int64     tweets read for the user (summed over rows)
 lat, lon    float64   the user's first valid coordinate in input order
-                      (GeoText: the first message, as in the paper); NaN if
+                      (GeoText: the first message, as in the paper), the
+                      (0, 0) placeholder only if there is no other; NaN if
                       none. Training drops such users, prediction keeps them.
 split       str       the user's first non-empty split ("" if none)
 ==========  ========  =====================================================
@@ -106,10 +107,18 @@ def _aggregate(df: pd.DataFrame, key: pd.Series | np.ndarray) -> pd.DataFrame:
     out["text"] = pd.Series(["\n".join(t[a:b]) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())],
                             index=out.index, dtype=object)
     out["n_tweets"] = g["n_tweets"].sum()
-    has = df["lat"].notna() & df["lon"].notna()
-    coords = df.loc[has, ["lat", "lon"]].groupby(np.asarray(key)[has.to_numpy()], sort=False).first()
-    out["lat"] = coords["lat"].reindex(out.index)
-    out["lon"] = coords["lon"].reindex(out.index)
+    has = (df["lat"].notna() & df["lon"].notna()).to_numpy()
+    # (0, 0) is the usual placeholder of a missing position, which labels.add_labels discards: a user's
+    # first real pair wins over it, else the user would lose a point a later tweet gives. A user with
+    # nothing but (0, 0) keeps it (add_labels then counts it as invalid_coordinates).
+    real = has & ~((df["lat"] == 0) & (df["lon"] == 0)).to_numpy()
+
+    def first_pair(rows: np.ndarray) -> pd.DataFrame:
+        return df.loc[rows, ["lat", "lon"]].groupby(np.asarray(key)[rows], sort=False).first().reindex(out.index)
+
+    coords = first_pair(real).combine_first(first_pair(has)) if (has & ~real).any() else first_pair(has)
+    out["lat"] = coords["lat"]
+    out["lon"] = coords["lon"]
     split = df["split"].fillna("").astype("str")
     sp_ok = split != ""
     out["split"] = split[sp_ok].groupby(np.asarray(key)[sp_ok.to_numpy()], sort=False).first().reindex(out.index)

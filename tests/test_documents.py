@@ -51,6 +51,20 @@ def test_build_documents_schema_order_and_first_valid_coordinate():
     assert log.total == 0
 
 
+def test_first_valid_coordinate_skips_the_null_island_placeholder():
+    # (0, 0) is the usual placeholder of a missing position, which labels.add_labels discards: a user
+    # whose first tweet carries it and a later one a real point must get the real point, not lose
+    # both. A user with nothing but (0, 0) keeps it, so add_labels still counts it as invalid.
+    docs = build_documents(tweets([
+        ("a", "a1", 0.0, 0.0, "train"),
+        ("a", "a2", 40.7, -74.0, "train"),
+        ("z", "z1", 0.0, 0.0, "train"),
+        ("z", "z2", NAN, NAN, "train"),
+        ("o", "o1", 0.0, 0.0, "train"),
+    ]))
+    assert docs[["user_id", "lat", "lon"]].values.tolist() == [["a", 40.7, -74.0], ["z", 0.0, 0.0], ["o", 0.0, 0.0]]
+
+
 def test_empty_user_counted_and_left_out():
     log = RecordLog()
     docs = build_documents(tweets([("a", "x", 1, 1, "train"), ("e", "  ", 1, 1, "train"), ("e", "", 1, 1, "train")]),
