@@ -313,7 +313,8 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     the model's own input, so a gain can be told apart from a better feature set.
 
     Returns ``{name: (pred_df, proba or None, classes or None)}`` for
-    ``majority_state``, ``median_point`` and ``tfidf_logreg``; each
+    ``majority_state``, ``median_point`` and ``tfidf_logreg`` (left out when the training users
+    with a state are all in one state: a classifier needs two classes); each
     ``pred_df.attrs["baseline"]`` describes the fitted baseline (e.g. chosen C).
     """
     out: dict[str, tuple[pd.DataFrame, np.ndarray | None, list[str] | None]] = {}
@@ -334,6 +335,12 @@ def run_baselines(train_docs: pd.DataFrame, eval_docs: pd.DataFrame, dev_docs: p
     same = {k: (same_features or {}).get(k, v) for k, v in recipe.items()}
     if same != recipe:
         peers["tfidf_logreg_same_features"] = same
+    if len({s for s in state_codes(train_docs["state"]) if s}) < 2:
+        # ``geoae train`` accepts a one-state training set (with a warning), and the model is then
+        # evaluated; a classifier cannot be fitted on one class, so the peers are left out (the
+        # report notes it) instead of failing the whole evaluation.
+        log.warning("every labelled training user is in one state: the TF-IDF + LR baselines are skipped")
+        return out
     for name, features in peers.items():
         lr = TfidfLogReg(seed=seed, refit=refit, **features).fit(train_docs, dev_docs)
         p, proba = lr.predict_with_proba(eval_docs)

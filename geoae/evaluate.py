@@ -115,7 +115,10 @@ def topk_hits(true_state, proba: np.ndarray, classes: Sequence[str], k: int = 3)
     if k == 0:
         return np.zeros(true.shape[0], dtype=bool)
     p = np.where(np.isfinite(proba), proba, -np.inf)
-    top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+    # Stable sort, not argpartition: ties go to the earlier class, as for the arg-max state and the
+    # ``top_states`` column; argpartition picks among tied classes arbitrarily and could leave out
+    # the predicted state itself (a top-1 hit scored as a top-3 miss).
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
     cls = np.asarray([str(c) for c in classes], dtype=object)
     return np.array([t in set(cls[row]) for t, row in zip(true, top)], dtype=bool)
 
@@ -552,8 +555,13 @@ def run_evaluate(
 
     baseline_info = {}
     if baselines:
-        if train.empty:
-            log.warning("no train users in %s: baselines skipped", doc_path)
+        if not (train["state"] != "").any():
+            # Also when the split has users but none labelled (a data dir prepared for another model): the
+            # majority baseline's DataError would otherwise fail the model's evaluation too. A note, not
+            # only a log line: the report would otherwise just lack its baselines.
+            notes.append(f"no user with a state in the baselines' training split(s) {train_splits} of {doc_path}: "
+                         "baselines skipped")
+            log.warning("%s", notes[-1])
         else:
             from geoae.baselines import run_baselines
 
@@ -573,6 +581,9 @@ def run_evaluate(
                     r["point_label"] = "median training point, no regression head"
                 results[f"baseline:{name}"] = r
                 baseline_info[name] = dict(bpred.attrs.get("baseline", {}))
+            if "baseline:tfidf_logreg" not in results:
+                notes.append(f"baseline tfidf_logreg skipped: the labelled {'/'.join(train_splits)} users are all in one "
+                             "state, and a classifier needs two")
             pointless = [n[len("baseline:"):] for n, r in results.items()
                          if n.startswith("baseline:") and r["metrics"].get("median_km") is None]
             if pointless and point not in ("both", "all") and not any(n.startswith("distance metrics") for n in notes):

@@ -163,6 +163,15 @@ def _model_point_label(r: dict, kind: str) -> str:
     return "none: no regression head (baseline)" if kind == "regression" else f"{_point_label(kind)} (baseline, no regression head)"
 
 
+def _ecdf_steps(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The error CDF as ``step(x, y, where="post")`` points: from 0 at the smallest error to 1, held to
+    the right edge of the plot. ``y = i / n`` at the sorted errors alone leaves out the rise from 0
+    and the final level 1 (one user: nothing is drawn at all). Errors < 1 km are drawn at 1 km."""
+    x = np.maximum(np.sort(np.asarray(e, dtype=np.float64)), 1.0)
+    y = np.arange(1, x.size + 1) / x.size
+    return np.r_[x[0], x, max(x[-1], 10000.0)], np.r_[0.0, y, 1.0]
+
+
 def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
     """CDF of the error in km (log x) per model at its headline point; the primary's other point dashed."""
     plt = _plt()
@@ -182,8 +191,7 @@ def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
                 continue
             curves.append((name, kind, kind == head, e))
     for name, kind, is_head, e in curves:
-        x = np.maximum(e, 1.0)
-        y = np.arange(1, e.size + 1) / e.size
+        x, y = _ecdf_steps(e)
         ax.step(x, y, where="post", lw=2.0 if name == primary else 1.3, ls="-" if is_head else "--",
                 label=f"{name} ({_model_point_label(results[name], kind)}), n={e.size}")
     ax.axvline(ACC_KM, color="k", lw=0.8, ls=":")
@@ -513,6 +521,11 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         n_confusion = len(confusion_matrix_top(pr, CONFUSION_TOP_N)[1])
     except Exception:  # the figure reports its own failure; the caption then keeps the nominal count
         n_confusion = CONFUSION_TOP_N
+    # Baselines keep their state-median point while the primary may headline another: the primary's
+    # point is then not the whole table's, and the captions name each row's own point column.
+    one_head = len({r["metrics"].get("headline_point") for r in results.values()}) == 1
+    head_title = (_point_label(head) if one_head
+                  else f"each model's own point, in the 'point' column; {primary}: the {_point_label(head)}")
     blocks: list[tuple] = [
         ("h", 1, "geoae evaluation report"),
         ("p", f"Split: {split}; {n_users} users. Primary model: {primary}. Generated "
@@ -530,14 +543,16 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
             "error under the predicted state distribution; 'location point' = the state-median point when the top state's "
             "probability reaches the gate, otherwise the training-location cell with the least expected error under the state "
             "probabilities (and, for the SDAE, a kernel around the regression head's point). Baselines have no regression head.",
-            f"Headline distance numbers use the {_point_label(head)}.",
+            f"Headline distance numbers use the {_point_label(head)}." if one_head else
+            f"Headline distance numbers use each model's own headline point, named in the table's 'point' column "
+            f"({primary}: the {_point_label(head)}).",
             "Baselines are fitted on the train split of the same data: majority_state (most common train state for everyone), "
             "median_point (median train coordinate for everyone; predicts no state, so its state metrics are n/a), "
             "tfidf_logreg (TF-IDF + multinomial logistic regression, C tuned on dev users when available; the Rahimi/pigeo "
             "recipe: 10k features, min_df 2, mentions masked) and, when the model's TF-IDF differs from that recipe, "
             "tfidf_logreg_same_features (the same classifier on the model's own TF-IDF settings).",
         ]),
-        ("h", 2, f"Headline metrics (distance: {_point_label(head)})"),
+        ("h", 2, f"Headline metrics (distance: {head_title})"),
         ("table", headline_table(results)),
         ("h", 2, "Distance metrics by point prediction"),
         ("table", points_table(results)),
@@ -552,7 +567,10 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("img", "fig_confusion.png", f"Figure 4. {primary}: row-normalised confusion matrix of the {n_confusion} most frequent "
                                      "true states.", failed.get("fig_confusion.png")),
         ("img", "fig_coverage.png", "Figure 5. State accuracy and median error when abstaining on the least confident users "
-                                    "(models with a constant confidence are not drawn).", failed.get("fig_coverage.png")),
+                                    # the curve needs each user's true state, so at 100% its median can differ from
+                                    # the headline median, which also counts located users without a state
+                                    "with a known true state (models with a constant confidence are not drawn).",
+         failed.get("fig_coverage.png")),
         ("h", 2, f"Per-state results ({primary})"),
         ("p", f"Sorted by number of users; km columns use the {_point_label(head)}. Also in per_state.csv."),
         ("table", pr["per_state"]),
@@ -560,6 +578,8 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("p", "share_of_true = count / users of the true state."),
         ("table", pr["confused_pairs"]),
         ("h", 2, f"Accuracy vs coverage ({primary})"),
+        ("p", "Over the users with a known true state (n (state)), most confident first; median_km uses the "
+              f"{_point_label(head)}."),
         ("table", pr["coverage"]),
         ("h", 2, "Provenance"),
     ]

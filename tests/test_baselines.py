@@ -201,3 +201,12 @@ def test_same_features_peer_takes_every_tfidf_setting_of_the_model():
     np.testing.assert_array_equal(out["tfidf_logreg_same_features"][1], lr.predict_proba(test))
     info = out["tfidf_logreg_same_features"][0].attrs["baseline"]
     assert {k: info[k] for k in model} == model  # what the report shows is what ran
+
+
+def test_a_one_state_training_set_leaves_out_the_classifier_peer_instead_of_failing():
+    """``geoae train`` accepts training users from one state (with a warning); the LR peer cannot be
+    fitted on one class, and its DataError failed the whole ``geoae evaluate`` of such a model."""
+    train, dev, test = corpus({"CA": 30}, 0, "train"), corpus({"CA": 5}, 2, "dev"), corpus(EVAL, 1, "test")
+    out = run_baselines(train, test, dev, same_features={"min_df": 1})
+    assert set(out) == {"majority_state", "median_point"}
+    assert out["majority_state"][2] == ["CA"]

@@ -132,6 +132,18 @@ def test_per_state_table_and_confused_pairs():
     assert not ((cp["true_state"] == cp["pred_state"]).any())
 
 
+def test_top3_ties_are_broken_by_class_order_like_the_predicted_state():
+    # A class prior with ties (the majority baseline's): the predicted state is the first of the
+    # tied top classes, so it must be in the top 3 too; an arbitrary pick among the ties made a
+    # top-1 hit a top-3 miss.
+    counts = [1, 1, 0, 0, 0, 0, 0, 0, 2, 1, 2, 1, 1, 2, 2, 1, 1, 1, 2, 0, 2, 2, 0, 1, 2, 1, 0, 2, 2, 2, 0, 0, 2, 0]
+    classes = [f"S{i:02d}" for i in range(len(counts))]
+    proba = np.array([counts], dtype=float) / sum(counts)
+    first = classes[int(np.argmax(proba))]
+    m = compute_metrics([40.0], [-100.0], [first], [first], [40.0], [-100.0], state_proba=proba, classes=classes)
+    assert m["state_acc"] == 1.0 and m["top3_state_acc"] == 1.0
+
+
 def test_accuracy_vs_coverage():
     correct = np.array([True, True, False, True, False, False, True, False, False, False])
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, np.nan])
@@ -425,6 +437,30 @@ def test_a_transductive_model_scored_on_its_unlabelled_split_gets_a_note(tmp_pat
         notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
         assert any(n.startswith("transductive") for n in notes) == expect, notes
         assert ("idf and pretraining also used the text" in paths["report.md"].read_text()) == expect
+
+
+def test_skipped_baselines_are_noted_in_the_report(tmp_path):
+    pytest.importorskip("geoae.features")
+    d = _documents(tmp_path)
+    docs = pd.read_parquet(d / "documents.parquet")
+    docs.loc[docs["split"] != "test", "state"] = "CA"  # a one-state model: no classifier peer can be fitted
+    docs.to_parquet(d / "documents.parquet")
+    paths = run_evaluate(None, d, tmp_path / "rep", baselines=True, predictor=FakePredictor(), model_name="fake")
+    metrics = json.loads(paths["metrics.json"].read_text())
+    assert set(metrics["models"]) == {"fake", "baseline:majority_state", "baseline:median_point"}
+    assert any("tfidf_logreg" in n and "one state" in n for n in metrics["provenance"]["notes"])
+    # no training users at all: every baseline skipped, said in the report, not only in the log
+    paths = run_evaluate(None, d, tmp_path / "rep2", baselines=True, predictor=FakePredictor(), model_name="fake",
+                         train_splits=["nope"])
+    notes = json.loads(paths["metrics.json"].read_text())["provenance"]["notes"]
+    assert any("baselines skipped" in n for n in notes), notes
+    assert "baselines skipped" in paths["report.md"].read_text()
+    # training users without any label (a data dir prepared for another model): the same, not a DataError
+    docs.loc[docs["split"] == "train", ["state", "lat", "lon"]] = ["", np.nan, np.nan]
+    docs.to_parquet(d / "documents.parquet")
+    paths = run_evaluate(None, d, tmp_path / "rep3", baselines=True, predictor=FakePredictor(), model_name="fake")
+    metrics = json.loads(paths["metrics.json"].read_text())
+    assert set(metrics["models"]) == {"fake"} and any("baselines skipped" in n for n in metrics["provenance"]["notes"])
 
 
 def test_report_directory_inside_the_model_directory_is_refused(tmp_path, monkeypatch, capsys):

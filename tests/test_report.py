@@ -138,3 +138,45 @@ def test_confusion_caption_counts_the_states_drawn(tmp_path):
                                             proba[keep], codes)}
     md = write_report(tmp_path / "rep", r, {"split": "test"})["report.md"].read_text()
     assert "confusion matrix of the 3 most frequent true states" in md
+
+
+def test_headline_caption_does_not_give_the_primary_point_to_every_model(tmp_path):
+    # The baselines' headline is their state-median point while the SDAE's is its regression head:
+    # the section title and the how-to-read line named the SDAE's point for the whole table.
+    results = _results()
+    truth, pdf, proba, codes = _synthetic()
+    results["geoae-sdae"] = evaluate_predictions(truth, pdf.assign(reg_lat=pdf["lat"], reg_lon=pdf["lon"]), proba, codes)
+    results = {"geoae-sdae": results.pop("geoae-sdae"), **results}
+    heads = {n: r["metrics"]["headline_point"] for n, r in results.items()}
+    assert heads == {"geoae-sdae": "regression", "baseline:majority_state": "state_median"}
+    md = write_report(tmp_path / "rep", results, {"split": "test"})["report.md"].read_text()
+    assert "distance: regression head)" not in md and "numbers use the regression head." not in md
+    assert "geoae-sdae: the regression head" in md
+    # one headline point for all: named as before
+    one = {"geoae-sdae": results["geoae-sdae"]}
+    md = write_report(tmp_path / "rep1", one, {"split": "test"})["report.md"].read_text()
+    assert "## Headline metrics (distance: regression head)" in md and "numbers use the regression head." in md
+
+
+def test_coverage_caption_names_its_users(tmp_path):
+    # The coverage curve is over the users with a known true state (it needs their state to score
+    # accuracy), so at 100% its median differs from the headline median over every located user.
+    truth, pdf, proba, codes = _synthetic()
+    truth.loc[:9, "state"] = ""  # ten located users outside the states
+    r = evaluate_predictions(truth, pdf, proba, codes)
+    assert r["coverage"]["n"].iloc[-1] == r["metrics"]["n_state"] < r["metrics"]["n_distance"]
+    md = write_report(tmp_path / "rep", {"geoae-sdae": r}, {"split": "test"})["report.md"].read_text()
+    fig5 = next(line for line in md.splitlines() if line.startswith("_Figure 5."))
+    assert "known true state" in fig5
+
+
+def test_error_cdf_steps_run_from_zero_to_one():
+    # step(x, i/n, where="post") alone drew nothing for one user and, for a few, stopped at the last
+    # error without the final level 1 (nor the rise from 0 at the first error).
+    from geoae.report import _ecdf_steps
+
+    x, y = _ecdf_steps(np.array([77.8]))
+    assert y[0] == 0.0 and y[-1] == 1.0 and x[-1] > 77.8 and x[0] == pytest.approx(77.8)
+    x, y = _ecdf_steps(np.array([300.0, 0.2, 50.0]))  # sorted, errors < 1 km drawn at 1 km
+    assert list(x[:4]) == [1.0, 1.0, 50.0, 300.0] and list(y[:4]) == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    assert y[-1] == 1.0 and x[-1] >= 10000
