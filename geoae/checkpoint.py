@@ -44,7 +44,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
+        # else "invalid device ordinal" at the first tensor moved there, as a traceback
+        raise ConfigError(f"train.device={name!r} but this machine has {n} CUDA device{'s' if n != 1 else ''} "
+                          f"({', '.join(f'cuda:{i}' for i in range(n))})")
+    return device
 
 
 def make_generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:

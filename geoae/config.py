@@ -329,6 +329,9 @@ def validate(cfg: Config) -> Config:
     _check_choice("features.select", f.select, SELECT_RULES)
     if f.ngram_max < 1:
         raise ConfigError(f"features.ngram_max: must be >= 1; got {f.ngram_max}")
+    for key in ("transformer_max_length", "transformer_batch_size"):  # else clamped to 1, or a tokenizer error
+        if getattr(f, key) < 1:
+            raise ConfigError(f"features.{key}: must be >= 1; got {getattr(f, key)}")
     if f.kind == "transformer" and not f.transformer_model:
         raise ConfigError("features.transformer_model: a local model directory is required when features.kind is transformer")
     if not m.hidden:
@@ -389,7 +392,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"finetune.loss_weights.{name}: must be >= 0; got {getattr(w, name)}")
     if w.state == 0 and w.coord == 0:
         raise ConfigError("finetune.loss_weights: state and coord cannot both be 0 (nothing to predict)")
-    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+    # cuda:N with N a number: anything else after "cuda:" is a RuntimeError in torch.device()
+    if t.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", t.device):
         raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N; got {t.device!r}")
     for key, seed in (("data.seed", d.seed), ("train.seed", t.seed)):
         if not 0 <= seed <= MAX_SEED:  # numpy refuses negative seeds; members use seed + offsets
@@ -423,13 +427,46 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives one key twice."""
+
+    def __str__(self) -> str:  # the key and its line: YAML's own form quotes the text twice over
+        return f"{self.problem} (line {self.problem_mark.line + 1})"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping. PyYAML keeps the last one
+    without a word, so a second ``pretrain:`` section silently dropped every setting of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may be overridden: YAML's rule
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if dup:
+                    raise DuplicateKeyError("while constructing a mapping", node.start_mark,
+                                            f"found duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _read_config_file(p: Path) -> dict:
     if p.is_dir():
         raise ConfigError(f"config {p} is a directory; give the path of a YAML file, e.g. configs/default.yaml")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = _yaml_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML/JSON: {' '.join(str(e).split())}") from None
     except UnicodeDecodeError:
@@ -464,7 +501,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"--set {ov!r}: expected section.key=value")
         k, v = ov.split("=", 1)
         try:
-            parsed = yaml.safe_load(v)
+            parsed = _yaml_load(v)
+        except DuplicateKeyError as e:  # not read as a plain string below: that would hide the reason
+            raise ConfigError(f"--set {ov}: {e}") from None
         except yaml.YAMLError:
             parsed = v
         set_dotted(raw, k.strip(), parsed)

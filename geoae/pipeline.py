@@ -24,7 +24,7 @@ import torch
 from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import DEFAULT_CONFIG, Config, load_config
-from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
+from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
@@ -290,6 +290,17 @@ def train(
 
     if stage not in ("pretrain", "finetune", "all"):
         raise GeoaeError(f"--stage must be pretrain, finetune or all; got {stage!r}")
+    if stage == "finetune" and not resume and cfg.pretrain.epochs > 0:
+        # Starting afresh deletes the pretraining checkpoint too, the very one this stage continues from.
+        raise GeoaeError("--no-resume starts the whole run afresh, pretraining included, so it cannot go with "
+                         "--stage finetune, which continues from the pretraining checkpoint: use --stage all "
+                         "--no-resume to start over, or delete the checkpoint/member* (and refit*) directories "
+                         "to fine-tune again from the same pretraining")
+    both = sorted(set(cfg.data.train_splits) & set(cfg.data.dev_splits))
+    if both:  # early stopping would select on the training users themselves (and the refit count them twice).
+        # Here, not in config validation: a model trained so by an earlier version must still load.
+        raise ConfigError(f"data.dev_splits: {both} also in data.train_splits; the dev users choose the epoch "
+                          "and the point kind, so they must be users the model is not trained on")
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
@@ -422,8 +433,10 @@ def train(
     if state is not None:
         restore(state[0], state[1], model, None, gens)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if state is not None else None
-    # A member checkpoint is only valid for the pretrained weights it started from.
-    member_tag = {**tag, "pretrained": state[0]["tensors_sha256"] if state is not None else "none"}
+    # A member checkpoint is only valid for the pretrained weights it started from, and for the dev
+    # users it was early-stopped on (data.dev_splits is outside the config key).
+    member_tag = {**tag, "pretrained": state[0]["tensors_sha256"] if state is not None else "none",
+                  "dev_data": _fingerprint(dev_set.X, dev_set.state, dev_set.coords) if dev_set is not None else "none"}
     members, results = [], []
     with Timer() as t:
         for k in range(cfg.finetune.ensemble):
@@ -442,6 +455,9 @@ def train(
     dev_metrics = (score(ensemble, dev_set, device, ref_median, class_points, cfg.finetune, location)
                    if dev_set is not None else {})
     refit_meta = None
+    if cfg.finetune.refit and dev_set is None:  # a warning, so -q still says the setting did nothing
+        log.warning("finetune.refit: there are no dev users to refit on (data.dev_splits %s has none); the "
+                    "members trained on the training users alone are kept", d.dev_splits)
     if cfg.finetune.refit and dev_set is not None and len(dev_set):
         with Timer() as t:
             ensemble, class_points, refit_meta = _refit(cfg, tr, dv, train_set, dev_set, classes, results, pretrained,
@@ -533,6 +549,8 @@ def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
     saved = docs.parent / "config.json"
     try:
         prepared = json.loads(saved.read_text(encoding="utf-8")).get("data") or {}
+        if not isinstance(prepared, dict):  # hand-edited: as unreadable (it was an AttributeError below)
+            raise ValueError("data is not a mapping")
     except (OSError, ValueError, AttributeError):
         if docs.is_file():
             log.warning("%s: unreadable or absent, so the data settings of %s cannot be checked against this "

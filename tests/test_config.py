@@ -177,3 +177,51 @@ def test_a_config_that_is_not_a_mapping_is_a_config_error(raw):
 def test_a_directory_given_as_config_says_so(tmp_path):
     with pytest.raises(ConfigError, match=r"is a directory; give the path of a YAML file"):
         load_config(tmp_path)
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: a second ``pretrain:`` section dropped
+    every setting of the first (here epochs 3 trained as the default 10)."""
+    p = tmp_path / "c.yaml"
+    p.write_text("pretrain:\n  epochs: 3\nfinetune:\n  epochs: 5\npretrain:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML/JSON: .*duplicate key 'pretrain'"):
+        load_config(p)
+    p.write_text("finetune:\n  epochs: 5\n  epochs: 7\n")
+    with pytest.raises(ConfigError, match="duplicate key 'epochs'"):
+        load_config(p)
+    j = tmp_path / "c.json"
+    j.write_text('{"train": {"seed": 1, "seed": 2}}')
+    with pytest.raises(ConfigError, match="duplicate key 'seed'"):
+        load_config(j)
+    with pytest.raises(ConfigError, match=r"--set finetune\.loss_weights=.*duplicate key 'state'"):
+        load_config(None, ["finetune.loss_weights={state: 1, state: 0}"])
+    # YAML merge keys may still be overridden by the mapping's own keys.
+    p.write_text("pretrain: &b {epochs: 3, lr: 0.01}\nfinetune:\n  <<: *b\n  epochs: 9\n")
+    cfg = load_config(p)
+    assert (cfg.pretrain.epochs, cfg.finetune.epochs, cfg.finetune.lr) == (3, 9, 0.01)
+
+
+@pytest.mark.parametrize("key", ["transformer_max_length", "transformer_batch_size"])
+def test_transformer_sizes_must_be_positive(key):
+    """A zero or negative size validated and was clamped to 1 (batch) or failed in the tokenizer (length)."""
+    with pytest.raises(ConfigError, match=rf"features\.{key}: must be >= 1"):
+        config_from_dict({"features": {key: 0}})
+
+
+def test_a_split_both_trained_and_early_stopped_on_is_refused_by_train_not_by_loading(tmp_path):
+    """Early stopping on the training users themselves, and with finetune.refit each of them twice:
+    refused before training; the config itself still validates, so a model stored with it loads."""
+    from geoae.pipeline import train
+
+    cfg = config_from_dict({"data": {"train_splits": ["train", "x"], "dev_splits": ["train"]}})
+    with pytest.raises(ConfigError, match=r"data\.dev_splits: \['train'\] also in data\.train_splits"):
+        train(cfg, tmp_path / "data", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cuda:", "cuda:-1", "cuda:0x"])
+def test_a_cuda_device_needs_a_number(device):
+    """Passed as cuda:N, then torch.device() raised a RuntimeError traceback on a machine with a GPU."""
+    with pytest.raises(ConfigError, match="train.device: must be auto, cpu, cuda or cuda:N"):
+        config_from_dict({"train": {"device": device}})
+    config_from_dict({"train": {"device": "cuda:1"}})

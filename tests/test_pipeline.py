@@ -440,3 +440,27 @@ def test_auto_point_without_validation_coordinates_is_the_state_median_point(run
     art = json.loads((tmp_path / "t" / "model" / "artifact.json").read_text())
     assert art["config"]["finetune"]["point"] == "auto" and art["meta"]["point"] == "state_median"
     assert "no validation user with coordinates" in caplog.text
+
+
+def test_refit_without_dev_users_says_it_does_nothing(run, tmp_path, caplog):
+    """finetune.refit with no dev users (nothing to add to the training users) was silently skipped."""
+    with caplog.at_level("WARNING", logger="geoae.pipeline"):
+        assert main(["-q", "train", *_sets(TINY), "--set", "finetune.refit=true", "--set", "data.dev_splits=[]",
+                     "-d", str(run / "data"), "-o", str(tmp_path / "t")]) == 0
+    assert "finetune.refit: there are no dev users to refit on" in caplog.text
+    assert json.loads((tmp_path / "t" / "model" / "artifact.json").read_text())["meta"]["refit"] is None
+
+
+@pytest.mark.parametrize("content", ['{"data": ["split"]}', '{"data": "random"}'])
+def test_a_prepared_config_whose_data_is_not_a_mapping_is_a_warning_not_a_traceback(tmp_path, caplog, content):
+    """A hand-edited config.json beside the documents: ``.get`` on a list or string was an AttributeError."""
+    import logging
+
+    from geoae.config import load_config
+    from geoae.pipeline import check_prepared_with
+
+    (tmp_path / "documents.parquet").write_bytes(b"")
+    (tmp_path / "config.json").write_text(content)
+    with caplog.at_level(logging.WARNING, logger="geoae.pipeline"):
+        check_prepared_with(load_config(None), tmp_path, "it")
+    assert "cannot be checked" in caplog.text

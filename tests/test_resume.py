@@ -292,3 +292,39 @@ def test_a_rejected_checkpoint_is_not_read_back_as_the_pretraining_of_a_run_with
     model_a = train(cfg("pretrain.epochs=0"), data, tmp_path / "a")  # same directory, no pretraining
     model_b = train(cfg("pretrain.epochs=0"), data, tmp_path / "b")  # a fresh directory
     assert_same_weights(model_b, model_a)
+
+
+def test_member_checkpoints_are_not_resumed_with_other_dev_users(data, tmp_path):
+    """data.dev_splits is outside the checkpoint's config key and the training users are the same, so
+    the finished members of a run that early-stopped on other dev users were resumed as they were:
+    a model selected on the old dev users, unlike an uninterrupted run with the new setting."""
+    train(cfg(), data, tmp_path / "run")
+    other = cfg("data.dev_splits=[test]")
+    seen, hook = _count_finetune_epochs()
+    resumed = train(other, data, tmp_path / "run", on_epoch_end=hook)
+    assert seen, "members early-stopped on other dev users were resumed"
+    assert_same_weights(train(other, data, tmp_path / "fresh"), resumed)
+
+
+def test_finetune_stage_without_resume_keeps_the_pretraining_and_says_why(data, tmp_path):
+    """--no-resume deleted the pretraining checkpoint --stage finetune continues from, then said
+    "pretraining is not complete" (it had been, a moment before)."""
+    train(cfg(), data, tmp_path, stage="pretrain")
+    before = final_checkpoints(tmp_path)
+    with refused(GeoaeError, r"--no-resume .* --stage finetune", tmp_path):
+        train(cfg(), data, tmp_path, stage="finetune", resume=False)
+    assert final_checkpoints(tmp_path) == before
+    assert not (tmp_path / "model").exists()
+    # Without pretraining there is nothing to keep: fine-tuning afresh is what it asks for.
+    train(cfg("pretrain.epochs=0"), data, tmp_path / "none", stage="finetune", resume=False)
+
+
+def test_a_cuda_device_the_machine_lacks_is_a_config_error(monkeypatch):
+    """cuda:3 on a one-GPU machine failed at the first tensor moved there (invalid device ordinal)."""
+    from geoae.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"train.device='cuda:3' but this machine has 1 CUDA device \(cuda:0\)"):
+        checkpoint_mod.resolve_device("cuda:3")
+    assert checkpoint_mod.resolve_device("cuda:0") == torch.device("cuda:0")
