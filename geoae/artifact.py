@@ -179,6 +179,9 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     d = Path(model_dir)
     if d.is_file() and d.name == INDEX:  # the index file named instead of its directory: what was meant
         d = d.parent
+    if d.is_file():  # e.g. a weight file: "not found" would send the user looking for a missing path
+        hint = f"; did you mean {d.parent}?" if (d.parent / INDEX).is_file() else " (geoae train writes RUN/model)"
+        raise ArtifactError(f"{d} is a file, not a model directory; give the directory that holds {INDEX}{hint}")
     if not d.is_dir():
         raise ArtifactError(f"model directory not found: {d}")
     ip = d / INDEX
@@ -217,7 +220,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
         points_blob = _read_verified(d, files["points"], "points") if "points" in files else None
     except ConfigError as e:
-        raise ArtifactError(f"{ip}: stored config is invalid: {e}") from None
+        raise ArtifactError(f"{ip}: stored config is invalid: {e}{_other_version(idx)}") from None
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{ip}: missing or malformed field ({e!r}); the artifact is damaged") from None
     try:
@@ -247,7 +250,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         try:
             featurizer = featurizer_from_state(idx["featurizer"], arrays)
         except ArtifactError as e:
-            raise ArtifactError(f"{ip}: {e}") from None
+            raise ArtifactError(f"{ip}: {e}{_other_version(idx)}") from None
         n_feat = getattr(featurizer, "n_features_", n_features)
         if n_feat != n_features:
             raise ValueError(f"the featurizer makes {n_feat} features, the model takes n_features={n_features}")
@@ -276,6 +279,15 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     model.to(dev).eval()
     return Artifact(config=cfg, model=model, featurizer=featurizer, classes=classes, state_points=points,
                     meta=meta, location=location)
+
+
+def _other_version(idx: dict) -> str:
+    """A config or featurizer state this version cannot read most often comes from a model saved by
+    another geoae version (a key added or removed since): say so, or the message reads as damage."""
+    wrote = idx.get("geoae_version")
+    if wrote == __version__:
+        return ""
+    return f" (the model was written by geoae {wrote}; this is geoae {__version__}: use that version or re-train the model)"
 
 
 class _WeightsMismatch(Exception):
@@ -358,6 +370,10 @@ def torch_device(device: str | torch.device) -> torch.device:
         raise GeoaeError(f"--device {device!r}: not a device name ({e}); use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GeoaeError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (n := torch.cuda.device_count()):
+        # Otherwise torch fails later, moving the model, with "invalid device ordinal" and a traceback.
+        raise GeoaeError(f"--device {device}: this machine has {n} CUDA GPU{'s' if n != 1 else ''} "
+                         f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of those or --device cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise GeoaeError(f"--device {device}: MPS is not available on this machine; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):

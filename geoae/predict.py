@@ -48,7 +48,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from geoae.artifact import Artifact, load_artifact
+from geoae.artifact import INDEX, Artifact, load_artifact
 from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
@@ -243,8 +243,10 @@ class _Writer:
         if self._pq is not None:
             self._pq.close()
         if ok:
-            if self._first and self.fmt == "parquet":
-                pd.DataFrame(columns=OUTPUT_COLUMNS).to_parquet(self.tmp, index=False)
+            if self._first and self.fmt == "parquet":  # the schema of a file with rows, not all-null columns
+                import pyarrow.parquet as pq
+
+                pq.write_table(_arrow_schema().empty_table(), self.tmp)
             os.replace(self.tmp, self.path)
         elif self.tmp.exists():
             if self._first:  # nothing was written (e.g. the input was missing)
@@ -254,10 +256,12 @@ class _Writer:
             log.warning("partial output left at %s", self.tmp)
 
 
-def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: str = "output") -> Path:
+def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: str = "output",
+                       model_dir: str | Path | None = None) -> Path:
     """Refuse an output path that would destroy data or cannot be a file, before any work is done:
     an existing directory or non-regular file (a device, ``/dev/stdout``: the output is renamed into
-    place), or one of the inputs itself."""
+    place), one of the inputs itself, or a file of the model (``model_dir``: ``artifact.json`` is a
+    ``.json`` path, which the JSON lines writer takes)."""
     if str(output) == "-":  # the usual "stdout" spelling: the output is written whole, then renamed into place
         raise GeoaeError(f"{what} '-' (standard output) is not supported: the result is written to a file and renamed "
                          "into place when complete; give a file path, e.g. -o predictions.csv")
@@ -273,7 +277,43 @@ def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: s
                 same = False
             if same:
                 raise GeoaeError(f"{what} {out} is also an input; writing it would destroy the input: give another path")
+        if model_dir is not None and any(_same_file(f, out) for f in _model_files(model_dir)):
+            raise GeoaeError(f"{what} {out} is a file of the model {model_dir}; writing it would destroy the model: "
+                             "give another path")
     return check_writable(out, what, directory=False)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _model_files(model_dir: str | Path) -> list[Path]:
+    """The files of a model directory (``load_artifact`` also takes its ``artifact.json``)."""
+    d = Path(model_dir)
+    if d.is_file() and d.name == INDEX:
+        d = d.parent
+    try:
+        return [p for p in d.iterdir() if p.is_file()]
+    except OSError:  # no such directory: the model load says so
+        return []
+
+
+def check_distinct_inputs(inputs: Iterable[str | Path]) -> None:
+    """Refuse a file given twice (``-i a.txt ./a.txt``, overlapping globs): its users would each be
+    predicted twice, as users split over two files are (see ``iter_documents``)."""
+    seen: dict[tuple[int, int], str] = {}
+    for p in inputs:
+        try:
+            st = os.stat(p)
+        except OSError:  # an input that does not exist is reported by the reader
+            continue
+        if (key := (st.st_dev, st.st_ino)) in seen:
+            raise GeoaeError(f"input {p} is given twice (also as {seen[key]}): every user in it would be predicted "
+                             "twice; give each file once")
+        seen[key] = str(p)
 
 
 def output_format(path: str | Path, fmt: str | None = None) -> str:
@@ -374,11 +414,15 @@ def read_ahead_process(paths: list[str], fmt: str, chunksize: int, log: RecordLo
             try:
                 kind, payload = q.get(timeout=1.0)
             except queue.Empty:
-                if not proc.is_alive():
-                    raise GeoaeError(f"the reader process stopped without finishing (exit code {proc.exitcode}); rerun "
-                                     "with --reader thread (reader='thread') to read in this process; a script calling "
-                                     "predict_files needs its top-level code under if __name__ == '__main__':") from None
-                continue
+                if proc.is_alive():
+                    continue
+                try:  # it may have put its last message and exited between that timeout and the check
+                    kind, payload = q.get(timeout=1.0)
+                except queue.Empty:
+                    raise GeoaeError(f"the reader process stopped without finishing (exit code {proc.exitcode}); "
+                                     "rerun with --reader thread (reader='thread') to read in this process; a script "
+                                     "calling predict_files needs its top-level code under if __name__ == '__main__':"
+                                     ) from None
             if kind == "chunk":
                 yield payload
             elif kind == "done":
@@ -477,10 +521,13 @@ def _worker_predict(docs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _model_record(model_dir: str | Path) -> dict:
-    """Which model made a prediction run: its directory and its files' sha256 (from the verified index)."""
+    """Which model made a prediction run: its directory and its files' sha256 (from the verified index;
+    read right after loading it, not after the run, when a training run may have replaced it)."""
     rec: dict = {"dir": str(model_dir)}
+    d = Path(model_dir)
     try:
-        idx = json.loads((Path(model_dir) / "artifact.json").read_text(encoding="utf-8"))
+        # -m may name the index file itself, as load_artifact accepts
+        idx = json.loads((d if d.is_file() else d / INDEX).read_text(encoding="utf-8"))
         rec["files"] = {role: {"name": f["name"], "sha256": f["sha256"]} for role, f in idx["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # already verified by the load: best effort
         pass
@@ -524,7 +571,8 @@ def predict_files(
     The same ``__main__`` rule as for the reader process applies to scripts.
     """
     inputs = [str(p) for p in inputs]  # read twice below: a generator would be used up
-    out_path = check_output_paths(output, inputs)
+    check_distinct_inputs(inputs)
+    out_path = check_output_paths(output, inputs, model_dir=model_dir)
     ofmt = output_format(out_path, output_format_name)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise GeoaeError(f"--top-k must be a whole number >= 1; got {top_k!r}")
@@ -540,6 +588,7 @@ def predict_files(
     # Load (and verify) the model here even with workers: a corrupted or missing model is then
     # one clear error before any worker starts, not a broken pool.
     predictor = load_predictor(model_dir, device=device, top_k=top_k, half=half)
+    model_record = _model_record(model_dir)
     if workers > 1:
         predictor = None  # each worker loads its own; this process only reads and writes
         if reader == "auto":
@@ -621,7 +670,7 @@ def predict_files(
         writer.close(ok)
     secs = time.perf_counter() - t0
     summary = {
-        "model": _model_record(model_dir),
+        "model": model_record,
         "inputs": [{"path": str(p), "bytes": _size(p)} for p in paths],
         "output": str(out_path),
         "users_in": users_in,
@@ -667,7 +716,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         # The output first: it may exist already (a rerun), and is then not "an input".
         if Path(args.summary).resolve() == Path(args.output).resolve():
             raise GeoaeError("--summary and --output name the same file; give the summary its own path")
-        check_output_paths(args.summary, [*args.input, args.output], "--summary")
+        check_output_paths(args.summary, [*args.input, args.output], "--summary", model_dir=args.model)
     summary = predict_files(
         args.model, args.input, args.output, fmt=args.format, output_format_name=args.output_format,
         chunksize=args.chunksize, on_bad_record=args.on_bad_record, device=args.device, top_k=args.top_k,

@@ -171,6 +171,13 @@ def test_missing_index_and_missing_dir(model_dir, tmp_path):
         load_artifact(model_dir)
 
 
+def test_a_model_path_that_is_a_file_says_so(model_dir):
+    """A weight file (or any file) given as the model directory was reported as 'not found'."""
+    weights = _weights(model_dir)
+    with refused(ArtifactError, r"is a file, not a model directory.*give the directory", model_dir.parent):
+        load_artifact(weights)
+
+
 def test_corrupted_index_json_is_refused(model_dir):
     text = (model_dir / INDEX).read_text()
     (model_dir / INDEX).write_text(text[: len(text) // 2])
@@ -191,6 +198,24 @@ def test_unknown_config_key_in_artifact_is_refused(model_dir):
     idx["config"]["model"]["bogus_knob"] = 3
     _write_index(model_dir, idx)
     with refused(ArtifactError, "bogus_knob", model_dir.parent):
+        load_artifact(model_dir)
+
+
+def test_config_keys_of_another_geoae_version_name_both_versions(model_dir):
+    """A model written by another geoae version whose config has a key this one does not know: the
+    message said only 'stored config is invalid', which reads as a damaged artifact."""
+    idx = _index(model_dir)
+    idx["config"]["model"]["knob_of_a_later_version"] = 3
+    idx["geoae_version"] = "99.0.0"
+    _write_index(model_dir, idx)
+    with refused(ArtifactError, r"knob_of_a_later_version.*geoae 99\.0\.0.*" + re.escape(geoae.__version__),
+                 model_dir.parent):
+        load_artifact(model_dir)
+    idx = _index(model_dir)  # the same for a featurizer setting
+    del idx["config"]["model"]["knob_of_a_later_version"]
+    idx["featurizer"]["params"]["knob_of_a_later_version"] = 3
+    _write_index(model_dir, idx)
+    with refused(ArtifactError, r"featurizer.*knob_of_a_later_version.*geoae 99\.0\.0", model_dir.parent):
         load_artifact(model_dir)
 
 
@@ -495,3 +520,16 @@ def test_saving_over_a_hostile_index_deletes_nothing_outside_the_directory(model
 def test_an_empty_model_path_is_not_the_working_directory():
     with pytest.raises(ArtifactError, match=r"the model path is empty"):
         load_artifact("")
+
+
+def test_a_cuda_device_number_this_machine_does_not_have_is_one_clear_error(monkeypatch):
+    """--device cuda:1 on a one-GPU machine passed the check and failed later in torch with a traceback
+    (RuntimeError: invalid device ordinal)."""
+    from geoae.artifact import torch_device
+    from geoae.errors import GeoaeError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert torch_device("cuda:0") == torch.device("cuda:0") and torch_device("cuda") == torch.device("cuda")
+    with pytest.raises(GeoaeError, match=r"--device cuda:1: this machine has 1 CUDA GPU \(cuda:0\)"):
+        torch_device("cuda:1")

@@ -467,6 +467,57 @@ def test_process_reader_stops_when_the_consumer_stops(users_file):
     assert not [p for p in mp.active_children() if p.name == "geoae-read"]
 
 
+def test_process_reader_that_finished_during_a_queue_timeout_is_not_a_failure(monkeypatch):
+    """The reader process may put its last message and exit between the parent's queue timeout and
+    its is_alive() check: that was reported as 'the reader process stopped without finishing'."""
+    import multiprocessing
+    import queue
+
+    from geoae.errors import RecordLog
+    from geoae.predict import read_ahead_process
+
+    chunk = pd.DataFrame({"user_id": ["u"], "text": ["hi"], "n_tweets": [1]})
+
+    class Q:  # the messages arrive just after each get has timed out
+        def __init__(self, *a, **k):
+            self.items, self.late = [("chunk", chunk), ("done", (RecordLog(), 12.5))], True
+
+        def get(self, timeout=None):
+            self.late = not self.late
+            if not self.late:
+                raise queue.Empty
+            return self.items.pop(0)
+
+        def close(self):
+            pass
+
+        def cancel_join_thread(self):
+            pass
+
+    class Proc:  # and the process has exited by then
+        exitcode = 0
+
+        def __init__(self, *a, **k):
+            pass
+
+        def start(self):
+            pass
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+
+    class Ctx:
+        Queue, Process = Q, Proc
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: Ctx())
+    stats: dict = {}
+    got = list(read_ahead_process(["x"], "auto", 5, RecordLog(), stats=stats))
+    assert len(got) == 1 and got[0] is chunk and stats == {"reader_peak_rss_mb": 12.5}
+
+
 def test_worker_processes_write_what_one_process_writes(model, users_file, tmp_path):
     from geoae.predict import predict_files
 
@@ -525,6 +576,70 @@ def test_output_paths_that_would_destroy_data_are_refused_before_work(model, use
         assert msg in err and err.count("\n") == 1, err
     assert src.read_bytes() == before
     assert not list(tmp_path.glob(".*partial"))  # nothing was started, nothing left behind
+
+
+def test_an_input_given_twice_or_a_model_file_as_output_is_refused_before_work(model, users_file, tmp_path, capsys):
+    """The same file twice (however spelt) predicted every user twice; an output or summary naming a
+    file of the model (artifact.json, a weight file) overwrote the model."""
+    import shutil
+
+    mdir = Path(shutil.copytree(model, tmp_path / "model"))
+    before = {p.name: p.read_bytes() for p in mdir.iterdir()}
+    weights = next(mdir.glob("model-*.safetensors"))
+    src = Path(shutil.copy(users_file, tmp_path / "in.txt"))
+    out = tmp_path / "p.csv"
+    cases = [
+        (["-i", str(src), str(src), "-o", str(out)], "given twice"),
+        (["-i", str(src), str(tmp_path / "." / "in.txt"), "-o", str(out)], "given twice"),
+        (["-i", str(src), "-o", str(mdir / "artifact.json")], "is a file of the model"),
+        (["-i", str(src), "-o", str(weights), "--output-format", "csv"], "is a file of the model"),
+        (["-i", str(src), "-o", str(out), "--summary", str(mdir / "artifact.json")], "is a file of the model"),
+    ]
+    for args in cases:
+        assert main(["-q", "predict", "-m", str(mdir), *args[0]]) == 2, args
+        err = capsys.readouterr().err
+        assert args[1] in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in mdir.iterdir()} == before
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_summary_names_the_model_it_loaded(model, users_file, tmp_path, monkeypatch):
+    """The summary's model files were read again from the model directory after the run: missing when
+    -m named artifact.json (a path load_artifact accepts), and another model's if it was re-saved meanwhile."""
+    import shutil
+
+    import geoae.predict as predict_mod
+
+    mdir = Path(shutil.copytree(model, tmp_path / "model"))
+    want = {r: {"name": f["name"], "sha256": f["sha256"]}
+            for r, f in json.loads((mdir / "artifact.json").read_text())["files"].items()}
+    summary = tmp_path / "s.json"
+    assert main(["-q", "predict", "-m", str(mdir / "artifact.json"), "-i", str(users_file), "-o", str(tmp_path / "p.csv"),
+                 "--summary", str(summary)]) == 0
+    assert json.loads(summary.read_text())["model"]["files"] == want
+    real = predict_mod.document_chunks
+
+    def resaved_meanwhile(*a, **k):  # another training run replaces the model while this one predicts
+        idx = json.loads((mdir / "artifact.json").read_text())
+        idx["files"]["model"]["sha256"] = "0" * 64
+        (mdir / "artifact.json").write_text(json.dumps(idx))
+        return real(*a, **k)
+
+    monkeypatch.setattr(predict_mod, "document_chunks", resaved_meanwhile)
+    assert main(["-q", "predict", "-m", str(mdir), "-i", str(users_file), "-o", str(tmp_path / "p2.csv"),
+                 "--summary", str(summary)]) == 0
+    assert json.loads(summary.read_text())["model"]["files"] == want
+
+
+def test_parquet_output_with_no_rows_has_the_column_types_of_one_with_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from geoae.predict import _Writer, _arrow_schema
+
+    out = tmp_path / "none.parquet"
+    _Writer(out, "parquet").close(ok=True)
+    assert pq.read_schema(out).remove_metadata() == _arrow_schema()  # not 18 columns of type null
+    assert pd.read_parquet(out).columns.tolist() == OUTPUT_COLUMNS
 
 
 def test_summary_naming_an_existing_output_says_same_file(model, users_file, tmp_path, capsys):
