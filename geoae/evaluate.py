@@ -27,6 +27,16 @@ every report):
   on its validation users (``Predictor.point_``), and the state-median point
   (the protocol's) for baselines.
 
+* **Calibration** of the state probabilities (models with class probabilities):
+  whether a user labelled with probability 0.6 is right 6 times in 10, which is
+  what a threshold on ``confidence`` relies on. Over users with a known true
+  state and a state prediction: ``state_ece``, the expected calibration error
+  of the top state's probability (10 equal-width bins, Guo et al. 2017);
+  ``state_nll``, the mean negative log-probability of the true state, and
+  ``state_brier``, the multi-class Brier score, both over the users whose true
+  state is one of the model's classes (no probability can be right for the
+  others; ``calibration.n_unseen_state`` counts them).
+
 Accuracies are fractions in [0, 1]; every value is a plain Python float/int
 or ``None`` so the dict is JSON-able as is.
 """
@@ -51,6 +61,8 @@ from geoae.labels import region_of, state_codes
 log = logging.getLogger(__name__)
 
 ACC_KM = 161.0
+CALIBRATION_BINS = 10
+NLL_FLOOR = 1e-15  # a probability of exactly 0 (float underflow) costs -log(1e-15) = 34.5, not infinity
 PERCENTILES = (10, 25, 50, 75, 90)
 POINTS = {
     # point kind -> (lat column, lon column, human description)
@@ -126,6 +138,61 @@ def topk_hits(true_state, proba: np.ndarray, classes: Sequence[str], k: int = 3)
 # --------------------------------------------------------------------------- metrics
 
 
+def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_state=None,
+                n_bins: int = CALIBRATION_BINS) -> dict:
+    """How far a model's state probabilities can be taken at their word (see the module doc).
+
+    Users without a known true state are left out; so are users without a state prediction
+    (``pred_state`` empty: the model abstained, e.g. on an empty text) and rows without
+    probability mass (a user missing from the predictions), counted in ``n_no_probability``:
+    they carry no confidence to check. The predicted state is the arg-max class (ties: the earlier
+    class, as everywhere). Returns plain floats (``None`` where no user is left) and ``bins``:
+    per equal-width bin of the top probability, its users, their mean top probability and the
+    share of them whose state is right.
+    """
+    true = _codes(true_state)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[0] != true.shape[0] or proba.shape[1] != len(classes):
+        raise ValueError(f"state_proba has shape {proba.shape}, expected ({true.shape[0]}, {len(classes)}) (users x classes)")
+    p = np.where(np.isfinite(proba), proba, 0.0)
+    usable = (true != "") & (p.sum(axis=1) > 0)
+    if pred_state is not None:
+        usable &= _codes(pred_state, true.shape[0]) != ""
+    out: dict[str, Any] = {"n": int(usable.sum()), "n_no_probability": int(((true != "") & ~usable).sum()),
+                           "ece": None, "nll": None, "brier": None, "n_scored": 0, "n_unseen_state": 0, "bins": []}
+    if not usable.any():
+        return out
+    p, true = p[usable], true[usable]
+    cls = np.asarray([str(c) for c in classes], dtype=object)
+    top = p.argmax(axis=1)
+    conf = p[np.arange(len(p)), top]
+    right = cls[top] == true
+    # Bin by the top probability; 1.0 goes into the last bin, not a bin of its own.
+    which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        inb = which == b
+        k = int(inb.sum())
+        row = {"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": k, "confidence": None, "accuracy": None}
+        if k:
+            row["confidence"], row["accuracy"] = float(conf[inb].mean()), float(right[inb].mean())
+            ece += k / len(p) * abs(row["accuracy"] - row["confidence"])
+        out["bins"].append(row)
+    out["ece"] = float(ece)
+    index = {c: i for i, c in enumerate(cls.tolist())}
+    col = np.array([index.get(t, -1) for t in true.tolist()], dtype=np.int64)
+    seen = col >= 0
+    out["n_unseen_state"] = int((~seen).sum())
+    out["n_scored"] = int(seen.sum())
+    if seen.any():
+        ps, cs = p[seen], col[seen]
+        pt = ps[np.arange(len(ps)), cs]
+        out["nll"] = float(np.mean(-np.log(np.maximum(pt, NLL_FLOOR))))
+        # sum_c (p_c - y_c)^2 = sum_c p_c^2 - 2 p_true + 1
+        out["brier"] = float(np.mean((ps ** 2).sum(axis=1) - 2.0 * pt + 1.0))
+    return out
+
+
 def compute_metrics(
     true_lat,
     true_lon,
@@ -176,8 +243,11 @@ def compute_metrics(
         if pred_state is not None:
             hits &= pstate != ""
         m["top3_state_acc"] = float(np.mean(hits[known]))
+        cal = calibration(tstate, state_proba, classes, pstate if pred_state is not None else None)
+        m.update(state_ece=cal["ece"], state_nll=cal["nll"], state_brier=cal["brier"], calibration=cal)
     else:
         m["top3_state_acc"] = None
+        m.update(state_ece=None, state_nll=None, state_brier=None, calibration=None)
 
     err = error_km(tlat, tlon, plat, plon)
     has_truth = valid_coordinates(tlat, tlon)
@@ -387,7 +457,8 @@ def evaluate_predictions(
         )
         errors[kind] = error_km(truth["lat"].to_numpy(np.float64), truth["lon"].to_numpy(np.float64), plat, plon)
         if base is None:
-            base = {k: m[k] for k in ("n_users", "n_state", "n_no_state_prediction", "state_acc", "region_acc", "top3_state_acc")}
+            base = {k: m[k] for k in ("n_users", "n_state", "n_no_state_prediction", "state_acc", "region_acc", "top3_state_acc",
+                                      "state_ece", "state_nll", "state_brier", "calibration")}
         points[kind] = {"description": desc, **{k: v for k, v in m.items() if k not in base}}
 
     metrics = dict(base or {})
@@ -650,7 +721,8 @@ def print_summary(paths: dict) -> None:
 
     for name, m in metrics["models"].items():
         print(f"{name:{width}s} state acc {show(m.get('state_acc'), '.3f')}  median {show(m.get('median_km'), '.1f', ' km')}"
-              f"  Acc@161 {show(m.get('acc_at_161'), '.3f')}")
+              f"  Acc@161 {show(m.get('acc_at_161'), '.3f')}"
+              + (f"  ECE {show(m['state_ece'], '.3f')}" if m.get("state_ece") is not None else ""))
     for note in (metrics.get("provenance") or {}).get("notes") or []:
         print(f"note: {note}")
     print(f"report: {paths['report.html']}")

@@ -8,7 +8,8 @@
   base64 PNG data URIs, inline CSS, no scripts, nothing fetched);
 * PNG figures: error CDF of all models, a map of true vs predicted points, a
   per-state accuracy map, a row-normalised confusion matrix of the most
-  frequent states, and accuracy vs coverage;
+  frequent states, accuracy vs coverage, and the reliability of the state
+  probabilities;
 * CSV tables: ``per_state.csv``, ``confused_pairs.csv``, ``coverage.csv`` and
   ``predictions.csv`` of the primary model (the first non-baseline model).
 
@@ -52,6 +53,7 @@ FIGURES = {
     "fig_map_state_accuracy.png": "Per-state accuracy",
     "fig_confusion.png": "Confusion matrix (most frequent states)",
     "fig_coverage.png": "Accuracy vs coverage",
+    "fig_calibration.png": "Reliability of the state probabilities",
 }
 
 POINT_LABELS = {
@@ -329,6 +331,51 @@ def fig_coverage(results: dict[str, dict]) -> bytes:
     return _png(fig)
 
 
+def fig_calibration(results: dict[str, dict]) -> bytes:
+    """Reliability diagram: per bin of the top state probability, the share of users whose state
+    is right against their mean top probability (on the diagonal: the probabilities mean what
+    they say), and below it how many users each bin holds."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.4, 7.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a1.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfectly calibrated")
+    drawn = 0
+    for name, r in results.items():
+        cal = r["metrics"].get("calibration")
+        if not cal or not cal.get("n"):
+            continue
+        bins = [b for b in cal["bins"] if b["n"]]
+        ece = cal.get("ece")
+        line, = a1.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", ms=4,
+                        label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
+        a2.plot([(b["lo"] + b["hi"]) / 2 for b in cal["bins"]], [b["n"] for b in cal["bins"]], marker="o", ms=3,
+                color=line.get_color())
+        drawn += 1
+    a1.set_ylabel("share of users whose state is right")
+    a1.set_title("Reliability of the top state probability", fontsize=10)
+    a1.set_xlim(0, 1)
+    a1.set_ylim(0, 1)
+    a1.grid(True, alpha=0.3)
+    a1.legend(fontsize=7, loc="upper left")
+    if not drawn:
+        a1.text(0.5, 0.5, "no model with state probabilities", ha="center")
+    a2.set_xlabel("top state probability (bin)")
+    a2.set_ylabel("users")
+    a2.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def calibration_table(results: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for name, r in results.items():
+        cal = r["metrics"].get("calibration")
+        if not cal:
+            continue
+        rows.append({"model": name, "ECE": cal.get("ece"), "NLL": cal.get("nll"), "Brier": cal.get("brier"),
+                     "n": cal.get("n"), "n (NLL, Brier)": cal.get("n_scored"),
+                     "true state not a class": cal.get("n_unseen_state")})
+    return pd.DataFrame(rows, columns=["model", "ECE", "NLL", "Brier", "n", "n (NLL, Brier)", "true state not a class"])
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -488,6 +535,7 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         "fig_map_state_accuracy.png": lambda: fig_map_state_accuracy(pr, primary),
         "fig_confusion.png": lambda: fig_confusion(pr, primary),
         "fig_coverage.png": lambda: fig_coverage(results),
+        "fig_calibration.png": lambda: fig_calibration(results),
     }
     for fname, make in makers.items():
         try:
@@ -571,6 +619,16 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
                                     # the headline median, which also counts located users without a state
                                     "with a known true state (models with a constant confidence are not drawn).",
          failed.get("fig_coverage.png")),
+        ("img", "fig_calibration.png", "Figure 6. Reliability of the state probabilities: per bin of the top state "
+                                       "probability (width 0.1), the share of users whose predicted state is right against "
+                                       "the bin's mean probability; on the dashed diagonal a probability of 0.6 is right 6 "
+                                       "times in 10. Below: users per bin.", failed.get("fig_calibration.png")),
+        ("h", 2, "Calibration of the state probabilities"),
+        ("p", "Over the users with a known true state and a state prediction. ECE = expected calibration error of the top "
+              "state's probability (10 equal-width bins: the users-weighted mean gap between a bin's accuracy and its mean "
+              "probability; 0 is perfect). NLL = mean -log p(true state) and Brier = mean sum over states of (p - 1[true])², "
+              "both over the users whose true state is one of the model's classes; lower is better for all three."),
+        ("table", calibration_table(results)),
         ("h", 2, f"Per-state results ({primary})"),
         ("p", f"Sorted by number of users; km columns use the {_point_label(head)}. Also in per_state.csv."),
         ("table", pr["per_state"]),

@@ -475,3 +475,64 @@ def test_report_directory_inside_the_model_directory_is_refused(tmp_path, monkey
                      "--no-baselines"]) == 2
         assert "inside the model directory" in capsys.readouterr().err
     assert list((tmp_path / "model").iterdir()) == []
+
+
+def test_calibration_of_calibrated_and_overconfident_probabilities():
+    from geoae.evaluate import calibration
+
+    rng = np.random.default_rng(0)
+    classes = ["CA", "NY", "TX"]
+    n = 20000
+    # Top probability c in {0.4, 0.7, 0.95}; the top class is right with probability c exactly.
+    c = rng.choice([0.4, 0.7, 0.95], n)
+    proba = np.c_[c, (1 - c) / 2, (1 - c) / 2]
+    truth = np.where(rng.random(n) < c, "CA", np.where(rng.random(n) < 0.5, "NY", "TX"))
+    cal = calibration(truth, proba, classes)
+    assert cal["n"] == n and cal["ece"] < 0.015
+    assert [b["n"] for b in cal["bins"]][4] > 0 and cal["bins"][9]["confidence"] == pytest.approx(0.95)
+    # The same users with every top probability pushed to 0.99: off by the mean gap.
+    over = np.c_[np.full(n, 0.99), np.full(n, 0.005), np.full(n, 0.005)]
+    cal_over = calibration(truth, over, classes)
+    right = (truth == "CA").mean()
+    assert cal_over["ece"] == pytest.approx(0.99 - right, abs=1e-12)
+    # NLL and Brier by their definitions (sklearn's log_loss agrees on the NLL).
+    from sklearn.metrics import log_loss
+
+    assert cal["nll"] == pytest.approx(log_loss(truth, proba, labels=classes), rel=1e-9)
+    onehot = (np.asarray(classes)[None, :] == truth[:, None]).astype(float)
+    assert cal["brier"] == pytest.approx(((proba - onehot) ** 2).sum(1).mean(), rel=1e-9)
+
+
+def test_calibration_leaves_out_and_counts_what_it_cannot_score():
+    from geoae.evaluate import calibration
+
+    classes = ["CA", "NY"]
+    truth = ["CA", "NY", "", "WA", "CA", "NY"]
+    proba = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.8, 0.2], [0.0, 0.0], [0.3, 0.7]])
+    pred = ["CA", "CA", "CA", "CA", "", ""]  # the last user abstained (empty text)
+    cal = calibration(truth, proba, classes, pred)
+    # no true state: left out; no probability mass or no prediction: left out and counted
+    assert cal["n"] == 3 and cal["n_no_probability"] == 2
+    # WA is no class: in the ECE (its top state is a miss), not in NLL/Brier
+    assert cal["n_unseen_state"] == 1 and cal["n_scored"] == 2
+    assert cal["bins"][9]["n"] == 1  # a probability of 1.0 is in the last bin
+    assert cal["nll"] == pytest.approx((-np.log(1.0) - np.log(0.5)) / 2)
+    # tie in the second user: the earlier class (CA) is the prediction, right is NY
+    assert cal["ece"] == pytest.approx((abs(1 - 1.0) + abs(0 - 0.5) + abs(0 - 0.8)) / 3)
+    # a probability of exactly 0 for the true state is finite
+    assert np.isfinite(calibration(["NY"], np.array([[1.0, 0.0]]), classes)["nll"])
+    empty = calibration(["", ""], np.array([[0.5, 0.5], [0.5, 0.5]]), classes)
+    assert empty["n"] == 0 and empty["ece"] is None and empty["nll"] is None
+
+
+def test_metrics_carry_calibration_only_for_models_with_probabilities():
+    truth = TRUTH.copy()
+    pred = _pred()
+    classes = ["CA", "IL", "NY", "TX"]
+    proba = np.full((len(pred), 4), 0.25)
+    with_p = evaluate_predictions(truth, pred, proba, classes)["metrics"]
+    assert with_p["state_ece"] is not None and with_p["calibration"]["n"] == 4
+    assert with_p["state_nll"] == pytest.approx(np.log(4))
+    assert "state_ece" not in with_p["points"]["state_median"]  # once per model, not per point
+    without = evaluate_predictions(truth, pred)["metrics"]
+    assert without["state_ece"] is None and without["calibration"] is None

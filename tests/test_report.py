@@ -180,3 +180,14 @@ def test_error_cdf_steps_run_from_zero_to_one():
     x, y = _ecdf_steps(np.array([300.0, 0.2, 50.0]))  # sorted, errors < 1 km drawn at 1 km
     assert list(x[:4]) == [1.0, 1.0, 50.0, 300.0] and list(y[:4]) == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
     assert y[-1] == 1.0 and x[-1] >= 10000
+
+
+def test_calibration_section_lists_the_models_with_probabilities(tmp_path):
+    results = _results()
+    paths = write_report(tmp_path / "rep", results)
+    md = paths["report.md"].read_text()
+    section = md.split("## Calibration of the state probabilities", 1)[1].split("\n## ", 1)[0]
+    ece = results["geoae-sdae"]["metrics"]["state_ece"]
+    assert ece is not None and f"| geoae-sdae | {ece:.3f} |" in section
+    assert "baseline:majority_state" not in section  # no probabilities given to it here: nothing to check
+    assert "fig_calibration.png" in md and "Figure 6" in md
