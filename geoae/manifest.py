@@ -52,7 +52,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def check_writable(path: str | Path, what: str, *, directory: bool) -> Path:
     """Refuse, before any work is done, an output that cannot be created: a file where a directory
-    must be (``path`` itself when it is a directory, or one of its parents), or a place this process
+    must be (``path`` itself when it is a directory, or one of its parents), a directory where a file
+    must be (``path`` itself when it is not), or a place this process
     cannot write to (no permission, a read-only or virtual file system such as /proc). Creates
     nothing: a refused command leaves no directory behind. Returns ``path`` as a ``Path``."""
     from geoae.errors import GeoaeError
@@ -60,6 +61,8 @@ def check_writable(path: str | Path, what: str, *, directory: bool) -> Path:
     p = Path(path)
     if directory and p.exists() and not p.is_dir():
         raise GeoaeError(f"{what} {p}: is a file; it must be a directory (new or existing)")
+    if not directory and p.is_dir():
+        raise GeoaeError(f"{what} {p}: is a directory; give the name of a file to write")
     a = p if directory else p.parent
     while not a.exists() and a != a.parent:  # the nearest part of the path that exists
         a = a.parent

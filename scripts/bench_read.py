@@ -78,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     from geoae.manifest import check_writable
 
     if args.save:  # refused now, not after the timed runs
-        if Path(args.save).is_dir():
-            ap.error(f"--save {args.save}: is a directory; give a parquet file name")
         try:
             check_writable(args.save, "--save", directory=False)
         except GeoaeError as e:

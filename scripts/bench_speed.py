@@ -435,10 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = list(args.set) + (QUICK_SETS if args.quick else [])
     lr_c = args.lr_c or ("10" if args.quick else "grid")
     # Refused now, as one line, rather than after minutes of measured steps (the results JSON is
-    # written last) or as a traceback.
-    if out_json.is_dir():
-        raise SystemExit(f"--out {out_json}: is a directory; give the results JSON file name")
-    # Likewise a --model that is not a model (unless it is RUN_DIR/train/model, which this run trains).
+    # written last) or as a traceback: a --model that is not a model (unless it is
+    # RUN_DIR/train/model, which this run trains), an --out or --run-dir that cannot be written.
     if (args.model and Path(args.model).resolve() != (run / "train" / "model").resolve()
             and not (Path(args.model) / "artifact.json").is_file()):
         raise SystemExit(f"--model {args.model}: no artifact.json; not a geoae model directory")

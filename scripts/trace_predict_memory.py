@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     from geoae.manifest import atomic_write_text, check_writable
 
     # Refused before the run (the trace of a large input takes minutes), and as one line.
-    if Path(args.out).is_dir():
-        ap.error(f"--out {args.out}: is a directory; give a JSON file name")
     try:
         check_writable(args.out, "--out", directory=False)
     except GeoaeError as e:

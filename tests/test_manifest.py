@@ -32,6 +32,8 @@ def test_check_writable_refuses_before_any_work_and_creates_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing created, no probe left
     with pytest.raises(GeoaeError, match=r"--out .*afile: is a file; it must be a directory"):
         check_writable(afile, "--out", directory=True)
+    with pytest.raises(GeoaeError, match=r"--save .*: is a directory; give the name of a file to write"):
+        check_writable(tmp_path, "--save", directory=False)
     for directory in (True, False):
         with pytest.raises(GeoaeError, match=r"afile is a file, so nothing can be created under it"):
             check_writable(afile / "sub" / "x.csv", "output", directory=directory)
