@@ -1,4 +1,7 @@
-"""Tiny synthetic data shared by the model tests (no featurizer needed)."""
+"""Tiny synthetic data shared by the model tests (no featurizer needed), and the scripts' loader."""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -34,3 +37,12 @@ def tiny_set(n=200, n_features=60, seed=0, class_weights=(0.4, 0.2, 0.15, 0.15, 
     X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
     coords = (CENTRES[y] + rng.normal(0, 0.2, size=(n, 2))).astype(np.float32)
     return TrainingSet(X, y.astype(np.int64), coords)
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` as a module (the scripts are not a package), loaded afresh each call."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

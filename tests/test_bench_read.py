@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 def _bench_read():
-    spec = importlib.util.spec_from_file_location("bench_read", REPO / "scripts" / "bench_read.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_read")
 
 
 @pytest.fixture

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 def _cv():
-    spec = importlib.util.spec_from_file_location("crossval_geotext", REPO / "scripts" / "crossval_geotext.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("crossval_geotext")
 
 
 CITIES = {"NY": (40.7, -74.0), "CA": (34.0, -118.2), "TX": (29.8, -95.4)}

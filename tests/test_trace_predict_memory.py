@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_script
 from tests.tiny_run import trained_model, write_users
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _trace():
-    spec = importlib.util.spec_from_file_location("trace_predict_memory", REPO / "scripts" / "trace_predict_memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("trace_predict_memory")
 
 
 @pytest.fixture(scope="module")
