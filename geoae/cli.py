@@ -138,12 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_term else None
     try:
         with quiet:
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+        # What is still buffered (a short summary, stdout a pipe) would meet a reader that has gone
+        # at exit, past the handler below: "Exception ignored ... BrokenPipeError" and status 120.
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return status
     except GeoaeError as e:
         print(f"geoae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that is a directory, a file where a directory must go, no permission...
-        if isinstance(e, BrokenPipeError) and _stdout_closed():
+        # With -q nothing is written to stdout, so its broken pipe is another's.
+        if isinstance(e, BrokenPipeError) and not args.quiet and _stdout_closed():
             return _reader_gone()
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"geoae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)

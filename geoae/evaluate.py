@@ -115,14 +115,18 @@ def error_km(true_lat, true_lon, pred_lat, pred_lon) -> np.ndarray:
     return out
 
 
+def _proba_matrix(proba, n: int, classes: Sequence[str]) -> np.ndarray:
+    """``proba`` as a float users x classes matrix, checked against ``n`` users and ``classes``."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[0] != n or proba.shape[1] != len(classes):
+        raise ValueError(f"state_proba has shape {proba.shape}, expected ({n}, {len(classes)}) (users x classes)")
+    return proba
+
+
 def topk_hits(true_state, proba: np.ndarray, classes: Sequence[str], k: int = 3) -> np.ndarray:
     """Boolean per user: true state among the ``k`` most probable classes."""
     true = _codes(true_state)
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.ndim != 2 or proba.shape[0] != true.shape[0] or proba.shape[1] != len(classes):
-        raise ValueError(
-            f"state_proba has shape {proba.shape}, expected ({true.shape[0]}, {len(classes)}) (users x classes)"
-        )
+    proba = _proba_matrix(proba, true.shape[0], classes)
     k = min(k, proba.shape[1])
     if k == 0:
         return np.zeros(true.shape[0], dtype=bool)
@@ -144,18 +148,17 @@ def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_stat
 
     Users without a known true state are left out; so are users without a state prediction
     (``pred_state`` empty: the model abstained, e.g. on an empty text) and rows without
-    probability mass (a user missing from the predictions), counted in ``n_no_probability``:
+    probability mass (a user missing from the predictions) or with a NaN or infinite value, all
+    counted in ``n_no_probability``:
     they carry no confidence to check. The predicted state is the arg-max class (ties: the earlier
     class, as everywhere). Returns plain floats (``None`` where no user is left) and ``bins``:
     per equal-width bin of the top probability, its users, their mean top probability and the
     share of them whose state is right.
     """
     true = _codes(true_state)
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.ndim != 2 or proba.shape[0] != true.shape[0] or proba.shape[1] != len(classes):
-        raise ValueError(f"state_proba has shape {proba.shape}, expected ({true.shape[0]}, {len(classes)}) (users x classes)")
-    p = np.where(np.isfinite(proba), proba, 0.0)
-    usable = (true != "") & (p.sum(axis=1) > 0)
+    p = _proba_matrix(proba, true.shape[0], classes)
+    # A row with a NaN or infinite value has no usable probabilities either (a top-3 miss too).
+    usable = (true != "") & np.isfinite(p).all(axis=1) & (p.sum(axis=1) > 0)
     if pred_state is not None:
         usable &= _codes(pred_state, true.shape[0]) != ""
     out: dict[str, Any] = {"n": int(usable.sum()), "n_no_probability": int(((true != "") & ~usable).sum()),
@@ -168,7 +171,7 @@ def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_stat
     conf = p[np.arange(len(p)), top]
     right = cls[top] == true
     # Bin by the top probability; 1.0 goes into the last bin, not a bin of its own.
-    which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    which = np.clip(np.floor(conf * n_bins), 0, n_bins - 1).astype(np.int64)
     ece = 0.0
     for b in range(n_bins):
         inb = which == b
@@ -178,7 +181,7 @@ def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_stat
             row["confidence"], row["accuracy"] = float(conf[inb].mean()), float(right[inb].mean())
             ece += k / len(p) * abs(row["accuracy"] - row["confidence"])
         out["bins"].append(row)
-    out["ece"] = float(ece)
+    out["ece"] = _float_or_none(ece)  # None, not NaN/inf in metrics.json, for probabilities far beyond 1
     index = {c: i for i, c in enumerate(cls.tolist())}
     col = np.array([index.get(t, -1) for t in true.tolist()], dtype=np.int64)
     seen = col >= 0
@@ -187,9 +190,9 @@ def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_stat
     if seen.any():
         ps, cs = p[seen], col[seen]
         pt = ps[np.arange(len(ps)), cs]
-        out["nll"] = float(np.mean(-np.log(np.maximum(pt, NLL_FLOOR))))
+        out["nll"] = _float_or_none(np.mean(-np.log(np.maximum(pt, NLL_FLOOR))))
         # sum_c (p_c - y_c)^2 = sum_c p_c^2 - 2 p_true + 1
-        out["brier"] = float(np.mean((ps ** 2).sum(axis=1) - 2.0 * pt + 1.0))
+        out["brier"] = _float_or_none(np.mean((ps ** 2).sum(axis=1) - 2.0 * pt + 1.0))
     return out
 
 

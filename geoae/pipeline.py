@@ -270,6 +270,16 @@ def _check_out_dir(out: Path, data_dir: str | Path) -> None:
                          "manifest.json that `geoae prepare` wrote there; give another run directory")
 
 
+def check_dev_splits(cfg: Config) -> None:
+    """Refuse dev splits that are also training splits: early stopping would select on the training
+    users themselves (and the refit count them twice). Checked by training, not in config validation:
+    a model trained so by an earlier version must still load."""
+    both = sorted(set(cfg.data.train_splits) & set(cfg.data.dev_splits))
+    if both:
+        raise ConfigError(f"data.dev_splits: {both} also in data.train_splits; the dev users choose the epoch "
+                          "and the point kind, so they must be users the model is not trained on")
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -296,11 +306,7 @@ def train(
                          "--stage finetune, which continues from the pretraining checkpoint: use --stage all "
                          "--no-resume to start over, or delete the checkpoint/member* (and refit*) directories "
                          "to fine-tune again from the same pretraining")
-    both = sorted(set(cfg.data.train_splits) & set(cfg.data.dev_splits))
-    if both:  # early stopping would select on the training users themselves (and the refit count them twice).
-        # Here, not in config validation: a model trained so by an earlier version must still load.
-        raise ConfigError(f"data.dev_splits: {both} also in data.train_splits; the dev users choose the epoch "
-                          "and the point kind, so they must be users the model is not trained on")
+    check_dev_splits(cfg)
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
@@ -628,6 +634,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise GeoaeError(f"the demo evaluates on the random split's test users: it needs data.test_splits to start "
                          f"with test and --users x data.test_fraction >= 1 (got {cfg.data.test_splits} and "
                          f"{args.users} x {cfg.data.test_fraction} in {_config_label(args)})")
+    check_dev_splits(cfg)  # train's own check, else only after the corpus is written and prepared
     out = check_writable(args.out, "--out", directory=True)
     corpus = out / "corpus" / "tweets.jsonl.gz"
     write_twitter_jsonl(corpus, n_users=args.users, seed=0)

@@ -347,7 +347,7 @@ def fig_calibration(results: dict[str, dict]) -> bytes:
         ece = cal.get("ece")
         line, = a1.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", ms=4,
                         label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
-        a2.plot([(b["lo"] + b["hi"]) / 2 for b in cal["bins"]], [b["n"] for b in cal["bins"]], marker="o", ms=3,
+        a2.plot([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] for b in bins], marker="o", ms=3,
                 color=line.get_color())
         drawn += 1
     a1.set_ylabel("share of users whose state is right")
@@ -359,7 +359,8 @@ def fig_calibration(results: dict[str, dict]) -> bytes:
     if not drawn:
         a1.text(0.5, 0.5, "no model with state probabilities", ha="center")
     a2.set_xlabel("top state probability (bin)")
-    a2.set_ylabel("users")
+    a2.set_ylabel("users (log scale)")
+    a2.set_yscale("log")  # a constant forecast puts every user in one bin: on a linear scale the rest vanish
     a2.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -627,7 +628,9 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("p", "Over the users with a known true state and a state prediction. ECE = expected calibration error of the top "
               "state's probability (10 equal-width bins: the users-weighted mean gap between a bin's accuracy and its mean "
               "probability; 0 is perfect). NLL = mean -log p(true state) and Brier = mean sum over states of (p - 1[true])², "
-              "both over the users whose true state is one of the model's classes; lower is better for all three."),
+              "both over the users whose true state is one of the model's classes; lower is better for all three. ECE "
+              "alone also rewards a constant forecast (one probability, right as often as it says, for everyone): read it "
+              "with NLL and Brier."),
         ("table", calibration_table(results)),
         ("h", 2, f"Per-state results ({primary})"),
         ("p", f"Sorted by number of users; km columns use the {_point_label(head)}. Also in per_state.csv."),

@@ -136,6 +136,11 @@ def test_a_config_that_fits_or_selects_on_the_test_users_is_refused_before_any_w
         assert main(["-q", "benchmark", "-c", cfg, "-o", str(tmp_path / "b"), "--ablations", "", "--set", bad]) == 2
         assert "test users" in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+    # selecting on the training users: train refuses it, and the benchmark before it prepares anything
+    assert main(["-q", "benchmark", "-c", cfg, "-o", str(tmp_path / "b"), "--ablations", "", "--set",
+                 "data.dev_splits=[dev]"]) == 2
+    assert "also in data.train_splits" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_notes_name_the_model_selection_split_the_run_used(tmp_path):

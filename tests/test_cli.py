@@ -222,3 +222,45 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys)
     monkeypatch.setattr(geoae.predict, "_cmd_predict", fake_predict)
     assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 2
     assert "Broken pipe" in capsys.readouterr().err
+
+
+def test_a_closed_stdout_pipe_exits_quietly_also_when_the_output_is_short(tmp_path):
+    # A summary of a few lines stays in Python's buffer until exit, where the broken pipe was
+    # "Exception ignored ... BrokenPipeError" and status 120. (PYTHONUNBUFFERED hides this.)
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "printer.py"
+    script.write_text(
+        "import geoae.predict\n"
+        "from geoae.cli import main\n"
+        "def printer(args):\n"
+        "    print('report: r.html')\n"
+        "    return 0\n"
+        "geoae.predict._cmd_predict = printer\n"
+        "raise SystemExit(main(['predict', '-m', 'm', '-i', 'i', '-o', 'o.csv']))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run([sys.executable, str(script)], stdout=w, stderr=subprocess.PIPE, text=True, env=env,
+                             timeout=120, cwd=str(Path(__file__).resolve().parents[1]))
+    finally:
+        os.close(w)
+    assert out.returncode == 141, out.stderr
+    assert "BrokenPipe" not in out.stderr, out.stderr
+
+
+def test_with_q_a_broken_pipe_is_an_error_even_when_stdout_is_closed(monkeypatch, capsys):
+    # -q writes nothing to stdout, so a broken pipe is a reader's or worker's, not the reader of stdout leaving.
+    import geoae.cli
+    import geoae.predict
+
+    def fake_predict(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(geoae.predict, "_cmd_predict", fake_predict)
+    monkeypatch.setattr(geoae.cli, "_stdout_closed", lambda: True)
+    assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 2
+    assert "Broken pipe" in capsys.readouterr().err

@@ -536,3 +536,24 @@ def test_metrics_carry_calibration_only_for_models_with_probabilities():
     assert "state_ece" not in with_p["points"]["state_median"]  # once per model, not per point
     without = evaluate_predictions(truth, pred)["metrics"]
     assert without["state_ece"] is None and without["calibration"] is None
+
+
+def test_calibration_treats_a_row_with_a_nan_probability_as_no_probability_like_top3():
+    # Top-3 counts such a row as a miss (no usable probabilities); calibration scored it with the
+    # NaN read as 0, so a broken row cost -log(1e-15) = 34.5 in the NLL.
+    classes = ["CA", "NY"]
+    proba = np.array([[np.nan, 0.3], [0.8, 0.2]])
+    m = compute_metrics([34.0, 34.0], [-118.0, -118.0], ["CA", "CA"], ["NY", "CA"], [34.0, 34.0], [-118.0, -118.0],
+                        state_proba=proba, classes=classes)
+    assert m["top3_state_acc"] == 0.5
+    cal = m["calibration"]
+    assert cal["n"] == 1 and cal["n_no_probability"] == 1
+    assert cal["nll"] == pytest.approx(-math.log(0.8))
+
+
+def test_calibration_of_out_of_range_probabilities_stays_valid_json():
+    from geoae.evaluate import calibration
+
+    with np.errstate(over="ignore"):
+        cal = calibration(["CA", "NY"], np.array([[1e200, 0.3], [0.5, 0.5]]), ["CA", "NY"])
+    json.dumps(cal, allow_nan=False)  # metrics.json: no NaN or Infinity

@@ -324,6 +324,7 @@ def test_train_refuses_data_settings_other_than_the_data_was_prepared_with(tmp_p
     (["--set", "model.hiden=1"], "--set model.hiden=1: unknown config key model.hiden"),
     (["-c", str(REPO / "configs" / "geotext.yaml")], "data.split: random"),
     (["--set", "data.test_fraction=0.01", "--users", "30"], "data.test_fraction >= 1"),
+    (["--set", "data.dev_splits=[train]"], "data.dev_splits: ['train'] also in data.train_splits"),
 ])
 def test_demo_checks_its_arguments_and_config_before_writing_anything(tmp_path, capsys, argv, says):
     assert main(["-q", "demo", "--out", str(tmp_path / "demo"), *argv]) == 2
