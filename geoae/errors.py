@@ -64,19 +64,21 @@ class RecordLog:
         """Record one bad record (``kept``: it stays in the data, repaired or flagged; otherwise it is
         dropped); raise ``DataError`` under the ``fail`` policy."""
         where = source or self.source
-        loc = f"{where}:{line}" if line is not None else where
+        loc = where if line is None else f"{where}:{line}" if where else f"line {line}"
+        # Stages working on a documents table (labels, splits) may know no file: then no ": " prefix.
+        at = f"{loc}: " if loc else ""
         if self.policy == "fail":
             # The detail says what the skip policy does with the record ("row dropped", "row kept
             # with ..."); under fail nothing of that happens, the run stops, so say so.
             hint = ("stopped, as on_bad_record is fail: fix the record, or rerun with --on-bad-record skip, "
                     "which counts such records and " + ("keeps them as described" if kept else "drops them"))
-            raise DataError(f"{loc}: {reason}{': ' + detail if detail else ''} ({hint})")
+            raise DataError(f"{at}{reason}{': ' + detail if detail else ''} ({hint})")
         self.counts[reason] += 1
         if kept:
             self.kept[reason] += 1
         ex = self.examples.setdefault(reason, [])
         if len(ex) < self.max_examples:
-            ex.append(f"{loc}{': ' + detail[:200] if detail else ''}")
+            ex.append(f"{at}{detail[:200]}" if detail else loc)
 
     def merge(self, other: "RecordLog") -> "RecordLog":
         self.counts.update(other.counts)

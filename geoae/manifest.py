@@ -11,8 +11,10 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
+import stat
 import sys
 import tempfile
 import time
@@ -34,12 +36,19 @@ def file_mode() -> int:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # A file being replaced keeps its permissions, as when a plain open() rewrites it: a manifest
+        # or model its owner made private (0600) or group-writable must not come back 0644. stat, not
+        # lstat: a symlink's own mode is 0777.
+        mode = stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except OSError:  # a new file
+        mode = file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp creates the file 0600; a model or report must be readable by whoever may read
-        # a file this user writes (another account serving the model), as with a plain open().
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # first, so that the descriptor is closed whatever fails below
+            # mkstemp creates the file 0600; a model or report must be readable by whoever may read
+            # a file this user writes (another account serving the model), as with a plain open().
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -48,6 +57,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable: the file's fsync covers its data, not the directory entry
+    that the rename changed, so without this a crash soon after can bring back the old file (or none)
+    when the caller has already gone on (removed the previous checkpoint's tensors, reported success).
+    Best effort: some platforms and file systems cannot open or fsync a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_writable(path: str | Path, what: str, *, directory: bool) -> Path:
@@ -81,12 +108,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with every NaN or infinite float (numpy's too, in arrays as well) as ``None``: JSON has
+    no such numbers, and Python's ``NaN``/``Infinity`` make a file that jq, JavaScript or any strict
+    parser refuses. ``None`` is how the metrics already say "no value"."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, float):  # numpy's float64 too
+        return o if math.isfinite(o) else None
+    if isinstance(o, (str, int)):  # numpy's str_ too, which json writes as it is
+        return o
+    if type(o).__module__ == "numpy":  # float32, arrays...: as JSON would get them, then checked
+        return _finite(_json_default(o))
+    return o
 
 
 def _json_default(o: Any) -> Any:
     import numpy as np
 
+    if isinstance(o, np.bool_):  # not a subclass of bool, which json knows
+        return bool(o)
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -12,6 +12,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -68,7 +69,14 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     if docs.empty:
         raise DataError(f"no usable users in {', '.join(paths)} after cleaning; see the skip counts: {rlog.to_dict()['skipped_by_reason']}")
     out.mkdir(parents=True, exist_ok=True)
-    docs.reset_index(drop=True).to_parquet(out / DOCUMENTS, index=False)
+    # Written beside, then renamed: an interrupted prepare must not leave a half-written table that a
+    # later `train` reads as the documents (streamed to disk, not built in memory: it can be large).
+    tmp = out / f".{DOCUMENTS}.tmp"
+    try:
+        docs.reset_index(drop=True).to_parquet(tmp, index=False)
+        os.replace(tmp, out / DOCUMENTS)
+    finally:
+        tmp.unlink(missing_ok=True)
     counts = {
         "users": int(len(docs)),
         "tweets": int(docs["n_tweets"].sum()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from geoae.manifest import bar_disabled
@@ -52,3 +53,58 @@ def test_check_writable_refuses_before_any_work_and_creates_nothing(tmp_path):
             check_writable(target, "--out", directory=True)
     finally:
         ro.chmod(0o700)
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    import stat
+
+    from geoae.manifest import atomic_write_bytes, file_mode
+
+    new = tmp_path / "new.json"
+    atomic_write_bytes(new, b"{}")
+    assert stat.S_IMODE(new.stat().st_mode) == file_mode()  # a new file: as open() makes it
+    for mode in (0o600, 0o664):  # kept private / shared with the group by its owner
+        old = tmp_path / f"old{mode:o}.json"
+        old.write_bytes(b"old")
+        old.chmod(mode)
+        atomic_write_bytes(old, b"new")
+        assert old.read_bytes() == b"new"
+        assert stat.S_IMODE(old.stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old600.json", "old664.json"]
+
+
+def test_atomic_write_makes_the_rename_durable(tmp_path, monkeypatch):
+    import stat
+
+    import geoae.manifest as manifest
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(manifest.os, "fsync", fsync)
+    manifest.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    assert synced == [False, True]  # the data, then the directory entry the rename changed
+
+
+def test_write_json_writes_valid_json_for_nan_inf_and_numpy_scalars(tmp_path):
+    import json
+
+    import numpy as np
+
+    from geoae.manifest import write_json
+
+    p = tmp_path / "m.json"
+    write_json(p, {"a": float("nan"), "b": [np.float32("inf"), -np.inf, 1.5], "c": np.array([np.nan, 2.0]),
+                   "d": {"e": np.float64("nan")}, "f": np.bool_(True), "g": np.int64(3), "h": np.str_("x"),
+                   "i": (1, "j", None)})
+
+    def strict(name):  # what jq, JavaScript or any strict parser does with NaN / Infinity
+        raise ValueError(f"not JSON: {name}")
+
+    got = json.loads(p.read_text(), parse_constant=strict)
+    assert got == {"a": None, "b": [None, None, 1.5], "c": [None, 2.0], "d": {"e": None}, "f": True, "g": 3, "h": "x",
+                   "i": [1, "j", None]}

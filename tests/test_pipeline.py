@@ -465,3 +465,26 @@ def test_a_prepared_config_whose_data_is_not_a_mapping_is_a_warning_not_a_traceb
     with caplog.at_level(logging.WARNING, logger="geoae.pipeline"):
         check_prepared_with(load_config(None), tmp_path, "it")
     assert "cannot be checked" in caplog.text
+
+
+def test_an_interrupted_prepare_leaves_no_half_written_documents(tmp_path, monkeypatch):
+    from geoae.config import load_config
+    from geoae.pipeline import prepare
+
+    rows = [("u1", "knicks bagels", 40.7, -74.0), ("u2", "hollywood", 34.05, -118.24)]
+    p = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["user_id", "text", "lat", "lon"]).to_csv(p, index=False)
+    cfg = load_config(None, ["data.split=random", "data.dev_fraction=0.5"])
+    out = tmp_path / "data"
+    prepare(cfg, out, [str(p)])
+    before = (out / "documents.parquet").read_bytes()
+
+    def cut_short(self, path, *args, **kwargs):  # a kill in the middle of the write
+        Path(path).write_bytes(b"PAR1 half a table")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg, out, [str(p)])
+    assert (out / "documents.parquet").read_bytes() == before  # the last complete table, not half of one
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == []
