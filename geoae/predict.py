@@ -54,7 +54,7 @@ from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
 from geoae.manifest import bar_disabled, check_writable, versions
-from geoae.tweets import TABLE_COLUMNS, blank_texts, parse_columns, text_list
+from geoae.tweets import TABLE_COLUMNS, blank_texts, check_distinct_inputs, parse_columns, text_list
 
 log = logging.getLogger(__name__)
 
@@ -299,21 +299,6 @@ def _model_files(model_dir: str | Path) -> list[Path]:
         return [p for p in d.iterdir() if p.is_file()]
     except OSError:  # no such directory: the model load says so
         return []
-
-
-def check_distinct_inputs(inputs: Iterable[str | Path]) -> None:
-    """Refuse a file given twice (``-i a.txt ./a.txt``, overlapping globs): its users would each be
-    predicted twice, as users split over two files are (see ``iter_documents``)."""
-    seen: dict[tuple[int, int], str] = {}
-    for p in inputs:
-        try:
-            st = os.stat(p)
-        except OSError:  # an input that does not exist is reported by the reader
-            continue
-        if (key := (st.st_dev, st.st_ino)) in seen:
-            raise GeoaeError(f"input {p} is given twice (also as {seen[key]}): every user in it would be predicted "
-                             "twice; give each file once")
-        seen[key] = str(p)
 
 
 def output_format(path: str | Path, fmt: str | None = None) -> str:

@@ -72,6 +72,7 @@ import gzip
 import io
 import json
 import logging
+import os
 import re
 import warnings
 import zlib
@@ -194,7 +195,25 @@ def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         if not p.is_file():  # a pipe (-i /dev/stdin, <(...)) or a device: it can be read only once
             raise DataError(f"{p}: is not a regular file (a pipe or device); geoae reads an input more than once "
                             "(format detection, then the records): write it to a file first")
+    check_distinct_inputs(out)
     return out
+
+
+def check_distinct_inputs(inputs: Iterable[str | Path]) -> None:
+    """Refuse a file given twice (``-i a.csv ./a.csv``, overlapping globs), whatever its spelling
+    (same device and inode): its users would be read twice, and for a table each user's tweets
+    would be doubled without a word (JSON drops them as duplicate tweets, Rahimi files count
+    duplicate users; a CSV has no tweet id to tell a copy by)."""
+    seen: dict[tuple[int, int], str] = {}
+    for p in inputs:
+        try:
+            st = os.stat(p)
+        except OSError:  # an input that does not exist is reported by the reader
+            continue
+        if (key := (st.st_dev, st.st_ino)) in seen:
+            raise DataError(f"input {p} is given twice (also as {seen[key]}): every user in it would be read "
+                            "twice; give each file once")
+        seen[key] = str(p)
 
 
 def _is_gzip(path: Path) -> bool:

@@ -1412,3 +1412,18 @@ def test_json_place_box_of_the_wrong_type_is_counted_not_unknown(tmp_path):
     assert log.counts == {"invalid_coordinates": 2}
     assert log.examples["invalid_coordinates"][0].startswith(f'{p}:1: the place bounding_box is "x", not an object')
     assert log.examples["invalid_coordinates"][1].startswith(f"{p}:2: the place geo is [1, 2], not an object")
+
+
+def test_a_file_given_twice_is_refused_not_read_twice(tmp_path, monkeypatch):
+    # A CSV has no tweet id to tell a copy by: read twice, every user's text and n_tweets doubled
+    # with no bad record counted. Any spelling of the same file is the same file.
+    p = tmp_path / "c.csv"
+    pd.DataFrame({"user_id": ["u1", "u2"], "text": ["hello la", "boston"], "lat": [34.05, 42.36],
+                  "lon": [-118.2, -71.06]}).to_csv(p, index=False)
+    monkeypatch.chdir(tmp_path)
+    for twice in ([p, p], [str(p), "./c.csv"], ["c.csv", str(tmp_path / "." / "c.csv")]):
+        with pytest.raises(DataError, match="is given twice"):
+            read_tweets(twice)
+    other = tmp_path / "d.csv"
+    other.write_bytes(p.read_bytes())  # the same content in another file is another input
+    assert len(read_tweets([p, other])) == 4
