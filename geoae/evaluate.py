@@ -149,11 +149,10 @@ def calibration(true_state, proba: np.ndarray, classes: Sequence[str], pred_stat
     Users without a known true state are left out; so are users without a state prediction
     (``pred_state`` empty: the model abstained, e.g. on an empty text) and rows without
     probability mass (a user missing from the predictions) or with a NaN or infinite value, all
-    counted in ``n_no_probability``:
-    they carry no confidence to check. The predicted state is the arg-max class (ties: the earlier
-    class, as everywhere). Returns plain floats (``None`` where no user is left) and ``bins``:
-    per equal-width bin of the top probability, its users, their mean top probability and the
-    share of them whose state is right.
+    counted in ``n_no_probability``: they carry no confidence to check. The predicted state is
+    the arg-max class (ties: the earlier class, as everywhere). Returns plain floats (``None``
+    where no user is left) and ``bins``: per equal-width bin of the top probability, its users,
+    their mean top probability and the share of them whose state is right.
     """
     true = _codes(true_state)
     p = _proba_matrix(proba, true.shape[0], classes)
