@@ -90,7 +90,9 @@ def test_load_config_file_overrides_and_errors(tmp_path):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+    shipped = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert {"default.yaml", "geotext.yaml"} <= {p.name for p in shipped}  # not a loop over nothing
+    for p in shipped:
         load_config(p)
 
 

@@ -79,11 +79,37 @@ def test_tfidf_fit_transform():
     assert f.transform(["zzzz qqqq"]).nnz == 0
 
 
+def _counts(f, docs, ngram_max):
+    """Raw term counts of ``docs`` over ``f``'s vocabulary (sklearn's own counting, the same tokens)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    cv = CountVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None, ngram_range=(1, ngram_max),
+                         vocabulary=f.vocabulary_)
+    return sp.csr_matrix(cv.transform(docs), dtype=np.float64)
+
+
 def test_tfidf_params_respected():
+    from sklearn.preprocessing import normalize
+
     f = TfidfFeaturizer(max_features=5, min_df=2, ngram_max=2, sublinear_tf=False, binary=True).fit(DOCS)
     assert f.n_features_ <= 5
     big = TfidfFeaturizer(min_df=1, ngram_max=2).fit(DOCS)
     assert any(" " in t for t in big.vocabulary_)  # bigrams present
+    # min_df: every kept term is in at least two documents, and min_df=1 keeps terms of one document
+    two = TfidfFeaturizer(min_df=2).fit(DOCS)
+    assert ((_counts(two, DOCS, 1) > 0).sum(0) >= 2).all()
+    one = TfidfFeaturizer(min_df=1).fit(DOCS)
+    assert ((_counts(one, DOCS, 1) > 0).sum(0) == 1).any() and set(two.vocabulary_) < set(one.vocabulary_)
+    # the tf each setting asks for ("coffee" is 4 times in DOCS[3]), times the idf, l2-normalised
+    for params, tf in (({"binary": True, "sublinear_tf": False}, lambda c: np.ones_like(c)),
+                       ({"binary": False, "sublinear_tf": True}, lambda c: 1 + np.log(c)),
+                       ({"binary": False, "sublinear_tf": False}, lambda c: c)):
+        g = TfidfFeaturizer(min_df=1, ngram_max=2, **params).fit(DOCS)
+        c = _counts(g, DOCS, 2)
+        assert c.max() >= 4
+        c.data = tf(c.data)
+        want = normalize(sp.csr_matrix(c.multiply(g.idf_.astype(np.float64))))
+        np.testing.assert_allclose(g.transform(DOCS).toarray(), want.toarray(), atol=1e-6, err_msg=str(params))
 
 
 def test_tfidf_empty_vocabulary_is_data_error():

@@ -9,7 +9,8 @@ from geoae.sdae import GeoSDAE
 from tests.helpers import tiny_config, tiny_set
 
 
-def _train(cfg, train, dev):
+def _train(cfg, train, dev, hook=None):
+    """``hook(model)``, if given, makes the ``on_epoch_end`` callback of fine-tuning."""
     device = torch.device("cpu")
     torch.manual_seed(0)
     m = GeoSDAE(train.X.shape[1], 5, cfg.model)
@@ -17,7 +18,8 @@ def _train(cfg, train, dev):
     m.set_coord_scaler(torch.tensor(ok.mean(0)), torch.tensor(ok.std(0)))
     gens = make_generators(0, device)
     pretrain(m, train.X, cfg, device=device, gens=gens)
-    res = finetune(m, train, dev, cfg, device=device, gens=gens, ref_median_km=1000.0)
+    res = finetune(m, train, dev, cfg, device=device, gens=gens, ref_median_km=1000.0,
+                   on_epoch_end=None if hook is None else hook(m))
     return m, res
 
 
@@ -52,9 +54,19 @@ def test_unknown_targets_are_ignored_by_the_loss():
 def test_early_stopping_stops_and_keeps_best_epoch():
     cfg = tiny_config(finetune={"epochs": 200, "patience": 3, "lr": 0.05})
     train, dev = tiny_set(100, seed=0), tiny_set(60, seed=1)
-    m, res = _train(cfg, train, dev)
+    snapshots = {}  # the weights at the end of each epoch (1-based)
+
+    def hook(model):
+        return lambda stage, k, epoch: snapshots.update({epoch + 1: {n: v.clone() for n, v in model.state_dict().items()}})
+
+    m, res = _train(cfg, train, dev, hook)
     assert res["stopped_early"] and len(res["history"]) < 200
     assert len(res["history"]) - res["best_epoch"] == 3
+    # the model left behind is the best epoch's, not the last one run
+    last = snapshots[len(res["history"])]
+    best = snapshots[res["best_epoch"]]
+    assert not all(torch.equal(v, last[n]) for n, v in best.items())
+    assert all(torch.equal(v, best[n]) for n, v in m.state_dict().items())
 
 
 def test_location_points_keep_sure_users_on_their_state_point():

@@ -57,7 +57,9 @@ def test_prepare_outputs_and_manifest(run):
     assert bad["skipped_by_reason"]["malformed_json"] == 1
     assert bad["skipped_by_reason"]["invalid_coordinates"] == 1
     assert bad["skipped_total"] >= 2
-    assert any(":151" in e or "tweets.jsonl" in e for e in bad["examples"]["malformed_json"])
+    # named by file and line: the broken line is the next to last of the corpus
+    broken = len((run / "tweets.jsonl").read_text(encoding="utf-8").splitlines()) - 1
+    assert any(e.startswith(f"{run / 'tweets.jsonl'}:{broken}: ") for e in bad["examples"]["malformed_json"]), bad
     assert man["inputs"][0]["sha256"] and man["inputs"][0]["bytes"] > 0
     assert "versions" in man and man["stage"] == "prepare"
 
@@ -164,7 +166,9 @@ def test_python_m_geoae_help():
 def test_shipped_configs_are_valid():
     from geoae.config import load_config
 
-    for p in sorted((REPO / "configs").glob("*.yaml")):
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert {"default.yaml", "geotext.yaml"} <= {p.name for p in shipped}  # not a loop over nothing
+    for p in shipped:
         load_config(p)
 
 

@@ -137,6 +137,7 @@ def test_half_precision_predictor_agrees_with_float32(model):
     assert full.artifact.model.first_layer_dtype == torch.float32  # separate loads do not share the setting
     assert list(a["state"]) == list(b["state"]) and list(a["status"]) == list(b["status"])
     assert np.allclose(pa, pb, atol=1e-3) and np.isfinite(pb).all()
+    assert not np.array_equal(pa, pb)  # the half predictor did score with its float16 first layer
 
 
 def test_predict_without_text_column_is_an_error(predictor):

@@ -18,13 +18,26 @@ def test_pretraining_loss_falls_for_every_layer():
 
 
 def test_pretraining_changes_only_after_training_and_is_seeded():
+    # Every layer's autoencoder weights move (the heads are fine-tuning's, untouched here); the
+    # same seed gives the same weights whatever the global RNG held before, another seed others.
     cfg = tiny_config()
     data = tiny_set()
     dev = torch.device("cpu")
-    weights = []
-    for _ in range(2):
-        torch.manual_seed(123)
+    torch.manual_seed(123)
+    init = {k: v.clone() for k, v in GeoSDAE(data.X.shape[1], 5, cfg.model).state_dict().items()}
+
+    def run(seed, global_seed):
         m = GeoSDAE(data.X.shape[1], 5, cfg.model)
-        pretrain(m, data.X, cfg, device=dev, gens=make_generators(0, dev))
-        weights.append(m.layers[0].encoder.weight.detach().clone())
-    assert torch.equal(weights[0], weights[1])
+        m.load_state_dict(init)
+        torch.manual_seed(global_seed)
+        pretrain(m, data.X, cfg, device=dev, gens=make_generators(seed, dev))
+        return m.state_dict()
+
+    a, b, other = run(0, 1), run(0, 2), run(1, 1)
+    for k in range(3):
+        for name in (f"layers.{k}.encoder.weight", f"layers.{k}.encoder.bias", f"layers.{k}.decoder_bias"):
+            assert not torch.equal(a[name], init[name]), name
+    for name in ("state_head.weight", "state_head.bias", "coord_head.weight", "coord_head.bias"):
+        assert torch.equal(a[name], init[name]), name
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["layers.0.encoder.weight"], other["layers.0.encoder.weight"])

@@ -123,7 +123,9 @@ def test_kill_between_checkpoint_writes_resumes_from_previous_checkpoint(data, r
 
 def test_resuming_a_finished_run_changes_nothing(data, reference, tmp_path):
     first = train(cfg(), data, tmp_path)
-    again = train(cfg(), data, tmp_path, resume=True)
+    hook = kill_at("none", -1, -1)  # records the epochs run; a rerun from scratch would match the weights too
+    again = train(cfg(), data, tmp_path, resume=True, on_epoch_end=hook)
+    assert hook.seen == [], "a finished run was trained again instead of resumed"
     assert_same_weights(reference, first)
     assert_same_weights(reference, again)
 
@@ -138,10 +140,18 @@ def test_stage_pretrain_then_finetune_equals_all(data, reference, tmp_path):
     assert_same_weights(reference, model_dir)
 
 
-def test_no_resume_starts_afresh_and_still_matches(data, reference, tmp_path):
+def test_no_resume_starts_afresh_and_still_matches(data, reference, tmp_path, caplog):
+    import logging
+
     with pytest.raises(KeyboardInterrupt):
         train(cfg(), data, tmp_path, on_epoch_end=kill_at("finetune", 0, 0))
-    model_dir = train(cfg(), data, tmp_path, resume=False)
+    # A resumed run would match the reference too: that it started afresh shows in the epochs it
+    # ran (pretraining from layer 1, epoch 1, and fine-tuning from its first epoch) and in the log.
+    hook = kill_at("none", -1, -1)
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        model_dir = train(cfg(), data, tmp_path, resume=False, on_epoch_end=hook)
+    assert hook.seen[0] == ("pretrain", 0, 0) and ("finetune", 0, 0) in hook.seen, hook.seen
+    assert not [r for r in caplog.records if r.getMessage().startswith("resuming")]
     assert_same_weights(reference, model_dir)
 
 

@@ -180,6 +180,8 @@ def test_ensemble_half_first_layer_is_a_runtime_copy():
     assert "first_layer_dtype" not in ens.state_dict()
     assert torch.allclose(torch.softmax(half["state_logits"], 1), torch.softmax(full["state_logits"], 1), atol=1e-3)
     assert torch.allclose(half["coords"], full["coords"], atol=1e-2)
+    # close, not equal: the forward pass really ran on the float16 copy (float32 weights would give the same bits)
+    assert not torch.equal(half["state_logits"], full["state_logits"])
 
 
 def test_hidden_dropout_acts_between_encoder_layers_only_while_training():

@@ -470,7 +470,7 @@ def test_corrupt_parquet_is_a_clear_error(tmp_path):
 def test_bad_gzip_header_is_a_clear_error(tmp_path):
     p = tmp_path / "user_info.dev.gz"
     p.write_bytes(b"\x1f\x8b" + b"\xff" * 40)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"user_info\.dev\.gz: cannot be read as gzip"):
         read_tweets(p)
 
 
