@@ -174,7 +174,8 @@ def test_missing_index_and_missing_dir(model_dir, tmp_path):
 def test_a_model_path_that_is_a_file_says_so(model_dir):
     """A weight file (or any file) given as the model directory was reported as 'not found'."""
     weights = _weights(model_dir)
-    with refused(ArtifactError, r"is a file, not a model directory.*give the directory", model_dir.parent):
+    with refused(ArtifactError, r"is a file, not a model directory.*give the directory.*did you mean <path>/model\?",
+                 model_dir.parent):
         load_artifact(weights)
 
 

@@ -228,6 +228,9 @@ def test_gz_output_is_the_same_text_gzip_compressed_and_reproducible(model, user
     for out in (plain, gz):
         assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(out), "--chunksize", "7"]) == 0
     assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    header = gz.read_bytes()[:10]
+    assert header[4:8] == b"\0\0\0\0", "gzip header carries a time stamp"
+    assert not header[3] & 0x08, "gzip header carries a file name"
     assert gzip.decompress(gz.read_bytes()) == plain.read_bytes()
     first = gz.read_bytes()
     assert main(["-q", "predict", "-m", str(model), "-i", str(users_file), "-o", str(gz), "--chunksize", "7"]) == 0
@@ -308,6 +311,8 @@ def test_bad_records_are_counted_and_good_rows_written(model, tmp_path, reader):
     users = {json.loads(l)["user"]["id_str"] for l in good_lines}
     assert set(df["user_id"]) == users | {"badcoord", "silent"}
     assert len(df) == s["rows_out"] == s["users_in"] == len(users) + 2
+    # every tweet read is counted once: each good line, plus the kept bad-coordinate and empty-text ones
+    assert s["tweets_in"] == int(df["n_tweets"].sum()) == len(good_lines) + 2
     assert df.set_index("user_id").loc["badcoord", "status"] == "ok"
     assert df.set_index("user_id").loc["silent", "status"] == "empty_text"
     reasons = s["records_skipped"]["skipped_by_reason"]

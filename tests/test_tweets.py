@@ -281,9 +281,10 @@ def test_geotext_short_line_counted_and_dropped(geotext_file):
 
 
 def test_malformed_line_under_fail_policy_names_file_and_line(geotext_file):
-    geotext_file.write_bytes(geotext_file.read_bytes() + b"broken line\n")
-    with pytest.raises(DataError, match=r"full_text\.txt:7: malformed_line"):
-        read_tweets(geotext_file, log=RecordLog(policy="fail"))
+    # after a blank line and in the second chunk: the physical line, not the row's place in its chunk
+    geotext_file.write_bytes(geotext_file.read_bytes() + b"\nbroken line\n")
+    with pytest.raises(DataError, match=r"full_text\.txt:8: malformed_line"):
+        read_tweets(geotext_file, log=RecordLog(policy="fail"), chunksize=4)
 
 
 def test_geotext_extra_tabs_are_kept_in_text(tmp_path):
@@ -375,7 +376,8 @@ def test_truncated_gzip_under_skip_keeps_rows_and_counts(tmp_path):
 
 def test_truncated_gzip_under_fail_names_file_and_last_good_line(tmp_path):
     p = _truncated_gzip(tmp_path / "user_info.train.gz")
-    with pytest.raises(DataError, match=r"user_info\.train\.gz:\d+: truncated_file.*after line \d+"):
+    last = int(read_tweets(p, log=skip_log())["line"].max())  # the last line the cut left whole
+    with pytest.raises(DataError, match=rf"user_info\.train\.gz:{last}: truncated_file.*after line {last} "):
         read_tweets(p, log=RecordLog(policy="fail"))
 
 
@@ -827,6 +829,14 @@ def test_quoted_multiline_fields_still_read_with_physical_lines(tmp_path, sep):
     log = skip_log()
     df = read_tweets(p, log=log)
     assert log.counts == {"malformed_line": 1} and log.examples["malformed_line"][0].startswith(f"{p}:9: ")
+    assert df["line"].tolist() == [2, 4, 6, 8, 10]
+    # and so is a row pandas itself skips (two fields too many), counted past the quoted newlines
+    with open(p, "a") as f:
+        f.write(sep.join(["u7", "a", "1", "2", "x", "y"]) + "\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts == {"malformed_line": 2}
+    assert [e.split(": ")[0] for e in log.examples["malformed_line"]] == [f"{p}:9", f"{p}:11"]
     assert df["line"].tolist() == [2, 4, 6, 8, 10]
 
 
