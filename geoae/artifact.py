@@ -169,6 +169,13 @@ def _read_verified(d: Path, entry: dict, role: str) -> bytes:
     return blob
 
 
+def model_path(model_dir: str | Path) -> Path:
+    """The model directory a path names: its index file (``-m model/artifact.json``) means the
+    directory, as loading, the prediction summary and the output checks all take it."""
+    d = Path(model_dir)
+    return d.parent if d.is_file() and d.name == INDEX else d
+
+
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load and verify a model directory. Raises ``ArtifactError`` with a specific reason."""
     from geoae.features import TfidfFeaturizer, featurizer_from_state
@@ -176,9 +183,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     dev = torch_device(device)  # before any file is read: an unusable device is the user's first problem
     if str(model_dir).strip() == "":  # Path("") is "." (the working directory): not what anyone means
         raise ArtifactError("the model path is empty (''); give the model directory (geoae train writes RUN/model)")
-    d = Path(model_dir)
-    if d.is_file() and d.name == INDEX:  # the index file named instead of its directory: what was meant
-        d = d.parent
+    d = model_path(model_dir)
     if d.is_file():  # e.g. a weight file: "not found" would send the user looking for a missing path
         hint = f"; did you mean {d.parent}?" if (d.parent / INDEX).is_file() else " (geoae train writes RUN/model)"
         raise ArtifactError(f"{d} is a file, not a model directory; give the directory that holds {INDEX}{hint}")

@@ -150,7 +150,7 @@ def protocol_statement(cfg: Config, full_text: str | None) -> str:
 def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None = None, full_text: str | None = None,
                   sets: list[str] | None = None) -> dict:
     from geoae.evaluate import run_evaluate
-    from geoae.pipeline import prepare, train
+    from geoae.pipeline import check_dev_splits, prepare, train
 
     out = check_writable(out, "--out", directory=True)
     sets = list(sets or [])
@@ -161,8 +161,6 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
                  "data.test_fraction=0.0", "data.train_splits=[train]", "data.dev_splits=[dev]", "data.test_splits=[test]"]
     cfg: Config = load_config(config, sets)
     protocol = protocol_statement(cfg, full_text)
-    from geoae.pipeline import check_dev_splits
-
     check_dev_splits(cfg)  # train's own check, else only after prepare has run
     test_split = cfg.data.test_splits[0]
     # Every ablation's config is built and validated before anything trains: a bad name or

@@ -453,9 +453,10 @@ def evaluate_predictions(
             plat = plon = np.full(n, np.nan)
         else:
             plat, plon = pred[latc].to_numpy(dtype=np.float64), pred[lonc].to_numpy(dtype=np.float64)
+        # Top-3 and calibration do not depend on the point: scored with the first kind only (``base``).
         m = compute_metrics(
             truth["lat"], truth["lon"], truth["state"], pstate, plat, plon,
-            state_proba=aproba if classes is not None else None, classes=classes,
+            state_proba=aproba if classes is not None and base is None else None, classes=classes,
         )
         errors[kind] = error_km(truth["lat"].to_numpy(np.float64), truth["lon"].to_numpy(np.float64), plat, plon)
         if base is None:
@@ -636,13 +637,11 @@ def run_evaluate(
                          "baselines skipped")
             log.warning("%s", notes[-1])
         else:
-            from geoae.baselines import run_baselines
+            from geoae.baselines import TFIDF_SETTINGS, run_baselines
 
             # The peer gets the model's own data rule: a model refit on train + dev means the LR is too.
             refit = bool(getattr(getattr(mcfg, "finetune", None), "refit", False))
             mfeat = getattr(mcfg, "features", None)
-            from geoae.baselines import TFIDF_SETTINGS
-
             same = ({k: getattr(mfeat, k) for k in TFIDF_SETTINGS}
                     if mfeat is not None and mfeat.kind == "tfidf" else None)
             for name, (bpred, bproba, bclasses) in run_baselines(train, ev, dev if not dev.empty else None, seed=seed,

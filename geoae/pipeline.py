@@ -55,7 +55,7 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
     paths = list(inputs or d.inputs)
     if not paths:
         raise DataError("no input files: give them with --input or data.inputs in the config")
-    _refuse_file(out, "output")
+    check_writable(out, "--out", directory=True)
     rlog = RecordLog(policy=d.on_bad_record)
     with Timer() as t:
         docs = read_documents(paths, fmt=d.format, log=rlog, min_tweets=d.min_tweets, fix_swapped=d.fix_swapped,
@@ -262,16 +262,10 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
     return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 
-def _refuse_file(out: Path, what: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise GeoaeError(f"--out {out}: is a file; the {what} directory must be a directory (new or existing)")
-    check_writable(out, "--out", directory=True)
-
-
 def _check_out_dir(out: Path, data_dir: str | Path) -> None:
     """Refuse a run directory that is a file, or the prepared data directory itself (train's
     config.json and manifest.json would replace the ones prepare wrote there)."""
-    _refuse_file(out, "run")
+    check_writable(out, "--out", directory=True)
     data = documents_path(data_dir).parent
     if out.exists() and data.exists() and out.resolve() == data.resolve():
         raise GeoaeError(f"--out {out} is the data directory: train would overwrite the config.json and "

@@ -48,7 +48,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from geoae.artifact import INDEX, Artifact, load_artifact
+from geoae.artifact import INDEX, Artifact, load_artifact, model_path
 from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
@@ -270,13 +270,8 @@ def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: s
         if not out.is_file() or out.is_symlink():
             raise GeoaeError(f"{what} {out} exists and is not a regular file (a directory, link or device); "
                              "give the path of a file to write")
-        for p in inputs:
-            try:
-                same = os.path.samefile(p, out)
-            except OSError:  # an input that does not exist is reported by the reader
-                same = False
-            if same:
-                raise GeoaeError(f"{what} {out} is also an input; writing it would destroy the input: give another path")
+        if any(_same_file(p, out) for p in inputs):
+            raise GeoaeError(f"{what} {out} is also an input; writing it would destroy the input: give another path")
         if model_dir is not None and any(_same_file(f, out) for f in _model_files(model_dir)):
             raise GeoaeError(f"{what} {out} is a file of the model {model_dir}; writing it would destroy the model: "
                              "give another path")
@@ -286,17 +281,14 @@ def check_output_paths(output: str | Path, inputs: Iterable[str | Path], what: s
 def _same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return os.path.samefile(a, b)
-    except OSError:
+    except OSError:  # a path that does not exist (an input is reported by the reader, a model by its load)
         return False
 
 
 def _model_files(model_dir: str | Path) -> list[Path]:
     """The files of a model directory (``load_artifact`` also takes its ``artifact.json``)."""
-    d = Path(model_dir)
-    if d.is_file() and d.name == INDEX:
-        d = d.parent
     try:
-        return [p for p in d.iterdir() if p.is_file()]
+        return [p for p in model_path(model_dir).iterdir() if p.is_file()]
     except OSError:  # no such directory: the model load says so
         return []
 
@@ -509,10 +501,8 @@ def _model_record(model_dir: str | Path) -> dict:
     """Which model made a prediction run: its directory and its files' sha256 (from the verified index;
     read right after loading it, not after the run, when a training run may have replaced it)."""
     rec: dict = {"dir": str(model_dir)}
-    d = Path(model_dir)
     try:
-        # -m may name the index file itself, as load_artifact accepts
-        idx = json.loads((d if d.is_file() else d / INDEX).read_text(encoding="utf-8"))
+        idx = json.loads((model_path(model_dir) / INDEX).read_text(encoding="utf-8"))
         rec["files"] = {role: {"name": f["name"], "sha256": f["sha256"]} for role, f in idx["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # already verified by the load: best effort
         pass
