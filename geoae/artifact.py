@@ -41,6 +41,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from geoae import __version__
+from geoae.checkpoint import missing_cuda_ordinal
 from geoae.config import Config, config_from_dict
 from geoae.errors import ArtifactError, ConfigError, GeoaeError
 from geoae.geo import LocationRisk
@@ -375,8 +376,7 @@ def torch_device(device: str | torch.device) -> torch.device:
         raise GeoaeError(f"--device {device!r}: not a device name ({e}); use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GeoaeError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= (n := torch.cuda.device_count()):
-        # Otherwise torch fails later, moving the model, with "invalid device ordinal" and a traceback.
+    if (n := missing_cuda_ordinal(dev)) is not None:
         raise GeoaeError(f"--device {device}: this machine has {n} CUDA GPU{'s' if n != 1 else ''} "
                          f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of those or --device cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):

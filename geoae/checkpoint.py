@@ -38,6 +38,17 @@ STATE_TENSORS = "state.safetensors"
 # --------------------------------------------------------------------------- device / seeds
 
 
+def missing_cuda_ordinal(device: torch.device) -> int | None:
+    """This machine's CUDA device count when ``device`` names a CUDA ordinal beyond it (``cuda:1`` on a
+    one-GPU machine), else None; the caller words the error (``resolve_device``, ``artifact.torch_device``).
+
+    Checked up front because torch accepts the name and fails only at the first tensor moved there,
+    with "invalid device ordinal" and a traceback."""
+    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
+        return n
+    return None
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; an explicit CUDA request without CUDA is an error."""
     if name == "auto":
@@ -45,8 +56,7 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
     device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
-        # else "invalid device ordinal" at the first tensor moved there, as a traceback
+    if (n := missing_cuda_ordinal(device)) is not None:
         raise ConfigError(f"train.device={name!r} but this machine has {n} CUDA device{'s' if n != 1 else ''} "
                           f"({', '.join(f'cuda:{i}' for i in range(n))})")
     return device

@@ -263,6 +263,13 @@ def _record(log_: RecordLog, reason: str, n: int, details: list[str]) -> None:
         ex.append(f"{log_.source}: {d}" if log_.source else d)
 
 
+def _out_of_range(lat: float, lon: float) -> str:
+    """Which of a finite point's coordinates ``valid_coordinates`` refuses, and the range it is not in."""
+    parts = (["latitude not in [-90, 90]"] if abs(lat) > 90.0 else []) + (
+        ["longitude not in [-180, 180]"] if abs(lon) > 180.0 else [])
+    return " and ".join(parts)
+
+
 def add_labels(
     docs: pd.DataFrame,
     *,
@@ -311,7 +318,8 @@ def add_labels(
         raise ValueError(f"outside_us must be one of {OUTSIDE_US_POLICIES}, got {outside_us!r}")
     for col in ("user_id", "lat", "lon"):
         if col not in docs.columns:
-            raise DataError(f"documents table has no {col!r} column (columns: {list(docs.columns)})")
+            at = f"{log.source}: " if log is not None and log.source else ""  # the caller's file, if it names one
+            raise DataError(f"{at}documents table has no {col!r} column (columns: {list(docs.columns)})")
     if log is None:
         log = RecordLog(policy="skip", source="documents")
     frame = docs.reset_index(drop=True).copy()
@@ -323,7 +331,7 @@ def add_labels(
     uid = frame["user_id"].astype(str).to_numpy()
     for i in np.nonzero(invalid | null_island)[0]:
         detail = (f"user {uid[i]}: lat=0, lon=0 is the usual placeholder of a missing position" if null_island[i]
-                  else f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} out of range")
+                  else f"user {uid[i]}: lat={lat[i]}, lon={lon[i]} out of range ({_out_of_range(lat[i], lon[i])})")
         log.bad("invalid_coordinates", detail + "; coordinates set to NaN, user kept", kept=True)
     invalid |= null_island
     if invalid.any():
@@ -361,7 +369,8 @@ def add_labels(
     if outside.any() and outside_us == "fail":
         i = int(np.nonzero(outside)[0][0])
         raise DataError(
-            f"user {uid[i]} is outside the US (50 states + DC) at lat={lat[i]}, lon={lon[i]} "
+            f"{log.source + ': ' if log.source else ''}user {uid[i]} is outside the US (50 states + DC) at "
+            f"lat={lat[i]}, lon={lon[i]} "
             f"({int(outside.sum())} such users); set data.outside_us to drop or keep to accept them"
         )
     frame["state"] = state

@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import Counter, deque
 from concurrent.futures.process import BrokenProcessPool
@@ -53,7 +54,7 @@ from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
-from geoae.manifest import bar_disabled, check_writable, versions
+from geoae.manifest import bar_disabled, check_writable, file_mode, versions
 from geoae.tweets import TABLE_COLUMNS, blank_texts, check_distinct_inputs, parse_columns, text_list
 
 log = logging.getLogger(__name__)
@@ -191,12 +192,25 @@ class _Writer:
     def __init__(self, path: Path, fmt: str):
         self.path, self.fmt = path, fmt
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = path.with_name(f".{path.name}.partial")
+        # A name of its own per writer (mkstemp: random, created exclusively): two runs writing the
+        # same output each fill their own file, and the last to finish replaces the output with a
+        # whole one, instead of both writing into one shared ".NAME.partial" and renaming a mix.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        self.tmp = Path(tmp)
+        try:
+            # mkstemp creates the file 0600; the output gets the mode a plain open() gives a new file.
+            os.fchmod(fd, file_mode())
+        except BaseException:
+            os.close(fd)
+            self.tmp.unlink()
+            raise
         self._pq = None
         self._fh = None
         self._raw = None
-        if fmt in ("csv", "jsonl"):
-            self._raw = open(self.tmp, "wb")
+        if fmt not in ("csv", "jsonl"):  # Parquet: pyarrow opens the path at the first chunk (keeping the mode)
+            os.close(fd)
+        else:
+            self._raw = os.fdopen(fd, "wb")
             self._fh = self._raw
             if is_gzip_path(path):
                 import gzip

@@ -138,6 +138,34 @@ def test_add_labels_bad_record_fail_policy():
     assert stats["dropped_outside_us"] == 1
 
 
+def test_label_errors_name_the_source_the_user_and_the_value():
+    """Under outside_us: fail the error named the user and point but not the source the caller's log
+    names (the bad-record errors beside it do), and an invalid point said "out of range" without
+    saying which coordinate."""
+    import re
+
+    with pytest.raises(DataError, match=re.escape(
+            "tweets.jsonl: user u_tor is outside the US (50 states + DC) at lat=43.6532, lon=-79.3832 (1 such users)")):
+        add_labels(_docs(), outside_us="fail", log=RecordLog(policy="skip", source="tweets.jsonl"))
+    with pytest.raises(DataError, match=re.escape(
+            "tweets.jsonl: invalid_coordinates: user u_bad: lat=123.0, lon=-74.0 out of range "
+            "(latitude not in [-90, 90]); coordinates set to NaN")):
+        add_labels(_docs(), outside_us="keep", log=RecordLog(policy="fail", source="tweets.jsonl"))
+    both = _docs().assign(lat=[40.8, 40.7, np.nan, 43.6, 123.0, 38.9], lon=[-73.9, -74.0, np.nan, -79.3, -200.5, -77.0])
+    with pytest.raises(DataError, match=re.escape(
+            "user u_bad: lat=123.0, lon=-200.5 out of range (latitude not in [-90, 90] and longitude not in [-180, 180])")):
+        add_labels(both, outside_us="keep", log=RecordLog(policy="fail"))
+    rl = RecordLog(policy="skip")
+    add_labels(_docs().assign(lon=[-73.9, -74.0, np.nan, -79.3, 181.0, -77.0], lat=[40.8, 40.7, np.nan, 43.6, 45.0, 38.9]),
+               outside_us="keep", log=rl)
+    assert rl.examples["invalid_coordinates"] == [
+        "user u_bad: lat=45.0, lon=181.0 out of range (longitude not in [-180, 180]); coordinates set to NaN, user kept"]
+    with pytest.raises(DataError, match=re.escape("tweets.jsonl: documents table has no 'lat' column")):
+        add_labels(_docs().drop(columns="lat"), log=RecordLog(source="tweets.jsonl"))
+    with pytest.raises(DataError, match=r"^documents table has no 'lon' column"):  # no source given: none named
+        add_labels(_docs().drop(columns="lon"))
+
+
 @pytest.mark.parametrize("fix", [False, True])
 @pytest.mark.parametrize("policy", ["drop", "keep"])
 def test_null_island_and_in_range_swaps_never_become_training_points(fix, policy):

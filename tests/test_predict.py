@@ -147,6 +147,48 @@ def test_predict_without_text_column_is_an_error(predictor):
         predictor.predict(pd.DataFrame({"user_id": ["a"]}))
 
 
+def test_regression_points_are_clipped_in_latitude_and_wrapped_in_longitude(predictor, monkeypatch):
+    """The regression head is unconstrained: _score clips its latitude to [-90, 90] and wraps its
+    longitude into [-180, 180) (so 180 becomes -180), before any point or output column is made."""
+    import geoae.predict as predict_mod
+
+    raw = np.array([[95.0, 190.0], [-100.0, -190.0], [45.0, 540.0], [90.0, 180.0], [-90.0, -180.0],
+                    [12.5, -73.25], [-33.5, 359.5]], dtype=np.float32)
+    want = np.array([[90.0, -170.0], [-90.0, 170.0], [45.0, -180.0], [90.0, -180.0], [-90.0, -180.0],
+                     [12.5, -73.25], [-33.5, -0.5]])
+    real = predict_mod.predict_arrays
+
+    def head_out_of_range(model, X, device, batch_size=1024):
+        probs, _ = real(model, X, device, batch_size)
+        return probs, raw[: len(probs)].copy()
+
+    monkeypatch.setattr(predict_mod, "predict_arrays", head_out_of_range)
+    texts = ["knicks bodega subway brooklyn lol"] * len(raw)
+    _, coords, _ = predictor._score(texts)
+    assert coords.dtype == np.float64
+    np.testing.assert_array_equal(coords, want)
+    out = predictor.predict(pd.DataFrame({"user_id": [f"u{i}" for i in range(len(raw))], "text": texts}))
+    np.testing.assert_array_equal(out[["reg_lat", "reg_lon"]].to_numpy(float), want)
+
+
+def test_a_top_k_above_the_number_of_states_is_capped_at_every_state(model, caplog):
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        capped = load_predictor(model, top_k=500)
+    n = len(capped.classes_)
+    assert 1 < n < 500 and capped.top_k == n
+    assert f"--top-k 500: the model knows {n} states, so top_states lists {n}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        assert load_predictor(model, top_k=n).top_k == n  # exactly every state: nothing to say
+    assert "--top-k" not in caplog.text
+    out = capped.predict(frame())
+    ok = out[out["status"] != "empty_text"]
+    for tops in ok["top_states"]:
+        pairs = json.loads(tops)
+        assert sorted(code for code, _ in pairs) == sorted(capped.classes_)  # each state once
+        assert [p for _, p in pairs] == sorted((p for _, p in pairs), reverse=True)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -250,6 +292,69 @@ def test_gz_output_with_no_rows_still_has_the_header(tmp_path):
     w = _Writer(tmp_path / "failed.jsonl.gz", "jsonl")
     w.close(ok=False)  # nothing written: no partial file left behind
     assert not list(tmp_path.glob("*failed*")) and not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_two_writers_of_one_output_each_have_their_own_temp_file(predictor, tmp_path, fmt):
+    """Two runs writing the same output shared one '.NAME.partial': the second truncated and wrote
+    into the first one's file, and the first to finish renamed it away from under the other."""
+    from geoae.predict import _Writer
+
+    rows = predictor.predict(frame())
+    a, b = rows.iloc[:3], rows.iloc[3:]
+    out = tmp_path / f"pred.{fmt}"
+    first, second = _Writer(out, fmt), _Writer(out, fmt)
+    assert first.tmp != second.tmp
+    for w in (first, second):
+        assert w.tmp.parent == tmp_path and w.tmp.name.startswith(f".pred.{fmt}.") and w.tmp.name.endswith(".partial")
+    first.write(a)
+    second.write(b)
+    first.write(a)
+    second.close(ok=True)
+    assert _read(out).equals(_read_as(b, tmp_path / f"ref_b.{fmt}", fmt))
+    first.close(ok=True)  # the last to finish replaces the output with its own whole file
+    assert _read(out).equals(_read_as(pd.concat([a, a]), tmp_path / f"ref_aa.{fmt}", fmt))
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def _read_as(rows: pd.DataFrame, path: Path, fmt: str) -> pd.DataFrame:
+    """What one writer alone makes of ``rows``, read back."""
+    from geoae.predict import _Writer
+
+    w = _Writer(path, fmt)
+    for _, chunk in rows.groupby(np.arange(len(rows)) // 3, sort=True):
+        w.write(chunk)
+    w.close(ok=True)
+    return _read(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_the_temp_file_is_named_in_the_warning_and_the_output_gets_the_open_mode(predictor, tmp_path, fmt, caplog):
+    """mkstemp makes the temp file 0600; the output gets what a plain open() gives a new file."""
+    from geoae.manifest import file_mode
+    from geoae.predict import _Writer
+
+    rows = predictor.predict(frame())
+    old = os.umask(0o027)
+    file_mode.cache_clear()
+    try:
+        out = tmp_path / f"pred.{fmt}"
+        w = _Writer(out, fmt)
+        w.write(rows)
+        w.close(ok=True)
+        assert oct(out.stat().st_mode & 0o777) == oct(0o640)
+        failed = _Writer(tmp_path / f"failed.{fmt}", fmt)
+        failed.write(rows)
+        with caplog.at_level(logging.WARNING, logger="geoae"):
+            failed.close(ok=False)
+    finally:
+        os.umask(old)
+        file_mode.cache_clear()
+    assert f"partial output left at {failed.tmp}" in caplog.text
+    assert list(tmp_path.glob(".*partial")) == [failed.tmp] and oct(failed.tmp.stat().st_mode & 0o777) == oct(0o640)
+    assert not (tmp_path / f"failed.{fmt}").exists()
+    _Writer(tmp_path / f"none.{fmt}", fmt).close(ok=False)  # nothing written: nothing left
+    assert list(tmp_path.glob(".*partial")) == [failed.tmp]
 
 
 def test_header_only_input_says_so(model, tmp_path, capsys):
@@ -561,6 +666,49 @@ def test_more_workers_than_cores_is_a_warning(model, users_file, tmp_path, monke
     assert [r.getMessage() for r in caplog.records if "--workers" in r.getMessage()] == [
         "--workers 2 on 1 CPU core(s): more processes than cores add a model's memory each and only take turns; "
         "use --workers 1 or fewer"]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_at_most_two_chunks_per_worker_are_in_flight(model, users_file, tmp_path, monkeypatch, workers):
+    """Chunks are handed to the pool only while fewer than 2 x workers results wait: the reader must not
+    run ahead and queue the whole input (its memory) in the pool. A pool that runs nothing until a result
+    is asked for shows the bound exactly, in this process and fast."""
+    import concurrent.futures
+
+    import geoae.predict as predict_mod
+
+    waiting, peak = [0], [0]
+
+    class Later:  # a future whose work is done when its result is taken, in this process
+        def __init__(self, fn, args):
+            self.fn, self.args = fn, args
+            waiting[0] += 1
+            peak[0] = max(peak[0], waiting[0])
+
+        def result(self):
+            waiting[0] -= 1
+            return self.fn(*self.args)
+
+    class Pool:
+        def __init__(self, max_workers, mp_context=None, initializer=None, initargs=()):
+            assert max_workers == workers and initializer is predict_mod._worker_init
+
+        def submit(self, fn, *args):
+            return Later(fn, args)
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    # what _worker_init sets up in a worker process (without its process-wide thread settings)
+    monkeypatch.setitem(predict_mod._WORKER, "predictor", load_predictor(model, top_k=3))
+    monkeypatch.setitem(predict_mod._WORKER, "release", lambda: None)
+    got = predict_mod.predict_files(model, [users_file], tmp_path / "w.csv", chunksize=3, progress=False,
+                                    reader="thread", workers=workers)
+    assert got["rows_out"] == 40 and waiting[0] == 0  # 14 chunks, every result written
+    assert peak[0] == 2 * workers
+    predict_mod.predict_files(model, [users_file], tmp_path / "one.csv", chunksize=3, progress=False, reader="thread")
+    assert (tmp_path / "w.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
 
 
 def test_output_paths_that_would_destroy_data_are_refused_before_work(model, users_file, tmp_path, capsys):

@@ -338,3 +338,30 @@ def test_a_cuda_device_the_machine_lacks_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"train.device='cuda:3' but this machine has 1 CUDA device \(cuda:0\)"):
         checkpoint_mod.resolve_device("cuda:3")
     assert checkpoint_mod.resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_training_and_prediction_share_one_cuda_ordinal_check(monkeypatch):
+    """resolve_device (train.device) and artifact.torch_device (--device) each had their own copy of the
+    "invalid device ordinal" check; both now ask checkpoint.missing_cuda_ordinal."""
+    import geoae.artifact as artifact_mod
+    from geoae.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check = checkpoint_mod.missing_cuda_ordinal
+    for ok in ("cpu", "cuda", "cuda:0", "cuda:1"):
+        assert check(torch.device(ok)) is None, ok
+    assert check(torch.device("cuda:2")) == 2 and check(torch.device("cuda:7")) == 2
+    asked = []
+
+    def spy(device):
+        asked.append(str(device))
+        return check(device)
+
+    monkeypatch.setattr(checkpoint_mod, "missing_cuda_ordinal", spy)
+    monkeypatch.setattr(artifact_mod, "missing_cuda_ordinal", spy)
+    with pytest.raises(ConfigError, match=r"train.device='cuda:2' but this machine has 2 CUDA devices \(cuda:0, cuda:1\)"):
+        checkpoint_mod.resolve_device("cuda:2")
+    with pytest.raises(GeoaeError, match=r"--device cuda:2: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
+        artifact_mod.torch_device("cuda:2")
+    assert asked == ["cuda:2", "cuda:2"]
