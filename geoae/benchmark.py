@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from geoae.config import Config, load_config
@@ -147,10 +149,124 @@ def protocol_statement(cfg: Config, full_text: str | None) -> str:
             "evaluate on the official test users")
 
 
+CHECKPOINT = "checkpoint"  # what ``train`` writes its resumable state to, inside its run directory
+
+
+def _plain(d: dict) -> dict:
+    """``d`` as JSON reads it back (lists for tuples): how a run's config.json and artifact.json hold a config."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def _config_diff(stored, wanted, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (a few, for a log line)."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        out = []
+        for k in sorted(set(stored) | set(wanted), key=str):
+            out += _config_diff(stored.get(k), wanted.get(k), f"{prefix}{k}.")
+        return out
+    return [] if stored == wanted else [prefix.rstrip(".")]
+
+
+def _not_reusable(run_dir: Path, cfg: Config, data_sha: str) -> str | None:
+    """Why the run in ``run_dir`` cannot stand for training ``cfg`` on the prepared data whose
+    ``documents.parquet`` has sha256 ``data_sha``; None when it can: its model loads (every weight
+    file present and matching its hash), and the model's config, the run's config.json, and the
+    data hash that both the model's meta and the run's manifest record are this run's."""
+    from geoae.artifact import INDEX, load_artifact
+    from geoae.errors import GeoaeError
+
+    if not (run_dir / "model" / INDEX).is_file():
+        return "no finished model"
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        run_config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        index_config = json.loads((run_dir / "model" / INDEX).read_text(encoding="utf-8"))["config"]
+        if not isinstance(manifest, dict) or manifest.get("stage") != "train":
+            return "its manifest.json is not a finished training's"
+        manifest_sha = (manifest.get("inputs") or [{}])[0].get("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        return f"its run files are unreadable ({e})"
+    try:
+        art = load_artifact(run_dir / "model")
+    except GeoaeError as e:
+        return f"its model does not load ({e})"
+    wanted = _plain(cfg.to_dict())
+    for what, stored in (("model", index_config), ("config.json", run_config)):
+        if stored != wanted:
+            keys = _config_diff(stored, wanted)
+            return (f"its {what} was trained with another config ({', '.join(keys[:5])}"
+                    f"{', ...' if len(keys) > 5 else ''} differ)")
+    if art.meta.get("data_sha256") != data_sha or manifest_sha != data_sha:
+        return "it was trained on other prepared data (documents.parquet sha256 differs)"
+    return None
+
+
+def _train_run(name: str, cfg: Config, data_dir: Path, run_dir: Path, data_sha: str, resume: bool) -> tuple[Path, str]:
+    """Train one benchmark run (the main model or an ablation) into ``run_dir``; returns its model
+    directory and how it came about: ``trained``, ``retrained`` (a finished model of another config
+    or data was there), ``resumed`` (from its checkpoint) or ``reused`` (only with ``resume``)."""
+    from geoae.artifact import INDEX
+    from geoae.checkpoint import STATE_JSON
+    from geoae.pipeline import train
+
+    if not resume:
+        return train(cfg, data_dir, run_dir, resume=False), "trained"
+    why = _not_reusable(run_dir, cfg, data_sha)
+    if why is None:
+        log.info("%s: reused the finished model in %s (same config, same prepared data); not retrained",
+                 name, run_dir / "model")
+        return run_dir / "model", "reused"
+    # train checks a checkpoint against the config and the training data itself, and starts
+    # afresh (with a warning) from one that does not match.
+    if any((run_dir / CHECKPOINT).rglob(STATE_JSON)):
+        log.info("%s: resuming from its checkpoint in %s (%s; a checkpoint of another config or data is not "
+                 "resumed from)", name, run_dir / CHECKPOINT, why)
+        return train(cfg, data_dir, run_dir, resume=True), "resumed"
+    had_model = (run_dir / "model" / INDEX).is_file()
+    log.info("%s: %s: %s", name, "retraining" if had_model else "training", why)
+    return train(cfg, data_dir, run_dir, resume=False), "retrained" if had_model else "trained"
+
+
+def _drop_checkpoint(name: str, run_dir: Path) -> float:
+    """Delete ``run_dir/checkpoint`` (the run has its model and its evaluation); returns the MB freed.
+    A symlink there is left alone: it points at something the benchmark did not create."""
+    ckpt = run_dir / CHECKPOINT
+    if ckpt.is_symlink():
+        log.warning("%s: %s is a symlink; left as is (the benchmark only deletes a checkpoint directory it wrote)",
+                    name, ckpt)
+        return 0.0
+    if not ckpt.is_dir():
+        return 0.0
+    size = 0
+    for root, _dirs, files in os.walk(ckpt):  # symlinks not followed
+        for f in files:
+            try:
+                size += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    try:
+        shutil.rmtree(ckpt)
+    except OSError as e:  # the run is trained and evaluated: its results are not lost over this
+        log.warning("%s: could not delete its checkpoint %s (%s); delete it by hand", name, ckpt, e)
+        return 0.0
+    mb = size / 2**20
+    log.info("%s: deleted its checkpoint %s, %.1f MB freed (the model does not need it; --keep-checkpoints keeps it)",
+             name, ckpt, mb)
+    return mb
+
+
 def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None = None, full_text: str | None = None,
-                  sets: list[str] | None = None) -> dict:
+                  sets: list[str] | None = None, keep_checkpoints: bool = False, resume: bool = False) -> dict:
+    """Prepare, train, evaluate, run the ablations; writes ``benchmark.{json,md}`` to ``out``.
+
+    Each run's ``checkpoint/`` is deleted once it is trained and evaluated, unless
+    ``keep_checkpoints``. With ``resume`` a run whose finished model was trained with the same
+    config on the same prepared data is reused, one with only a checkpoint continues from it, any
+    other is trained; evaluations are always recomputed. Without it every run is trained afresh.
+    """
     from geoae.evaluate import run_evaluate
-    from geoae.pipeline import check_dev_splits, prepare, train
+    from geoae.manifest import sha256_file
+    from geoae.pipeline import check_dev_splits, documents_path, prepare
 
     out = check_writable(out, "--out", directory=True)
     sets = list(sets or [])
@@ -173,7 +289,8 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
         ovs = [o.format(**fill) for o in ABLATIONS[name][1]]
         ablation_runs[name] = (ovs, load_config(config, sets + _apply(config, ovs, sets)))
     results: dict = {"protocol": protocol, "config": config, "overrides": sets, "stages": {}, "ablations": {},
-                     "selection_split": "/".join(cfg.data.dev_splits)}
+                     "selection_split": "/".join(cfg.data.dev_splits), "checkpoints_kept": keep_checkpoints,
+                     "training": {}}
     log.info("protocol: %s", protocol)
 
     with Timer() as t:
@@ -184,15 +301,21 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
                         f"(splits found: {sorted(set(docs['split'].astype(str)))}); is it GeoText's full_text.txt "
                         "(6 tab-separated fields: user, time, location, lat, lon, text)? The in-house protocol needs "
                         "no --full-text")
+    data_sha = sha256_file(documents_path(out / "data")) if resume else ""
     with Timer() as t:
-        model_dir = train(cfg, out / "data", out / "sdae", resume=False)
-    results["stages"]["train_s"] = round(t.seconds, 1)
-    results["stages"]["train_timings"] = json.loads((out / "sdae" / "manifest.json").read_text())["timings"]
+        model_dir, how = _train_run("main model", cfg, out / "data", out / "sdae", data_sha, resume)
+    results["training"]["sdae"] = how
+    timings = json.loads((out / "sdae" / "manifest.json").read_text())["timings"]
+    # A reused model took no time now: its training time is the one its manifest records.
+    results["stages"]["train_s"] = round(timings["total_s"] if how == "reused" else t.seconds, 1)
+    results["stages"]["train_timings"] = timings
     with Timer() as t:
         paths = run_evaluate(model_dir, out / "data", out / "report", split=test_split, baselines=True, seed=cfg.train.seed)
     results["stages"]["evaluate_s"] = round(t.seconds, 1)
     metrics = json.loads(Path(paths["metrics.json"]).read_text())["models"]
     results["models"] = metrics
+    if not keep_checkpoints:
+        _drop_checkpoint("main model", out / "sdae")
 
     for name, (ovs, acfg) in ablation_runs.items():
         desc = ABLATIONS[name][0]
@@ -201,11 +324,16 @@ def run_benchmark(config: str, out: str | Path, *, ablations: list[str] | None =
             continue
         run_dir = out / "ablations" / name
         with Timer() as t:
-            mdir = train(acfg, out / "data", run_dir, resume=False)
+            mdir, how = _train_run(f"ablation {name}", acfg, out / "data", run_dir, data_sha, resume)
+        train_s = (json.loads((run_dir / "manifest.json").read_text())["timings"]["total_s"] if how == "reused"
+                   else t.seconds)
+        results["training"][name] = how
         p = run_evaluate(mdir, out / "data", run_dir / "report", split=test_split, baselines=False, seed=cfg.train.seed)
         m = json.loads(Path(p["metrics.json"]).read_text())["models"]["geoae-sdae"]
-        results["ablations"][name] = {"description": desc, "overrides": ovs, "train_s": round(t.seconds, 1), "metrics": m}
+        results["ablations"][name] = {"description": desc, "overrides": ovs, "train_s": round(train_s, 1), "metrics": m}
         log.info("ablation %s: state %.3f, median %.0f km (%.0fs)", name, m["state_acc"] or 0, m["median_km"] or 0, t.seconds)
+        if not keep_checkpoints:
+            _drop_checkpoint(f"ablation {name}", run_dir)
 
     return write_tables(results, out)
 
@@ -290,7 +418,7 @@ def _cmd(args: argparse.Namespace) -> int:
         res = write_tables(json.loads(src.read_text(encoding="utf-8")), args.out)
     else:
         res = run_benchmark(args.config or default_config(), args.out, ablations=abl, full_text=args.full_text,
-                            sets=args.set)
+                            sets=args.set, keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     print(f"Protocol: {res['protocol']}\n")
     print(res["table_md"])
     print(f"\n{res['anchors_caption']}:\n")
@@ -309,6 +437,13 @@ def add_cli(sub) -> None:
     p.add_argument("--ablations", default="all", help="comma-separated names, 'all' (default) or '' for none: " + ", ".join(ABLATIONS))
     p.add_argument("--full-text", help="a complete GeoText full_text.txt: run the official protocol instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each run's checkpoint/ (resumable training state, ~425 MB a run on GeoText); by default "
+                        "it is deleted once the run is trained and evaluated (its model does not need it)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an earlier benchmark in --out: reuse each run whose model was trained with the same "
+                        "config on the same prepared data, continue one that has only a checkpoint, train the others; "
+                        "evaluations are recomputed (without it every run is trained afresh)")
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite benchmark.md and the rows of benchmark.json from an earlier run's metrics (no training)")
     p.set_defaults(func=_cmd)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,201 @@ def test_notes_name_the_model_selection_split_the_run_used(tmp_path):
     res = write_tables({**_results(), "selection_split": "sel"}, tmp_path)
     assert "chosen on sel" in res["rows"][0]["note"]
     assert "chosen on val" in write_tables(_results(), tmp_path)["rows"][0]["note"]  # earlier runs' JSON: as before
+
+
+# --------------------------------------------------------------------------- checkpoints and --resume
+# A tiny in-house benchmark (synthetic corpus, main model + one ablation), run once per module and
+# copied by the tests that change it.
+
+ABLATION = "no_recon"
+RUNS = ("sdae", f"ablations/{ABLATION}")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _run(out, sets, **kw):
+    """run_benchmark on the tiny setup; returns its results and the benchmark's INFO log lines."""
+    from geoae.benchmark import run_benchmark
+
+    logger, rec = logging.getLogger("geoae.benchmark"), _Records()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(rec)
+    try:
+        res = run_benchmark(str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"), out,
+                            ablations=[ABLATION], sets=sets, **kw)
+    finally:
+        logger.removeHandler(rec)
+        logger.setLevel(level)
+    return res, rec.messages
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    from geoae.synthetic import write_twitter_jsonl
+
+    corpus = tmp_path_factory.mktemp("corpus") / "tweets.jsonl.gz"
+    write_twitter_jsonl(corpus, n_users=150, seed=0)
+    return ["model.hidden=[16,8,4]", "features.max_features=300", "pretrain.epochs=1", "finetune.epochs=2",
+            "finetune.ensemble=1", "train.threads=1", f"data.inputs={json.dumps([str(corpus)])}"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_sets):
+    """A finished benchmark with the default checkpoint handling: (out, results, log lines)."""
+    out = tmp_path_factory.mktemp("finished") / "b"
+    return (out, *_run(out, tiny_sets))
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory, tiny_sets):
+    """The same benchmark run with keep_checkpoints=True: (out, results)."""
+    out = tmp_path_factory.mktemp("kept") / "b"
+    return out, _run(out, tiny_sets, keep_checkpoints=True)[0]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _spy_train(monkeypatch):
+    """Record every train() call the benchmark makes (its run directory, resume, epochs run)."""
+    import geoae.pipeline as pipeline
+
+    real, calls = pipeline.train, []
+
+    def spy(cfg, data_dir, out_dir, **kw):
+        call = {"run": Path(out_dir), "resume": kw.get("resume"), "epochs": 0}
+        calls.append(call)
+        return real(cfg, data_dir, out_dir, on_epoch_end=lambda *_: call.__setitem__("epochs", call["epochs"] + 1), **kw)
+
+    monkeypatch.setattr(pipeline, "train", spy)
+    return calls
+
+
+def test_each_runs_checkpoint_is_deleted_once_it_is_trained_and_evaluated(finished):
+    out, res, logs = finished
+    assert (out / "report" / "metrics.json").is_file() and (out / RUNS[1] / "report" / "metrics.json").is_file()
+    for run in RUNS:
+        assert (out / run / "model" / "artifact.json").is_file() and not (out / run / "checkpoint").exists()
+    assert sum("MB freed" in m for m in logs) == 2
+    assert res["checkpoints_kept"] is False and res["training"] == {"sdae": "trained", ABLATION: "trained"}
+    assert json.loads((out / "benchmark.json").read_text())["checkpoints_kept"] is False
+
+
+def test_keep_checkpoints_keeps_them(kept):
+    out, res = kept
+    for run in RUNS:
+        assert (out / run / "checkpoint" / "state.json").is_file()
+    assert json.loads((out / "benchmark.json").read_text())["checkpoints_kept"] is True
+
+
+def test_resume_on_a_finished_benchmark_retrains_nothing_and_gives_the_same_tables(finished, tiny_sets, tmp_path,
+                                                                                   monkeypatch):
+    src, first, _ = finished
+    out = _copy(src, tmp_path / "b")
+    calls = _spy_train(monkeypatch)
+    models = {run: (out / run / "model" / "artifact.json").stat().st_mtime_ns for run in RUNS}
+    for run in ("report", f"ablations/{ABLATION}/report"):  # evaluations are recomputed: make them look old
+        os.utime(out / run / "metrics.json", ns=(0, 0))
+    res, logs = _run(out, tiny_sets, resume=True)
+    assert calls == []
+    assert {run: (out / run / "model" / "artifact.json").stat().st_mtime_ns for run in RUNS} == models
+    assert sum("reused the finished model" in m for m in logs) == 2
+    assert res["training"] == {"sdae": "reused", ABLATION: "reused"}
+    assert res["rows"] == first["rows"] and res["table_md"] == first["table_md"]
+    for run in ("report", f"ablations/{ABLATION}/report"):
+        assert (out / run / "metrics.json").stat().st_mtime_ns > 0
+    assert res["stages"]["train_timings"] == first["stages"]["train_timings"]
+
+
+def test_resume_retrains_the_run_whose_config_changed_and_says_why(finished, tiny_sets, tmp_path, monkeypatch):
+    src, first, _ = finished
+    out = _copy(src, tmp_path / "b")
+    desc, ovs = ABLATIONS[ABLATION]
+    monkeypatch.setitem(ABLATIONS, ABLATION, (desc, [*ovs, "finetune.patience=1"]))
+    calls = _spy_train(monkeypatch)
+    res, logs = _run(out, tiny_sets, resume=True)
+    assert [(c["run"], c["resume"]) for c in calls] == [(out / "ablations" / ABLATION, False)] and calls[0]["epochs"] > 0
+    assert res["training"] == {"sdae": "reused", ABLATION: "retrained"}
+    assert any(f"ablation {ABLATION}: retraining" in m and "another config" in m and "finetune.patience" in m
+               for m in logs)
+    stored = json.loads((out / "ablations" / ABLATION / "model" / "artifact.json").read_text())["config"]
+    assert stored["finetune"]["patience"] == 1
+    assert not (out / "ablations" / ABLATION / "checkpoint").exists()
+
+
+def test_resume_continues_a_run_from_its_checkpoint_when_its_model_is_missing(kept, tiny_sets, tmp_path, monkeypatch):
+    import shutil
+
+    src, _ = kept
+    out = _copy(src, tmp_path / "b")
+    shutil.rmtree(out / "ablations" / ABLATION / "model")  # killed before the model was saved
+    calls = _spy_train(monkeypatch)
+    res, logs = _run(out, tiny_sets, resume=True)
+    # train(resume=True) on a checkpoint at the end of training: no epoch is run again
+    assert [(c["run"], c["resume"], c["epochs"]) for c in calls] == [(out / "ablations" / ABLATION, True, 0)]
+    assert res["training"] == {"sdae": "reused", ABLATION: "resumed"}
+    assert (out / "ablations" / ABLATION / "model" / "artifact.json").is_file()
+    assert not any((out / run / "checkpoint").exists() for run in RUNS)  # deleted once evaluated
+
+
+def test_without_resume_every_run_is_trained_afresh(finished, tiny_sets, tmp_path, monkeypatch):
+    src, _, _ = finished
+    out = _copy(src, tmp_path / "b")
+    calls = _spy_train(monkeypatch)
+    res, _ = _run(out, tiny_sets, keep_checkpoints=True)
+    assert [(c["run"], c["resume"]) for c in calls] == [(out / "sdae", False), (out / "ablations" / ABLATION, False)]
+    assert all(c["epochs"] > 0 for c in calls)
+    assert res["training"] == {"sdae": "trained", ABLATION: "trained"}
+    assert all((out / run / "checkpoint" / "state.json").is_file() for run in RUNS)
+
+
+def test_a_run_is_reused_only_with_the_same_config_and_data_and_a_model_that_loads(finished, tmp_path):
+    from geoae.benchmark import _not_reusable
+    from geoae.config import load_config
+    from geoae.manifest import sha256_file
+
+    src, _, _ = finished
+    cfg_path = str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    sets = json.loads((src / "benchmark.json").read_text())["overrides"]
+    cfg = load_config(cfg_path, sets)
+    sha = sha256_file(src / "data" / "documents.parquet")
+    assert _not_reusable(src / "sdae", cfg, sha) is None
+    assert "other prepared data" in _not_reusable(src / "sdae", cfg, "0" * 64)
+    assert "finetune.epochs" in _not_reusable(src / "sdae", load_config(cfg_path, sets + ["finetune.epochs=3"]), sha)
+    assert _not_reusable(tmp_path / "none", cfg, sha) == "no finished model"
+    out = _copy(src / "sdae", tmp_path / "sdae")
+    cj = json.loads((out / "config.json").read_text())  # config.json of another run beside this model
+    cj["finetune"]["lr"] = 0.5
+    (out / "config.json").write_text(json.dumps(cj))
+    assert "config.json was trained with another config (finetune.lr differ)" in _not_reusable(out, cfg, sha)
+    out = _copy(src / "sdae", tmp_path / "sdae2")
+    weights = next((out / "model").glob("model-*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8])
+    assert "does not load" in _not_reusable(out, cfg, sha)
+
+
+def test_checkpoint_and_resume_flags_reach_run_benchmark(tmp_path, monkeypatch):
+    import geoae.benchmark as bench
+
+    seen = []
+
+    def fake(config, out, **kw):
+        seen.append(kw)
+        return {"protocol": "p", "table_md": "", "anchors_caption": "", "anchors_md": "", "stages": {}}
+
+    monkeypatch.setattr(bench, "run_benchmark", fake)
+    base = ["-q", "benchmark", "-c", "x.yaml", "-o", str(tmp_path), "--ablations", ""]
+    assert main(base) == 0 and main(base + ["--keep-checkpoints"]) == 0 and main(base + ["--resume"]) == 0
+    assert [(k["keep_checkpoints"], k["resume"]) for k in seen] == [(False, False), (True, False), (False, True)]
