@@ -54,6 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from geoae.config import MAX_SEED
 from geoae.errors import ArtifactError, DataError, GeoaeError
 from geoae.geo import haversine_km, valid_coordinates
 from geoae.labels import region_of, state_codes
@@ -379,7 +380,8 @@ def _align(truth_df: pd.DataFrame, pred_df: pd.DataFrame, proba: np.ndarray | No
         out = np.empty(len(truth_df), dtype=object if vals.dtype.kind in "OUSb" else np.float64)
         out[:] = None if out.dtype == object else np.nan
         out[have] = vals[idx[have].astype(np.int64)]
-        aligned[col] = out
+        # a count (n_tweets) stays a whole number, not 25.0, in predictions.csv; a missing row is <NA>
+        aligned[col] = pd.array(out, dtype="Int64") if vals.dtype.kind in "iu" else out
     aligned["user_id"] = truth_df["user_id"].to_numpy()
     if "status" in aligned:
         aligned["status"] = aligned["status"].where(have, "no_prediction")
@@ -491,7 +493,7 @@ def evaluate_predictions(
     )
     for col in pred.columns:
         if col != "user_id":
-            out_pred[col] = pred[col].to_numpy()
+            out_pred[col] = pred[col].values  # not to_numpy(): that turns the Int64 n_tweets back into floats
     for kind, e in errors.items():
         out_pred[f"error_km_{kind}"] = e
     has_state = bool((pst != "").any()) or classes is not None
@@ -555,6 +557,9 @@ def run_evaluate(
         raise GeoaeError(f"--headline {headline} conflicts with --point {point}: only the {point} point is scored, so "
                          f"it is the headline; use --point all (or --point {headline}) to headline the {headline} "
                          "point, or drop --headline")
+    if not 0 <= seed <= MAX_SEED:
+        # the baselines' LogisticRegression and numpy refuse others, with a traceback after the scoring
+        raise GeoaeError(f"--seed must be a whole number in [0, {MAX_SEED}]; got {seed!r}")
     check_writable(out_dir, "--out", directory=True)  # before the scoring, not after it
     out = Path(out_dir).resolve()
     if model_dir is not None and Path(model_dir).is_dir():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import io
 import json
 import logging
@@ -516,7 +517,12 @@ def _model_record(model_dir: str | Path) -> dict:
     read right after loading it, not after the run, when a training run may have replaced it)."""
     rec: dict = {"dir": str(model_dir)}
     try:
-        idx = json.loads((model_path(model_dir) / INDEX).read_text(encoding="utf-8"))
+        raw = (model_path(model_dir) / INDEX).read_bytes()
+        # The index too: what it holds besides the weights (classes, state points, the point kind,
+        # the location gate and kernel) changes predictions, and models that differ only there
+        # (e.g. trained with another finetune.location_gate) share every weight file.
+        rec["index"] = {"name": INDEX, "sha256": hashlib.sha256(raw).hexdigest()}
+        idx = json.loads(raw.decode("utf-8"))
         rec["files"] = {role: {"name": f["name"], "sha256": f["sha256"]} for role, f in idx["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # already verified by the load: best effort
         pass

@@ -349,6 +349,23 @@ def _is_number(s: str) -> bool:
         return False
 
 
+_GZIP_DAMAGE = ("CRC check failed", "Incorrect length of data produced")  # gzip.BadGzipFile's words
+
+
+def _refuse_damaged(path: Path, e: BaseException, line: int) -> None:
+    """Raise ``DataError`` if ``e`` says a gzip member's CRC-32 or length does not match what was decompressed.
+
+    That is damage, not a cut: corrupted deflate data can decode to plausible garbage (100 flipped
+    bytes in a 1 MB Rahimi file gave 19,000 lines of one user id), found only at the member's end, so
+    no line read from it can be trusted and it is not a ``truncated_file`` whose earlier lines are
+    kept. (A file too small to stream is refused for it when its head is read.) A stream that ends
+    early is left to the caller."""
+    if isinstance(e, gzip.BadGzipFile) and str(e).startswith(_GZIP_DAMAGE):
+        raise DataError(f"{path}: damaged gzip data ({e}; found after line {line}): the decompressed lines do not "
+                        "match the file's checksum, so any of them may be garbage; re-download or re-compress "
+                        "the file") from e
+
+
 class _LineReader:
     """Streams ``(line_number, bytes)`` from a plain or gzip file in chunks.
 
@@ -376,6 +393,7 @@ class _LineReader:
                         yield buf
                         buf = []
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            _refuse_damaged(self.path, e, self.last_line)
             if buf:
                 yield buf
                 buf = []
@@ -1549,6 +1567,7 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                         log.bad("malformed_line", f"{why}; row dropped", line=ln + extra, source=str(path))
                     if (cut := _truncation(text)) is not None:
                         last = next_line + extra - 1  # the last complete line read
+                        _refuse_damaged(path, cut, last)
                         log.bad("truncated_file", f"compressed stream ends early after line {last} ({cut}); the "
                                 "rows before it were kept; re-download or re-compress the file", line=last,
                                 source=str(path), kept=True)
@@ -1591,11 +1610,15 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
     except pd.errors.EmptyDataError as e:
         raise DataError(f"{path}: is empty (no header line); remove it from the inputs") from e
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        _refuse_damaged(path, e, next_line + extra - 1)
         log.bad("truncated_file", f"compressed stream ends early near line {next_line + extra} ({e}); rows before "
                 "it were kept; re-download or re-compress the file", line=next_line + extra - 1, source=str(path),
                 kept=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        if text is not None and (cut := _truncation(text)) is not None and "EOF inside string" in str(e):
+        cut = _truncation(text) if text is not None else None
+        if cut is not None:
+            _refuse_damaged(path, cut, next_line + extra - 1)
+        if cut is not None and "EOF inside string" in str(e):
             # The cut fell inside a quoted field: not a stray quote. pandas drops the rows of the
             # chunk it was parsing, so only those of earlier chunks were kept: say which.
             last = next_line + extra - 1
@@ -2012,7 +2035,7 @@ def iter_tweets(
                     new = log.counts - before
                     if n_good == 0 and not new["duplicate_tweet"] and \
                             sum(new.values()) - new["truncated_file"] >= _WRONG_FORMAT_EARLY:
-                        _wrong_format(path, f, new)
+                        _wrong_format(path, f, new, log)
                     continue
                 n_good += len(frame)
                 total += len(frame)
@@ -2024,7 +2047,7 @@ def iter_tweets(
         new = log.counts - before
         # A file whose tweets were all read before (the same file twice) is the right format.
         if n_good == 0 and not new["duplicate_tweet"] and sum(new.values()) - new["truncated_file"] > 0:
-            _wrong_format(path, f, new)
+            _wrong_format(path, f, new, log)
         if n_good == 0 and not new:  # a header (or "[" "]") and nothing else: as good as empty
             header_only.append(path)
     for path in empty_files:
@@ -2063,9 +2086,15 @@ def _is_empty(path: Path) -> bool:
         raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
 
 
-def _wrong_format(path: Path, fmt: str, new: Counter) -> None:
+def _wrong_format(path: Path, fmt: str, new: Counter, log: RecordLog) -> None:
+    # A bad record of this file says why (a JSON file of Python reprs, 'single quotes': "Expecting
+    # property name enclosed in double quotes"), which the counts alone do not: the run stops here, so
+    # the examples are in no manifest or summary either.
+    first = next((e for reason, _ in new.most_common() for e in log.examples.get(reason, [])
+                  if e.startswith(f"{path}:")), None)
     raise DataError(
-        f"{path}: no line could be read as {fmt} (bad records: {dict(new)}); "
+        f"{path}: no line could be read as {fmt} (bad records: {dict(new)}"
+        + (f"; e.g. {first}" if first else "") + "); "
         f"is this the right file? choose the format explicitly with {_FORMAT_OPTION}"
     )
 

@@ -193,6 +193,16 @@ def test_evaluate_predictions_missing_user_and_proba_alignment():
         evaluate_predictions(TRUTH, pd.concat([p, p]))
 
 
+def test_a_tweet_count_stays_a_whole_number_in_the_predictions_table():
+    # predictions.csv of `geoae evaluate`: n_tweets as predict writes it (25, not 25.0), a user without
+    # a prediction an empty field
+    p = _pred(n_tweets=[25, 3, 1, 7, 2]).iloc[[3, 0, 2]].reset_index(drop=True)  # u2, u5 missing
+    out = evaluate_predictions(TRUTH, p)["predictions"].set_index("user_id")
+    assert out["n_tweets"].isna().tolist() == [False, True, False, False, True]
+    csv = out[["n_tweets"]].to_csv().splitlines()
+    assert csv == ["user_id,n_tweets", "u1,25", "u2,", "u3,1", "u4,7", "u5,"]
+
+
 def test_a_user_missing_from_predictions_without_a_state_column_is_a_top3_miss():
     # Predictions from an outside model: points and probabilities, no ``state`` column. The user
     # missing from them gets an all-zero probability row when aligned, whose arbitrary top 3
@@ -557,3 +567,12 @@ def test_calibration_of_out_of_range_probabilities_stays_valid_json():
     with np.errstate(over="ignore"):
         cal = calibration(["CA", "NY"], np.array([[1e200, 0.3], [0.5, 0.5]]), ["CA", "NY"])
     json.dumps(cal, allow_nan=False)  # metrics.json: no NaN or Infinity
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_the_baselines_cannot_take_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, seed):
+    d = _documents(tmp_path)
+    assert _cli_evaluate(tmp_path, monkeypatch, d, "--baselines", "--seed", seed) == 2
+    err = capsys.readouterr().err
+    assert f"--seed must be a whole number in [0, {2**32 - 1}]; got {seed}" in err and "Traceback" not in err
+    assert not (tmp_path / "rep").exists()

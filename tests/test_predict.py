@@ -785,6 +785,31 @@ def test_summary_names_the_model_it_loaded(model, users_file, tmp_path, monkeypa
     assert json.loads(summary.read_text())["model"]["files"] == want
 
 
+def test_summary_tells_apart_models_that_share_their_weight_files(model, users_file, tmp_path):
+    """Settings that act only at prediction (here the location gate) live in artifact.json alone: two
+    such models share every weight file, and the summary, which named only those, was the same for both."""
+    import hashlib
+    import shutil
+
+    from geoae.artifact import _index_sha
+
+    other = Path(shutil.copytree(model, tmp_path / "other"))
+    idx = json.loads((other / "artifact.json").read_text())
+    idx["config"]["finetune"]["location_gate"] = 0.99
+    idx["index_sha256"] = _index_sha(idx)  # saved so, not edited: it loads
+    (other / "artifact.json").write_text(json.dumps(idx))
+    records = []
+    for m in (model, other):
+        summary = tmp_path / "s.json"
+        assert main(["-q", "predict", "-m", str(m), "-i", str(users_file), "-o", str(tmp_path / "p.csv"),
+                     "--summary", str(summary)]) == 0
+        rec = json.loads(summary.read_text())["model"]
+        assert rec["index"] == {"name": "artifact.json",
+                                "sha256": hashlib.sha256((Path(m) / "artifact.json").read_bytes()).hexdigest()}
+        records.append(rec)
+    assert records[0]["files"] == records[1]["files"] and records[0]["index"] != records[1]["index"]
+
+
 def test_parquet_output_with_no_rows_has_the_column_types_of_one_with_rows(tmp_path):
     import pyarrow.parquet as pq
 

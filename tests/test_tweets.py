@@ -414,6 +414,19 @@ def test_wrong_format_is_a_clear_error(tmp_path):
         read_tweets(p, fmt="geotext")
 
 
+def test_a_file_none_of_whose_lines_reads_says_why_in_the_error(tmp_path):
+    # Python reprs written instead of JSON (str(dict)): the error gave only the counts and asked
+    # "is this the right file?", and the run stops there, so no manifest or summary shows an example.
+    other = write_bytes(tmp_path / "ok.jsonl", b'{"id_str": "9", "text": "x", "user": {"id_str": "u"}}\n')
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(str({"id_str": str(i), "text": "x", "user": {"id_str": "u"}}) + "\n" for i in range(3)))
+    for paths in ([p], [other, p]):
+        with pytest.raises(DataError, match=r"no line could be read as twitter_json \(bad records: "
+                                            r"\{'malformed_json': 3\}; e\.g\. .*t\.jsonl:1: not valid JSON "
+                                            r"\(JSONDecodeError: Expecting property name enclosed in double quotes"):
+            read_tweets(paths)
+
+
 def test_undetectable_format_is_a_clear_error(tmp_path):
     p = tmp_path / "notes.txt"
     p.write_text("just some prose\nwith no structure\n")
@@ -1437,3 +1450,28 @@ def test_a_file_given_twice_is_refused_not_read_twice(tmp_path, monkeypatch):
     other = tmp_path / "d.csv"
     other.write_bytes(p.read_bytes())  # the same content in another file is another input
     assert len(read_tweets([p, other])) == 4
+
+
+@pytest.mark.parametrize("name,line", [
+    ("user_info.train.gz", "U{i}\t40\t-74\t{t}\n"),  # the line reader (Rahimi, GeoText)
+    ("t.jsonl.gz", '{{"id_str": "{i}", "user": {{"id_str": "U{i}"}}, "text": "{t}"}}\n'),
+    ("t.csv.gz", "U{i},{t}\n"),  # pandas' reader, through _WholeLines
+], ids=["rahimi", "json", "csv"])
+@pytest.mark.parametrize("damage", ["crc", "length"])
+def test_a_gzip_failing_its_checksum_is_damaged_not_truncated(tmp_path, name, line, damage):
+    # A gzip member whose CRC-32 or length does not match what was decompressed is damaged
+    # somewhere (corrupted deflate data can decode to plausible garbage: 100 flipped bytes gave
+    # 19,000 lines of one user id) and this is found only at its end. It was counted as
+    # truncated_file ("ends early after line N; the lines before it were kept") and every line
+    # kept; a file of under 64 KiB with the same damage was already refused.
+    rng = random.Random(0)
+    body = ("user_id,text\n" if name.endswith(".csv.gz") else "") + "".join(
+        line.format(i=i, t="".join(rng.choices("abcdefghijkl ", k=80))) for i in range(3000))
+    blob = bytearray(gzip.compress(body.encode()))
+    blob[-8 if damage == "crc" else -4] ^= 1  # the trailer: CRC-32, then ISIZE
+    p = write_bytes(tmp_path / name, bytes(blob))
+    for policy in ("skip", "fail"):
+        log = RecordLog(policy=policy)
+        with pytest.raises(DataError, match=rf"{name}: damaged gzip data \((CRC check failed|Incorrect length)"):
+            read_tweets(p, log=log)
+        assert not log.counts
