@@ -177,6 +177,21 @@ def model_path(model_dir: str | Path) -> Path:
     return d.parent if d.is_file() and d.name == INDEX else d
 
 
+# Where the commands put the model under the run directory they are given (README's layout).
+_RUN_MODELS = (("model", "`geoae train -o {d}` writes the model there"),
+               ("train/model", "`geoae demo --out {d}` writes the model there"),
+               ("sdae/model", "`geoae benchmark -o {d}` writes its main model there"))
+
+
+def _run_dir_hint(d: Path) -> str:
+    """For a directory without ``artifact.json``: the model inside it, if ``d`` is a run directory of
+    ``train``, ``demo`` or ``benchmark`` (only a model that is there is suggested)."""
+    for sub, how in _RUN_MODELS:
+        if (d / sub / INDEX).is_file():
+            return f"; did you mean {d / sub}? ({how.format(d=d)})"
+    return " (train one with `geoae train`)"
+
+
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Load and verify a model directory. Raises ``ArtifactError`` with a specific reason."""
     from geoae.features import TfidfFeaturizer, featurizer_from_state
@@ -192,9 +207,7 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ArtifactError(f"model directory not found: {d}")
     ip = d / INDEX
     if not ip.is_file():
-        hint = (f"; did you mean {d / 'model'}? (`geoae train -o {d}` writes the model there)"
-                if (d / "model" / INDEX).is_file() else " (train one with `geoae train`)")
-        raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory{hint}")
+        raise ArtifactError(f"{d}: no {INDEX}; this is not a geoae model directory{_run_dir_hint(d)}")
     try:
         idx = json.loads(ip.read_text(encoding="utf-8"))
     # ValueError: also an integer literal too long to convert; RecursionError: nesting too deep

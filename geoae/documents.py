@@ -30,7 +30,8 @@ Two ways to build them, for two memory regimes:
 Bad-record reasons added here (on top of the readers' ones in ``geoae.tweets``):
 ``empty_user``, ``too_few_tweets`` (below ``min_tweets``), ``duplicate_user``
 (a user with several rows of a per-user format: merged),
-``conflicting_split`` (first non-empty split kept), ``user_not_contiguous``.
+``conflicting_split`` (the user's first non-empty split kept, with its tweets; the tweets of the
+user's other splits dropped), ``user_not_contiguous``.
 """
 
 from __future__ import annotations
@@ -145,6 +146,40 @@ def _one_row_groups(df: pd.DataFrame, text: np.ndarray, nonempty: np.ndarray) ->
     return out.astype(_DTYPES)[list(DOC_COLUMNS)]
 
 
+def _tweets(n: int) -> str:
+    return f"{n} tweet" if n == 1 else f"{n} tweets"
+
+
+def _drop_conflicting_splits(df: pd.DataFrame, bad: Any) -> pd.DataFrame:
+    """A user with more than one distinct non-empty split keeps only the rows of its first split (in
+    input order) and those without a split; the rows of its other splits are dropped, else a user's
+    test tweets would train the model (the document takes one split). One ``conflicting_split``
+    per such user (kept: the user stays), saying how many tweets were kept and dropped from which
+    split. Returns ``df`` itself when no user conflicts."""
+    split = df["split"].fillna("").astype("str")
+    has = (split != "").to_numpy()
+    sp = pd.DataFrame({"user_id": df["user_id"].to_numpy()[has], "split": split.to_numpy()[has]}).drop_duplicates()
+    conflicted = sp.loc[sp["user_id"].duplicated(), "user_id"].unique()
+    if not len(conflicted):
+        return df
+    first = sp.drop_duplicates("user_id").set_index("user_id")["split"]
+    in_conf = df["user_id"].isin(conflicted).to_numpy()
+    drop = in_conf & has & (split.to_numpy() != df["user_id"].map(first).to_numpy())
+    # Tweets, not rows: a row of a per-user format (Rahimi) holds n_tweets of them.
+    ntw = pd.to_numeric(df["n_tweets"], errors="coerce").fillna(1).to_numpy()[in_conf]
+    counts = pd.Series(ntw).groupby([df["user_id"].to_numpy()[in_conf], split.to_numpy()[in_conf]],
+                                    sort=False).sum()
+    order = sp.groupby("user_id", sort=False)["split"].agg(list)
+    for u in conflicted:
+        splits, c = order[u], counts[u]
+        unsplit = int(c.get("", 0))
+        kept = f"kept its {_tweets(int(c[splits[0]]))} from split {splits[0]!r}" + (
+            f" (and {_tweets(unsplit)} without a split)" if unsplit else "")
+        dropped = " and ".join(f"{_tweets(int(c[s]))} from split {s!r}" for s in splits[1:])
+        bad("conflicting_split", [u], f"appears in splits {splits}; {kept} and dropped its {dropped}", kept=True)
+    return df.loc[~drop].reset_index(drop=True)
+
+
 def build_documents(
     tweets: pd.DataFrame | Iterable[pd.DataFrame],
     log: RecordLog | None = None,
@@ -153,8 +188,10 @@ def build_documents(
     """Group tweets into one document per user (``DOC_COLUMNS``), in memory.
 
     Users come out in order of first appearance. Counted, never silently:
-    ``conflicting_split`` (a user with two different non-empty splits; the first
-    is kept), ``duplicate_user`` (several rows of a per-user format; merged),
+    ``conflicting_split`` (a user with two different non-empty splits: the user
+    is kept in the first split seen, with only that split's tweets and those
+    without a split; the tweets of the other splits are dropped),
+    ``duplicate_user`` (several rows of a per-user format; merged),
     ``empty_user`` (nothing but whitespace; left out) and ``too_few_tweets``
     (fewer than ``min_tweets``; left out).
     """
@@ -173,14 +210,9 @@ def build_documents(
             src, ln = where.get(u, ("", None))
             log.bad(reason, f"user {u!r}: {detail}", line=ln, source=src, kept=kept)
 
-    # Conflicting splits: more than one distinct non-empty split for a user.
-    sp = df.loc[df["split"].fillna("") != "", ["user_id", "split"]].drop_duplicates()
-    conflicted = sp.loc[sp["user_id"].duplicated(), "user_id"].unique()
-    if len(conflicted):
-        splits = sp.groupby("user_id", sort=False)["split"].agg(lambda s: "/".join(s))
-        for u in conflicted:
-            bad("conflicting_split", [u], f"appears in splits {splits[u]}; kept the first", kept=True)
-    # Duplicates of per-user formats: the same user in several aggregated rows.
+    df = _drop_conflicting_splits(df, bad)
+    # Duplicates of per-user formats: the same user in several aggregated rows (after the rows of a
+    # conflicting split are gone: a Rahimi user in user_info.train and user_info.test is one row again).
     per_user = df.loc[df["_per_user"].astype(bool), "user_id"]
     dups = per_user[per_user.duplicated()].unique()
     if len(dups):

@@ -60,6 +60,12 @@ from geoae.tweets import TABLE_COLUMNS, blank_texts, check_distinct_inputs, pars
 
 log = logging.getLogger(__name__)
 
+
+def _count(n: int, noun: str) -> str:
+    """``1 user``, ``2 users``: a count for a message (nouns here take a plain -s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 OUTPUT_COLUMNS = [
     "user_id", "n_tweets", "status", "state", "state_prob", "region", "lat", "lon",
     "reg_lat", "reg_lon", "state_lat", "state_lon", "bayes_lat", "bayes_lon", "loc_lat", "loc_lon", "top_states",
@@ -86,7 +92,8 @@ class Predictor:
         self.classes_ = list(artifact.classes)
         self.top_k = max(1, min(top_k, len(self.classes_)))
         if top_k > self.top_k:
-            log.info("--top-k %d: the model knows %d states, so top_states lists %d", top_k, len(self.classes_), self.top_k)
+            log.info("--top-k %d: the model knows %s, so top_states lists %d", top_k, _count(len(self.classes_), "state"),
+                     self.top_k)
         self.batch_size = batch_size
         self.device = next(artifact.model.parameters()).device
         self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
@@ -682,8 +689,8 @@ def predict_files(
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
     }
-    log.info("predict: %d users in, %d rows out, %s, %.1f users/s", users_in, rows_out, rlog.summary(),
-             summary["users_per_second"] or 0)
+    log.info("predict: %s in, %s out, %s, %.1f users/s", _count(users_in, "user"), _count(rows_out, "row"),
+             rlog.summary(), summary["users_per_second"] or 0)
     warn_about_records(rlog)
     return summary
 
@@ -693,15 +700,15 @@ def warn_about_records(rlog: RecordLog) -> None:
     dropped, a truncated input, and users split over several output rows."""
     dropped = rlog.dropped
     if dropped:
-        log.warning("%d bad records dropped %s (examples: --summary's records_skipped)", sum(dropped.values()),
+        log.warning("%s dropped %s (examples: --summary's records_skipped)", _count(sum(dropped.values()), "bad record"),
                     dict(dropped))
     if rlog.counts.get("truncated_file"):
         log.warning("an input ends early (truncated_file): the users up to the cut are predicted, the last one "
                     "possibly from part of its tweets; %s", rlog.examples.get("truncated_file", [""])[0])
-    if rlog.counts.get("user_not_contiguous"):
-        log.warning("%d times a user reappeared after other users (the input is not grouped by user, or a user is "
+    if n := rlog.counts.get("user_not_contiguous"):
+        log.warning("a user reappeared after other users %s (the input is not grouped by user, or a user is "
                     "in several files): such a user has one output row per run of their tweets, which may disagree; "
-                    "sort the input by user id, or merge with `geoae prepare` first", rlog.counts["user_not_contiguous"])
+                    "sort the input by user id, or merge with `geoae prepare` first", "once" if n == 1 else f"{n} times")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -722,7 +729,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         write_json(args.summary, summary)
     s = summary
-    print(f"rows in: {s['users_in']} users ({s['tweets_in']} tweets); rows out: {s['rows_out']} -> {s['output']}")
+    print(f"rows in: {_count(s['users_in'], 'user')} ({_count(s['tweets_in'], 'tweet')}); rows out: {s['rows_out']} "
+          f"-> {s['output']}")
     print(f"rows by status: {json.dumps(s['rows_by_status'])}")
     skipped = s["records_skipped"]
     print(f"bad records: {skipped['skipped_total']} {breakdown(skipped)}")

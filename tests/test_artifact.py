@@ -392,6 +392,28 @@ def test_pointing_at_the_index_file_or_the_train_directory(model_dir, tmp_path):
         load_artifact(train_dir)
 
 
+@pytest.mark.parametrize("sub, how", [("model", "geoae train -o"), ("train/model", "geoae demo --out"),
+                                      ("sdae/model", "geoae benchmark -o")])
+def test_a_run_directory_names_the_model_inside_it(model_dir, tmp_path, sub, how):
+    """`-m runs/demo` (the demo's run directory, its model in train/model) said only 'not a geoae model
+    directory (train one with `geoae train`)', though a model was right there."""
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / sub)
+    with refused(ArtifactError, rf"^<path>: no {INDEX}; this is not a geoae model directory; did you mean "
+                 rf"<path>/{sub}\? \(`{how} <path>` writes", run):
+        load_artifact(run)
+    assert load_artifact(run / sub).classes  # the suggestion loads
+
+
+def test_no_model_no_suggestion(tmp_path):
+    """A hint names only a model that exists: an empty run layout (train/model without artifact.json) gets none."""
+    run = tmp_path / "run"
+    (run / "train" / "model").mkdir(parents=True)
+    (run / "data").mkdir()
+    with refused(ArtifactError, r"not a geoae model directory \(train one with `geoae train`\)$", run):
+        load_artifact(run)
+
+
 # --------------------------------------------------------------------------- hand-made or damaged indexes
 
 

@@ -87,6 +87,45 @@ def test_conflicting_split_counted_first_kept():
     assert docs["split"].tolist() == ["train"] and log.counts["conflicting_split"] == 1
 
 
+def test_conflicting_split_keeps_only_the_first_splits_tweets():
+    """A user in two splits was kept under the first with the tweets of BOTH merged into its document:
+    its test tweets (and test coordinates) then trained the model. Only the first split's tweets (and
+    those without a split) stay; the message says how many were kept and dropped, from which split."""
+    log = RecordLog()
+    docs = build_documents(tweets([
+        ("a", "train one", NAN, NAN, "train"),
+        ("b", "other", 5, 5, "dev"),
+        ("a", "test one", 9, 9, "test"),
+        ("a", "no split", NAN, NAN, ""),
+        ("a", "train two", 1, 2, "train"),
+        ("a", "test two", 9, 9, "test"),
+        ("a", "dev one", 8, 8, "dev"),
+    ]), log=log)
+    a = docs.set_index("user_id").loc["a"]
+    assert a["split"] == "train"
+    assert a["text"] == "train one\nno split\ntrain two" and "test" not in a["text"] and "dev" not in a["text"]
+    assert a["n_tweets"] == 3 and (a["lat"], a["lon"]) == (1, 2)  # not the test split's point
+    assert log.counts["conflicting_split"] == 1 and log.kept["conflicting_split"] == 1
+    (msg,) = log.examples["conflicting_split"]
+    assert ("appears in splits ['train', 'test', 'dev']; kept its 2 tweets from split 'train' (and 1 tweet without "
+            "a split) and dropped its 2 tweets from split 'test' and 1 tweet from split 'dev'") in msg
+
+
+def test_conflicting_split_of_per_user_rows_counts_their_tweets(tmp_path):
+    """Rahimi's user_info.train and user_info.test both holding a user: one document, from train only,
+    and the dropped row's n_tweets in the message; not a merged duplicate_user."""
+    (tmp_path / "user_info.train").write_text("u\t40.7\t-74.0\ttrain a ||| train b\nv\t34.0\t-118.2\tvv\n")
+    (tmp_path / "user_info.test").write_text("u\t41.9\t-87.6\ttest a ||| test b ||| test c\n")
+    log = RecordLog()
+    docs = read_documents([tmp_path / "user_info.train", tmp_path / "user_info.test"], log=log)
+    u = docs.set_index("user_id").loc["u"]
+    assert u["split"] == "train" and "test" not in u["text"] and u["n_tweets"] == 2
+    assert (u["lat"], u["lon"]) == (40.7, -74.0)
+    assert log.counts["duplicate_user"] == 0
+    (msg,) = log.examples["conflicting_split"]
+    assert "kept its 2 tweets from split 'train' and dropped its 3 tweets from split 'test'" in msg
+
+
 def test_duplicate_per_user_rows_merged_and_counted():
     log = RecordLog()
     f1 = tweets([("a", "x\ny", 1, 1, "dev", 2), ("b", "q", 2, 2, "dev", 1)], granularity="user")

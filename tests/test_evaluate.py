@@ -365,6 +365,24 @@ def test_headline_must_be_a_scored_point(tmp_path, monkeypatch, capsys):
         assert m["headline_point"] == "state_median" and list(m["points"]) == ["state_median"]
 
 
+def test_data_pointing_at_a_run_directory_names_its_data(tmp_path, monkeypatch, capsys):
+    """`geoae evaluate --data runs/demo` (documents in runs/demo/data/) said only 'not found: run
+    `geoae prepare` first'; the hint names RUN/data, and only when its documents are there."""
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    _documents(tmp_path).rename(run / "data")
+    assert _cli_evaluate(tmp_path, monkeypatch, run) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'documents.parquet'} not found; did you mean --data {run / 'data'}?" in err
+    assert not (tmp_path / "rep").exists()
+    assert _cli_evaluate(tmp_path, monkeypatch, run / "data") == 0  # the suggestion works
+    capsys.readouterr()
+    (run / "data" / "documents.parquet").unlink()
+    assert _cli_evaluate(tmp_path, monkeypatch, run) == 2
+    err = capsys.readouterr().err
+    assert "did you mean" not in err and "not found: run `geoae prepare` first" in err
+
+
 def _unlabel(d, cols):
     docs = pd.read_parquet(d / "documents.parquet")
     test = docs["split"] == "test"

@@ -924,12 +924,74 @@ def test_what_a_labelling_job_must_not_miss_is_a_warning_that_survives_quiet(mod
         assert main(["-q", "predict", "-m", str(model), "-i", str(shuffled), "-o", str(tmp_path / "p.csv")]) == 0
     assert capsys.readouterr().out == ""
     said = " | ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
-    assert "1 bad records dropped {'malformed_json': 1}" in said
+    assert "1 bad record dropped {'malformed_json': 1}" in said
     assert "reappeared after other users" in said and "sort the input by user id" in said
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="geoae"):
         assert main(["-q", "predict", "-m", str(model), "-i", str(src), "-o", str(tmp_path / "ok.csv")]) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a clean input stays silent
+
+
+def test_counts_in_predict_messages_agree_with_their_noun(caplog, capsys, monkeypatch, tmp_path):
+    """'1 times a user reappeared', '1 bad records dropped', 'rows in: 1 users (1 tweets)'."""
+    import argparse
+
+    import geoae.predict as predict_mod
+    from geoae.errors import RecordLog
+
+    def said(rlog):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="geoae"):
+            predict_mod.warn_about_records(rlog)
+        return " | ".join(r.getMessage() for r in caplog.records)
+
+    one = RecordLog()
+    one.bad("user_not_contiguous", "u", kept=True)
+    one.bad("malformed_json", "x")
+    text = said(one)
+    assert "a user reappeared after other users once (" in text and "1 bad record dropped {" in text
+    assert "1 times" not in text and "1 bad records" not in text
+    three = RecordLog()
+    for _ in range(3):
+        three.bad("user_not_contiguous", "u", kept=True)
+        three.bad("malformed_json", "x")
+    text = said(three)
+    assert "a user reappeared after other users 3 times (" in text and "3 bad records dropped {" in text
+
+    summary = {"users_in": 1, "tweets_in": 1, "rows_out": 1, "output": "p.csv", "rows_by_status": {"ok": 1},
+               "records_skipped": RecordLog().to_dict(), "users_per_second": 1.0}
+    monkeypatch.setattr(predict_mod, "predict_files", lambda *a, **k: summary)
+    args = argparse.Namespace(chunksize=10, summary=None, model="m", input=["i"], output=str(tmp_path / "p.csv"),
+                              format="auto", output_format=None, on_bad_record="skip", device="cpu", top_k=3,
+                              reader="auto", half=False, workers=1, columns=None)
+    assert predict_mod._cmd_predict(args) == 0
+    assert "rows in: 1 user (1 tweet); rows out: 1 -> p.csv" in capsys.readouterr().out
+    summary.update(users_in=2, tweets_in=5)
+    assert predict_mod._cmd_predict(args) == 0
+    assert "rows in: 2 users (5 tweets); rows out: 1 -> p.csv" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sub", ["model", "train/model"])
+def test_predict_on_a_run_directory_names_its_model(model, users_file, tmp_path, capsys, sub):
+    """`geoae predict -m runs/demo` (a demo's run directory: the model is in train/model)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(model, run / sub)
+    assert main(["predict", "-m", str(run), "-i", str(users_file), "-o", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"this is not a geoae model directory; did you mean {run / sub}?" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_the_closing_log_line_of_one_user_says_user_and_row(model, tmp_path, caplog):
+    from geoae.predict import predict_files
+
+    src = tmp_path / "one.csv"
+    src.write_text("user_id,text\nu1,lakers tonight\n")
+    with caplog.at_level(logging.INFO, logger="geoae"):
+        predict_files(model, [src], tmp_path / "p.csv", reader="thread")
+    assert "predict: 1 user in, 1 row out, " in caplog.text
 
 
 @pytest.mark.parametrize("reader", ["thread", "process"])
