@@ -103,7 +103,7 @@ class RecordLog:
 
     def summary(self) -> str:
         """``N bad records (D dropped, K kept: repaired or flagged) {reason: count}``."""
-        return f"{self.total} bad records {breakdown(self.to_dict())}"
+        return f"{plural(self.total, 'bad record')} {breakdown(self.to_dict())}"
 
     def to_dict(self) -> dict:
         return {
@@ -116,6 +116,11 @@ class RecordLog:
             "kept_by_reason": dict(sorted(self.kept.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
         }
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 user``, ``2 users``: a count for a message (the nouns used take a plain -s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def breakdown(record_log: dict) -> str:

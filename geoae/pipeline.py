@@ -25,7 +25,7 @@ import torch
 from geoae.artifact import Artifact, save_artifact
 from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import DEFAULT_CONFIG, Config, load_config
-from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, breakdown
+from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, breakdown, plural
 from geoae.features import available_cpus
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
@@ -96,10 +96,12 @@ def prepare(cfg: Config, out_dir: str | Path, inputs: list[str] | None = None) -
         "bad_records": rlog.to_dict(),
         "wall_seconds": round(t.seconds, 3),
     })
-    log.info("prepared %d users (%s) in %.1fs; %d bad records", len(docs), counts["by_split"], t.seconds, rlog.total)
+    log.info("prepared %s (%s) in %.1fs; %s", plural(len(docs), "user"), counts["by_split"], t.seconds,
+             plural(rlog.total, "bad record"))
     dropped = rlog.dropped
     if dropped:  # a warning, so -q still says it
-        log.warning("%d bad records dropped %s (examples in %s)", sum(dropped.values()), dict(dropped), out / "manifest.json")
+        log.warning("%s dropped %s (examples in %s)", plural(sum(dropped.values()), "bad record"), dict(dropped),
+                    out / "manifest.json")
     return docs
 
 

@@ -51,7 +51,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from geoae.artifact import INDEX, Artifact, load_artifact, model_path
-from geoae.errors import DataError, GeoaeError, RecordLog, breakdown
+from geoae.errors import DataError, GeoaeError, RecordLog, breakdown, plural
 from geoae.features import available_cpus
 from geoae.finetune import point_predictions, predict_arrays
 from geoae.labels import top_states_json
@@ -59,11 +59,6 @@ from geoae.manifest import bar_disabled, check_writable, file_mode, versions
 from geoae.tweets import TABLE_COLUMNS, blank_texts, check_distinct_inputs, parse_columns, text_list
 
 log = logging.getLogger(__name__)
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 user``, ``2 users``: a count for a message (nouns here take a plain -s)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 OUTPUT_COLUMNS = [
@@ -92,7 +87,7 @@ class Predictor:
         self.classes_ = list(artifact.classes)
         self.top_k = max(1, min(top_k, len(self.classes_)))
         if top_k > self.top_k:
-            log.info("--top-k %d: the model knows %s, so top_states lists %d", top_k, _count(len(self.classes_), "state"),
+            log.info("--top-k %d: the model knows %s, so top_states lists %d", top_k, plural(len(self.classes_), "state"),
                      self.top_k)
         self.batch_size = batch_size
         self.device = next(artifact.model.parameters()).device
@@ -689,7 +684,7 @@ def predict_files(
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
     }
-    log.info("predict: %s in, %s out, %s, %.1f users/s", _count(users_in, "user"), _count(rows_out, "row"),
+    log.info("predict: %s in, %s out, %s, %.1f users/s", plural(users_in, "user"), plural(rows_out, "row"),
              rlog.summary(), summary["users_per_second"] or 0)
     warn_about_records(rlog)
     return summary
@@ -700,7 +695,7 @@ def warn_about_records(rlog: RecordLog) -> None:
     dropped, a truncated input, and users split over several output rows."""
     dropped = rlog.dropped
     if dropped:
-        log.warning("%s dropped %s (examples: --summary's records_skipped)", _count(sum(dropped.values()), "bad record"),
+        log.warning("%s dropped %s (examples: --summary's records_skipped)", plural(sum(dropped.values()), "bad record"),
                     dict(dropped))
     if rlog.counts.get("truncated_file"):
         log.warning("an input ends early (truncated_file): the users up to the cut are predicted, the last one "
@@ -729,7 +724,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         write_json(args.summary, summary)
     s = summary
-    print(f"rows in: {_count(s['users_in'], 'user')} ({_count(s['tweets_in'], 'tweet')}); rows out: {s['rows_out']} "
+    print(f"rows in: {plural(s['users_in'], 'user')} ({plural(s['tweets_in'], 'tweet')}); rows out: {s['rows_out']} "
           f"-> {s['output']}")
     print(f"rows by status: {json.dumps(s['rows_by_status'])}")
     skipped = s["records_skipped"]

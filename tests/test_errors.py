@@ -21,3 +21,14 @@ def test_a_bad_record_without_a_known_file_is_named_without_an_empty_location():
         RecordLog(policy="fail").bad("invalid_coordinates", "user 'u': lat=999", kept=True)
     with pytest.raises(DataError, match=r"^b.txt:2: malformed_line \(stopped"):
         RecordLog(policy="fail", source="b.txt").bad("malformed_line", line=2)
+
+
+def test_counts_in_messages_agree_with_their_noun():
+    from geoae.errors import plural
+
+    assert plural(1, "bad record") == "1 bad record" and plural(0, "user") == "0 users" and plural(2, "row") == "2 rows"
+    one = RecordLog(policy="skip")
+    one.bad("malformed_line", "x")
+    assert one.summary().startswith("1 bad record (") and "records" not in one.summary().split("{")[0]
+    one.bad("malformed_line", "y")
+    assert one.summary().startswith("2 bad records (")
