@@ -26,6 +26,7 @@ None of the baselines has a regression head: ``lat, lon`` equal
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from typing import Sequence
 
@@ -41,6 +42,17 @@ from geoae.labels import region_of, state_codes, top_states_json
 from geoae.tweets import text_list
 
 log = logging.getLogger(__name__)
+
+
+def _ignore_class_count_guess() -> None:
+    """scikit-learn guesses that a target with more classes than half the samples "could represent a
+    regression problem": on a small split the state labels often are so, and the guess then filled the
+    terminal (also under -q) once per C on the grid. The states are classes; how few users there are is
+    in the report. A process-wide filter, as in geoae.finetune (``catch_warnings`` races other threads),
+    installed when fitting (at import it would not outlive a test's warning context); adding it again
+    replaces it."""
+    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%", category=UserWarning)
+
 
 # Same defaults as ``FinetuneConfig``: the peer gets the identical decision rules.
 BAYES_CAP_KM = FinetuneConfig().bayes_cap_km
@@ -227,6 +239,7 @@ class TfidfLogReg(BaseEstimator):
         df = df[df["state"] != ""]
         if df["state"].nunique() < 2:
             raise DataError("TfidfLogReg: needs training users from at least two states")
+        _ignore_class_count_guess()
         texts = text_list(df["text"])
         self.featurizer_ = _make_featurizer(self.max_features, self.min_df, self.mentions, self.select, self.max_df,
                                             self.sublinear_tf, self.binary, self.ngram_max)

@@ -284,6 +284,10 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
+        if value is None and dataclasses.is_dataclass(hints[name]):
+            # A section left empty (``train:`` with every key under it commented out) reads as null in
+            # YAML: no keys given, so all take their defaults, as for a section left out.
+            value = {}
         kwargs[name] = _coerce(value, hints[name], key)
     return cls(**kwargs)
 
@@ -421,7 +425,9 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = raw
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
+        if node.get(p) is None:  # absent, or a section left empty in the file (null: its defaults)
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {p} is not a section")
     node[parts[-1]] = value
@@ -500,11 +506,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in ov:
             raise ConfigError(f"--set {ov!r}: expected section.key=value")
         k, v = ov.split("=", 1)
+        if not all(part.strip() for part in k.split(".")):  # `=3`, `.hidden=3`: was "unknown config key ;"
+            raise ConfigError(f"--set {ov!r}: expected section.key=value, a name on each side of every dot, "
+                              "e.g. --set finetune.epochs=20")
         try:
             parsed = _yaml_load(v)
         except DuplicateKeyError as e:  # not read as a plain string below: that would hide the reason
             raise ConfigError(f"--set {ov}: {e}") from None
-        except yaml.YAMLError:
+        except yaml.YAMLError as e:
+            if v.strip()[:1] in ("[", "{"):
+                # Meant as a list or a mapping (no plain string starts so): taken as a string, it was
+                # refused as "expected a list, got str '[16,8'", which hides the typo.
+                why = getattr(e, "problem", None) or " ".join(str(e).split())
+                raise ConfigError(f"--set {ov}: the value is not valid YAML ({why}); a list is [a, b], a mapping "
+                                  "{key: value}, in quotes for the shell") from None
             parsed = v
         set_dotted(raw, k.strip(), parsed)
     try:

@@ -450,7 +450,13 @@ def assign_splits(
     if dev_fraction > 0 or test_fraction > 0:
         pool = np.flatnonzero(out["split"].isin(list(carve_from)).to_numpy())
         if len(pool) == 0:
-            raise ConfigError(f"cannot carve dev/test users: no user has a split in {list(carve_from)}")
+            present = sorted(out["split"].unique())
+            hint = ("; the inputs give no user a split (no split column, or an empty one): use data.split: random"
+                    if rule == "column" and present in ([], [""]) else
+                    "; set data.carve_from to the split(s) to carve from")
+            raise ConfigError(f"cannot carve dev/test users (data.dev_fraction {dev_fraction}, data.test_fraction "
+                              f"{test_fraction}): no user has a split in data.carve_from {list(carve_from)} (splits "
+                              f"present: {present}){hint}")
         order = pool[_hash_rank(out["user_id"].iloc[pool].astype(str), seed)]
         n_test, n_dev = round(len(pool) * test_fraction), round(len(pool) * dev_fraction)
         split = out["split"].to_numpy(dtype=object).copy()

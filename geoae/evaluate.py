@@ -611,9 +611,9 @@ def run_evaluate(
     if other_data:
         # Not an error (evaluating on another corpus is legitimate), but the user should know: the split
         # names of two data directories say nothing about whether their users overlap.
-        notes.append(f"the model was trained on {trained_on}, not on {doc_path.parent}: the baselines train on this "
-                     f"directory's {'/'.join(train_splits)} users, and nothing checks that the {split!r} users were "
-                     "not among the model's training users")
+        notes.append(f"the model was trained on {trained_on}, not on {doc_path.parent}: "
+                     + (f"the baselines train on this directory's {'/'.join(train_splits)} users, and " if baselines else "")
+                     + f"nothing checks that the {split!r} users were not among the model's training users")
         log.warning("%s", notes[-1])
     train = docs[docs["split"].astype(str).isin(train_splits)].reset_index(drop=True)
     dev = docs[docs["split"].astype(str).isin(dev_splits)].reset_index(drop=True)
@@ -760,7 +760,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="where the report is written")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
-                   help="also fit and score majority / median-point / TF-IDF+LogReg baselines on the train split (default: on)")
+                   help="also fit and score majority / median-point / TF-IDF+LogReg baselines, trained on the users of "
+                        "the model's own training split(s) (its data.train_splits; GeoText: dev) and tuned on its dev "
+                        "split(s) (default: on)")
     p.add_argument("--point", choices=POINT_CHOICES, default="all",
                    help="point prediction(s) scored for distance metrics: regression head, state-median point, "
                         "Bayes point, location point, or all the model provides (default; 'both' is an alias of 'all'). "

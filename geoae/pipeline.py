@@ -260,7 +260,7 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
                  resume=_matching_checkpoint(rdir, rtag, resume), on_epoch_end=hook, ckpt_tag=rtag, fixed_epochs=True)
         members.append(member)
         epochs.append(n_ep)
-    log.info("refit %d members on %d train + dev users for %s epochs", len(members), len(full), epochs)
+    log.info("refit %s on %d train + dev users for %s epochs", plural(len(members), "member"), len(full), epochs)
     return GeoSDAEEnsemble(members).eval(), points, {"users": int(len(full)), "epochs": epochs}
 
 
@@ -341,9 +341,9 @@ def train(
                         "a state comes from the coordinates in `geoae prepare`: fix the documents or prepare again")
     log.info("train users %d, dev users %d, %d states, device %s", len(tr), len(dv), len(classes), device)
     if len(classes) == 1:  # a warning, so -q still says it: the state head has nothing to choose between
-        log.warning("every labelled training user is in %s (%d training users): the state head can only ever "
+        log.warning("every labelled training user is in %s (%s): the state head can only ever "
                     "predict %s and the state points are that one state's; train on users from several states",
-                    classes[0], len(tr), classes[0])
+                    classes[0], plural(len(tr), "training user"), classes[0])
 
     timings: dict[str, float] = {}
     # Unlabelled users (data.unlabelled_splits): text only, for the unsupervised steps. Their
@@ -603,14 +603,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = cli_config(args)
     check_prepared_with(cfg, args.data, _config_label(args))
     model_dir = train(cfg, args.data, args.out, stage=args.stage, resume=not args.no_resume)
-    if args.stage == "pretrain":
+    if args.stage == "pretrain" and cfg.pretrain.epochs == 0:  # no checkpoint was written
+        print("nothing to pretrain (pretrain.epochs is 0); continue with --stage finetune")
+    elif args.stage == "pretrain":
         print(f"pretrained checkpoint: {Path(args.out) / 'checkpoint'} (continue with --stage finetune)")
     else:
         print(f"model: {model_dir}")
     man = json.loads((Path(args.out) / "manifest.json").read_text())
     if man.get("dev_metrics"):
         dm = man["dev_metrics"]
-        print(f"dev ({len(man.get('best_epochs', []))} members, point {man.get('point')}): "
+        print(f"dev ({plural(len(man.get('best_epochs', [])), 'member')}, point {man.get('point')}): "
               + ", ".join(f"{k} {dm[k]:.4g}" for k in ("state_acc", "median_km", "mean_km", "acc161") if k in dm)
               + " (full metrics in manifest.json)")
     print("timings:", json.dumps(man.get("timings")))
@@ -688,7 +690,9 @@ def add_cli(sub) -> None:
     p.add_argument("--stage", choices=("pretrain", "finetune", "all"), default="all",
                    help="pretrain: stop after greedy pretraining (checkpoint kept); finetune: continue from that "
                         "checkpoint; all: both (default: %(default)s)")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start afresh")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh: an existing checkpoint in --out (pretraining and every member) is deleted, "
+                        "not only ignored; not with --stage finetune, which continues from the pretraining")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="generate a small synthetic corpus and run prepare, train and evaluate on it")

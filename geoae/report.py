@@ -207,6 +207,8 @@ def fig_error_cdf(results: dict[str, dict], primary: str) -> bytes:
     ax.grid(True, which="both", alpha=0.3)
     if curves:  # below the axes: inside, a legend of several models covers the curves
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    else:  # an empty frame read as a drawing failure
+        ax.text(0.5, 0.5, "no user with true coordinates and a predicted point", ha="center", transform=ax.transAxes)
     return _png(fig)
 
 
@@ -282,6 +284,12 @@ def confusion_matrix_top(r: dict, top_n: int = CONFUSION_TOP_N) -> tuple[np.ndar
 def fig_confusion(r: dict, name: str, top_n: int = CONFUSION_TOP_N) -> bytes:
     plt = _plt()
     mat, rows, cols = confusion_matrix_top(r, top_n)
+    if not rows:  # a split without any known true state: an empty frame titled "the 0 most frequent" otherwise
+        fig, ax = plt.subplots(figsize=(5.5, 1.6))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"{name}: no confusion matrix:\nno user of this split has a known true state",
+                ha="center", va="center", fontsize=10, transform=ax.transAxes)
+        return _png(fig)
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(cols), 1.2 + 0.42 * max(len(rows), 1)))
     im = ax.imshow(mat if mat.size else np.zeros((1, 1)), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=8)
@@ -336,6 +344,8 @@ def fig_calibration(results: dict[str, dict]) -> bytes:
     is right against their mean top probability (on the diagonal: the probabilities mean what
     they say), and below it how many users each bin holds."""
     plt = _plt()
+    from matplotlib import ticker
+
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.4, 7.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     a1.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfectly calibrated")
     drawn = 0
@@ -345,10 +355,11 @@ def fig_calibration(results: dict[str, dict]) -> bytes:
             continue
         bins = [b for b in cal["bins"] if b["n"]]
         ece = cal.get("ece")
+        # clip_on=False: a bin of sure and right users sits at (1, 1), half cut off by the frame otherwise
         line, = a1.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", ms=4,
-                        label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
+                        label=f"{name} (ECE {ece:.3f})" if ece is not None else name, clip_on=False)
         a2.plot([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] for b in bins], marker="o", ms=3,
-                color=line.get_color())
+                color=line.get_color(), clip_on=False)
         drawn += 1
     a1.set_ylabel("share of users whose state is right")
     a1.set_title("Reliability of the top state probability", fontsize=10)
@@ -361,6 +372,12 @@ def fig_calibration(results: dict[str, dict]) -> bytes:
     a2.set_xlabel("top state probability (bin)")
     a2.set_ylabel("users (log scale)")
     a2.set_yscale("log")  # a constant forecast puts every user in one bin: on a linear scale the rest vanish
+    # Counts in plain numbers (the default labels a small range "4×10^1, 6×10^0"), and no axis below one
+    # user (a single count was drawn between 10^-1 and 10^1).
+    a2.yaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False))
+    a2.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    if drawn:
+        a2.set_ylim(bottom=0.7)
     a2.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -573,6 +590,8 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
     # Baselines keep their state-median point while the primary may headline another: the primary's
     # point is then not the whole table's, and the captions name each row's own point column.
     one_head = len({r["metrics"].get("headline_point") for r in results.values()}) == 1
+    # The baselines train on the model's training split(s), which need not be called "train" (GeoText: dev).
+    train_users = "/".join(map(str, prov.get("train_splits") or ["train"]))
     head_title = (_point_label(head) if one_head
                   else f"each model's own point, in the 'point' column; {primary}: the {_point_label(head)}")
     blocks: list[tuple] = [
@@ -595,11 +614,12 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
             f"Headline distance numbers use the {_point_label(head)}." if one_head else
             f"Headline distance numbers use each model's own headline point, named in the table's 'point' column "
             f"({primary}: the {_point_label(head)}).",
-            "Baselines are fitted on the train split of the same data: majority_state (most common train state for everyone), "
-            "median_point (median train coordinate for everyone; predicts no state, so its state metrics are n/a), "
-            "tfidf_logreg (TF-IDF + multinomial logistic regression, C tuned on dev users when available; the Rahimi/pigeo "
-            "recipe: 10k features, min_df 2, mentions masked) and, when the model's TF-IDF differs from that recipe, "
-            "tfidf_logreg_same_features (the same classifier on the model's own TF-IDF settings).",
+            *([f"Baselines are fitted on the {train_users} users of the same data: majority_state (most common "
+               "training state for everyone), median_point (median training coordinate for everyone; predicts no state, "
+               "so its state metrics are n/a), tfidf_logreg (TF-IDF + multinomial logistic regression, C tuned on dev "
+               "users when available; the Rahimi/pigeo recipe: 10k features, min_df 2, mentions masked) and, when the "
+               "model's TF-IDF differs from that recipe, tfidf_logreg_same_features (the same classifier on the model's "
+               "own TF-IDF settings)."] if any(_is_baseline(n, r) for n, r in results.items()) else []),
         ]),
         ("h", 2, f"Headline metrics (distance: {head_title})"),
         ("table", headline_table(results)),
@@ -614,7 +634,8 @@ def write_report(out_dir: str | Path, results: dict[str, dict], provenance: dict
         ("img", "fig_map_state_accuracy.png", f"Figure 3. {primary}: state accuracy of each true state's users "
                                               "(grey: no users of that state in this split).", failed.get("fig_map_state_accuracy.png")),
         ("img", "fig_confusion.png", f"Figure 4. {primary}: row-normalised confusion matrix of the {n_confusion} most frequent "
-                                     "true states.", failed.get("fig_confusion.png")),
+                                     "true states." if n_confusion else f"Figure 4. {primary}: no confusion matrix (no user "
+                                     "with a known true state).", failed.get("fig_confusion.png")),
         ("img", "fig_coverage.png", "Figure 5. State accuracy and median error when abstaining on the least confident users "
                                     # the curve needs each user's true state, so at 100% its median can differ from
                                     # the headline median, which also counts located users without a state

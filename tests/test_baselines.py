@@ -154,6 +154,25 @@ def test_tfidf_logreg_beats_majority_and_tunes_C(monkeypatch):
     assert not np.allclose(lr3.model_.coef_, lr.model_.coef_)
 
 
+def test_few_users_per_state_do_not_print_sklearn_regression_guesses():
+    """21 training users in 12 states: scikit-learn's "could represent a regression problem" warning was
+    printed once per C of the grid (twice over with the same-features peer), also under -q."""
+    import warnings
+
+    states = ["CA", "TX", "NY", "IL", "WA", "FL", "GA", "OH", "PA", "MI", "NC", "AZ"]
+    rng = np.random.default_rng(0)
+
+    def users(split, per_state):
+        return pd.DataFrame([{"user_id": f"{split}{s}{i}", "text": f"w{s.lower()} the lol {s.lower()}x", "n_tweets": 3,
+                              "lat": 35 + rng.normal(), "lon": -95 + rng.normal(), "split": split, "state": s,
+                              "region": ""} for k, s in enumerate(states) for i in range(per_state - (k >= 9))])
+
+    train, dev = users("train", 2), users("dev", 1)  # more classes than half of (over 20) samples
+    with warnings.catch_warnings(record=True) as rec:
+        TfidfLogReg(min_df=1, C_grid=(1.0, 10.0)).fit(train, dev)
+    assert not [w for w in rec if "unique classes" in str(w.message)], [str(w.message) for w in rec]
+
+
 def test_run_baselines_in_the_same_tables():
     train, dev, test = corpus(TRAIN, 0, "train"), corpus(EVAL, 2, "dev"), corpus(EVAL, 1, "test")
     out = run_baselines(train, test, dev, seed=0)

@@ -227,3 +227,30 @@ def test_a_cuda_device_needs_a_number(device):
     with pytest.raises(ConfigError, match="train.device: must be auto, cpu, cuda or cuda:N"):
         config_from_dict({"train": {"device": device}})
     config_from_dict({"train": {"device": "cuda:1"}})
+
+
+def test_an_empty_section_takes_its_defaults_also_with_set(tmp_path):
+    """``train:`` with every key under it commented out is null in YAML: refused as "expected a mapping
+    for section TrainConfig, got NoneType", and with ``--set train.seed=1`` as "train is not a section"."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n#  seed: 3\nfinetune:\n  loss_weights:\n  epochs: 5\n")
+    cfg = load_config(p)
+    assert cfg.train.seed == 0 and cfg.finetune.epochs == 5 and cfg.finetune.loss_weights.recon == 0.1
+    assert load_config(p, ["train.seed=1"]).train.seed == 1
+    assert load_config(p, ["finetune.loss_weights.recon=0.5"]).finetune.loss_weights.recon == 0.5
+    # a list item is no section: an empty one is still an error
+    with pytest.raises(ConfigError, match=r"model\.noise\[0\]: expected a mapping"):
+        config_from_dict({"model": {"noise": [None, {}, {}]}})
+
+
+@pytest.mark.parametrize("override, match", [
+    ("=3", r"--set '=3': expected section\.key=value"),
+    (".hidden=3", r"--set '\.hidden=3': expected section\.key=value"),
+    ("model.=3", r"--set 'model\.=3': expected section\.key=value"),
+    # a list or mapping with a typo was read as a string: "expected a list, got str '[16,8'"
+    ("model.hidden=[16,8", r"--set model\.hidden=\[16,8: the value is not valid YAML \(expected ',' or '\]'"),
+    ("finetune.loss_weights={state: 1", r"--set finetune\.loss_weights=\{state: 1: the value is not valid YAML"),
+])
+def test_a_malformed_set_says_what_is_wrong(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])

@@ -260,6 +260,19 @@ def test_assign_splits_column_without_any_split_warns(caplog):
     assert not caplog.records
 
 
+def test_assign_splits_carve_without_the_carve_split_names_the_splits_and_the_fix():
+    """data.split column on a corpus without a split column, with a dev fraction: the error said only
+    "no user has a split in ['train']", not that no user has any split, nor what to do."""
+    d = _docs(20)
+    d["split"] = ""
+    with pytest.raises(ConfigError, match=r"no user has a split in data\.carve_from \['train'\] \(splits present: "
+                                          r"\[''\]\); the inputs give no user a split .*use data\.split: random"):
+        assign_splits(d, "column", dev_fraction=0.2)
+    d["split"] = "dev"
+    with pytest.raises(ConfigError, match=r"\(splits present: \['dev'\]\); set data\.carve_from"):
+        assign_splits(d, "column", test_fraction=0.2)
+
+
 def test_assign_splits_carve_from_other_split_with_label():
     d = _docs(10, "dev")
     out = assign_splits(d, "column", dev_fraction=0.3, carve_from=("dev",), dev_label="val")

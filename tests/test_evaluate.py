@@ -439,6 +439,9 @@ def test_a_model_scored_on_other_data_than_it_was_trained_on_gets_a_note(tmp_pat
         paths = run_evaluate(None, d, tmp_path / f"rep{int(expect)}", baselines=False, predictor=pred, model_name="fake")
         notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
         assert any("trained on runs/elsewhere/data" in n for n in notes) == expect, notes
+        # --no-baselines: neither the note nor the how-to-read list speaks of baselines that did not run
+        assert not any("baseline" in n for n in notes), notes
+        assert "Baselines are fitted" not in paths["report.md"].read_text()
 
 
 def test_scoring_a_training_split_is_flagged_in_the_report(tmp_path):
@@ -594,3 +597,14 @@ def test_a_seed_the_baselines_cannot_take_is_one_line_before_any_work(tmp_path, 
     err = capsys.readouterr().err
     assert f"--seed must be a whole number in [0, {2**32 - 1}]; got {seed}" in err and "Traceback" not in err
     assert not (tmp_path / "rep").exists()
+
+
+def test_baselines_help_names_the_models_training_splits(capsys):
+    """The help said the baselines train "on the train split"; they train on the model's data.train_splits
+    (GeoText: its dev users), as the report says."""
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "on the train split" not in text and "model's own training split(s) (its data.train_splits" in text

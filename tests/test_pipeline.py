@@ -432,6 +432,29 @@ def test_training_users_all_in_one_state_is_a_warning(run, tmp_path, caplog):
     assert "the state head can only ever predict" in caplog.text
 
 
+def test_train_messages_count_right_and_say_what_was_done(run, tmp_path, capsys, caplog):
+    """"dev (1 members, ...)", "(1 training users)"; "pretrained checkpoint: ..." printed with
+    pretrain.epochs=0, which writes none; --no-resume's help said "ignore" a checkpoint it deletes."""
+    def one_training_user(d):
+        train = d.index[(d["split"] == "train") & (d["state"] != "")]
+        return d.drop(train[1:])
+
+    data = _edited_data(run, tmp_path / "data", one_training_user)
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="geoae.pipeline"):
+        assert main(["train", *_sets(TINY), "--set", "features.min_df=1", "-d", str(data), "-o", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "dev (1 member, point " in out and "members" not in out
+    assert "(1 training user)" in caplog.text
+    assert main(["train", *_sets(TINY), "--set", "features.min_df=1", "--set", "pretrain.epochs=0", "--stage", "pretrain",
+                 "-d", str(data), "-o", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to pretrain (pretrain.epochs is 0)" in out and "pretrained checkpoint" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "checkpoint in --out (pretraining and every member) is deleted" in " ".join(capsys.readouterr().out.split())
+
+
 def test_auto_point_without_validation_coordinates_is_the_state_median_point(run, tmp_path, caplog):
     # No dev user keeps coordinates: nothing to choose the point kind on. The fallback used to be the
     # regression head's point, by far the worst at Acc@161 on GeoText.

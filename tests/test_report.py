@@ -191,3 +191,56 @@ def test_calibration_section_lists_the_models_with_probabilities(tmp_path):
     assert ece is not None and f"| geoae-sdae | {ece:.3f} |" in section
     assert "baseline:majority_state" not in section  # no probabilities given to it here: nothing to check
     assert "fig_calibration.png" in md and "Figure 6" in md
+
+
+def _figure(monkeypatch, make):
+    """The matplotlib figure a ``fig_*`` function draws, drawn but not encoded."""
+    import geoae.report as report
+
+    seen = []
+    monkeypatch.setattr(report, "_png", lambda fig: seen.append(fig) or b"")
+    make()
+    seen[0].canvas.draw()
+    return seen[0]
+
+
+def test_calibration_counts_read_as_plain_numbers_from_one_user_up(monkeypatch):
+    """The users-per-bin axis labelled a small range "4x10^1, 3x10^1, 6x10^0" and drew a single user's
+    bin between 10^-1 and 10^1 (a tenth of a user)."""
+    from geoae.report import fig_calibration
+
+    truth, pdf, proba, codes = _synthetic(n=40)
+    r = {"geoae-sdae": evaluate_predictions(truth, pdf, proba, codes)}
+    fig = _figure(monkeypatch, lambda: fig_calibration(r))
+    counts = fig.axes[1]
+    lo, hi = counts.get_ylim()
+    labels = [t.get_text() for t in counts.get_yticklabels() + counts.get_yticklabels(minor=True)
+              if t.get_text() and lo <= t.get_position()[1] <= hi]  # the ticks drawn
+    assert labels and not [x for x in labels if "times" in x or "^" in x or "e" in x.lower()], labels
+    one = {"geoae-sdae": evaluate_predictions(truth[:1], pdf[:1], proba[:1], codes)}
+    fig = _figure(monkeypatch, lambda: fig_calibration(one))
+    assert 0.5 <= fig.axes[1].get_ylim()[0] < 1
+
+
+def test_empty_error_cdf_and_confusion_say_why(monkeypatch, tmp_path):
+    """No located user (or no user with a state): an empty frame, and a confusion matrix of "the 0 most
+    frequent true states", without a word."""
+    from geoae.report import fig_confusion, fig_error_cdf
+
+    truth, pdf, proba, codes = _synthetic(n=30)
+    truth = truth.assign(lat=np.nan, lon=np.nan, state="")
+    r = evaluate_predictions(truth, pdf, proba, codes)
+    fig = _figure(monkeypatch, lambda: fig_error_cdf({"geoae-sdae": r}, "geoae-sdae"))
+    assert any("no user with true coordinates" in t.get_text() for t in fig.axes[0].texts)
+    fig = _figure(monkeypatch, lambda: fig_confusion(r, "geoae-sdae"))
+    assert any("no user of this split has a known true state" in t.get_text() for t in fig.axes[0].texts)
+    md = write_report(tmp_path / "rep", {"geoae-sdae": r}, {"split": "test"})["report.md"].read_text()
+    assert "0 most frequent" not in md and "Figure 4. geoae-sdae: no confusion matrix" in md
+
+
+def test_baselines_line_names_their_training_splits_and_is_left_out_without_baselines(tmp_path):
+    results = _results()
+    md = write_report(tmp_path / "a", results, {"train_splits": ["dev"]})["report.md"].read_text()
+    assert "Baselines are fitted on the dev users of the same data" in md
+    md = write_report(tmp_path / "b", {"geoae-sdae": results["geoae-sdae"]})["report.md"].read_text()
+    assert "Baselines are fitted" not in md
