@@ -29,7 +29,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 from geoae.config import SELECT_RULES, FeatureConfig
-from geoae.errors import ArtifactError, ConfigError, DataError
+from geoae.errors import ArtifactError, ConfigError, DataError, plural
 from geoae.tweets import is_missing
 
 try:  # optional C extension (setup.py): the same tokens as ``tokenize``, counted without Python objects
@@ -222,7 +222,7 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
                 vec = self._vectorizer().fit(texts)
         except ValueError as e:  # "After pruning, no terms remain", "max_df < min_df"
             raise DataError(
-                f"tf-idf vocabulary is empty for {len(texts)} training documents ({e}); "
+                f"tf-idf vocabulary is empty for {plural(len(texts), 'training document')} ({e}); "
                 "lower features.min_df or raise features.max_df"
             ) from None
         self._set_fitted(vec)

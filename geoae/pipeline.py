@@ -562,7 +562,7 @@ def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
         if not isinstance(prepared, dict):  # hand-edited: as unreadable (it was an AttributeError below)
             raise ValueError("data is not a mapping")
     except (OSError, ValueError, AttributeError):
-        if docs.is_file():
+        if docs.is_file() and docs.suffix == ".parquet":  # anything else: load_documents says what is wrong
             log.warning("%s: unreadable or absent, so the data settings of %s cannot be checked against this "
                         "config's", saved, data_dir)
         return

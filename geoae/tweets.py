@@ -1986,7 +1986,7 @@ def iter_tweets(
     when no record at all could be read.
     """
     if fmt != "auto" and fmt not in FORMATS:
-        raise DataError(f"unknown tweet format {fmt!r}; use 'auto' or one of {FORMATS}")
+        raise DataError(f"unknown tweet format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     if chunksize < 1:
         raise DataError(f"chunksize must be >= 1, got {chunksize}")
     own_log = log is None

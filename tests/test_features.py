@@ -310,3 +310,10 @@ def test_tfidf_state_vocabulary_must_be_a_list_of_strings():
         TfidfFeaturizer.from_state({**state, "vocabulary": "".join(chr(0x4E00 + i) for i in range(len(idf)))}, arrays)
     with pytest.raises(ArtifactError):
         TfidfFeaturizer.from_state({**state, "vocabulary": list(range(len(idf)))}, arrays)
+
+
+def test_tfidf_empty_vocabulary_counts_its_documents_right():
+    with pytest.raises(DataError, match=r"for 1 training document \("):
+        TfidfFeaturizer(min_df=2).fit(["only one document here"])
+    with pytest.raises(DataError, match=r"for 2 training documents \("):
+        TfidfFeaturizer(min_df=3).fit(["one document", "another"])

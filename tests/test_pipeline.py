@@ -515,3 +515,13 @@ def test_an_interrupted_prepare_leaves_no_half_written_documents(tmp_path, monke
         prepare(cfg, out, [str(p)])
     assert (out / "documents.parquet").read_bytes() == before  # the last complete table, not half of one
     assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == []
+
+
+def test_data_given_as_a_non_parquet_file_is_one_error_without_a_config_warning(tmp_path, capsys, caplog):
+    """``-d tiny.yaml``: the error says it cannot be read as parquet; no warning about a config.json first."""
+    (tmp_path / "tiny.yaml").write_text("x\n")
+    with caplog.at_level("WARNING", logger="geoae"):
+        rc = main(["train", "-c", str(REPO / "configs" / "default.yaml"), "-d", str(tmp_path / "tiny.yaml"), "-o", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot read parquet" in err
+    assert not [r for r in caplog.records if "unreadable or absent" in r.getMessage()]
