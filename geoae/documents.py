@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog
+from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, plural
 # SeenIds lives with the readers, which also use it (duplicate tweet ids); `from geoae.documents import SeenIds` still works.
 from geoae.tweets import (GRANULARITY_ATTR, TWEET_COLUMNS, SeenIds, blank_texts, geotext_fold_split, iter_tweets,
                           text_array)
@@ -146,10 +146,6 @@ def _one_row_groups(df: pd.DataFrame, text: np.ndarray, nonempty: np.ndarray) ->
     return out.astype(_DTYPES)[list(DOC_COLUMNS)]
 
 
-def _tweets(n: int) -> str:
-    return f"{n} tweet" if n == 1 else f"{n} tweets"
-
-
 def _drop_conflicting_splits(df: pd.DataFrame, bad: Any) -> pd.DataFrame:
     """A user with more than one distinct non-empty split keeps only the rows of its first split (in
     input order) and those without a split; the rows of its other splits are dropped, else a user's
@@ -173,9 +169,9 @@ def _drop_conflicting_splits(df: pd.DataFrame, bad: Any) -> pd.DataFrame:
     for u in conflicted:
         splits, c = order[u], counts[u]
         unsplit = int(c.get("", 0))
-        kept = f"kept its {_tweets(int(c[splits[0]]))} from split {splits[0]!r}" + (
-            f" (and {_tweets(unsplit)} without a split)" if unsplit else "")
-        dropped = " and ".join(f"{_tweets(int(c[s]))} from split {s!r}" for s in splits[1:])
+        kept = f"kept its {plural(int(c[splits[0]]), 'tweet')} from split {splits[0]!r}" + (
+            f" (and {plural(unsplit, 'tweet')} without a split)" if unsplit else "")
+        dropped = " and ".join(f"{plural(int(c[s]), 'tweet')} from split {s!r}" for s in splits[1:])
         bad("conflicting_split", [u], f"appears in splits {splits}; {kept} and dropped its {dropped}", kept=True)
     return df.loc[~drop].reset_index(drop=True)
 
