@@ -511,14 +511,9 @@ def evaluate_predictions(
 
 def load_documents(data_dir: str | Path) -> tuple[pd.DataFrame, Path]:
     """The prepared documents (``pipeline.load_documents``) with state codes normalised, and their path."""
-    from geoae.pipeline import DOCUMENTS, documents_path
+    from geoae.pipeline import documents_path
     from geoae.pipeline import load_documents as _load
 
-    d = Path(data_dir)
-    if not documents_path(d).is_file() and d.is_dir() and (d / "data" / DOCUMENTS).is_file():
-        # A run directory of `geoae demo` or `geoae benchmark` (RUN/data, RUN/train/model, RUN/report).
-        raise DataError(f"{documents_path(d)} not found; did you mean --data {d / 'data'}? (`geoae demo` and "
-                        "`geoae benchmark` write the prepared documents to RUN/data)")
     docs = _load(data_dir)
     docs["state"] = _codes(docs["state"])
     return docs, documents_path(data_dir)

@@ -115,6 +115,10 @@ def load_documents(data_dir: str | Path) -> pd.DataFrame:
     """Read the table ``geoae prepare`` wrote, checking it is readable and has the expected columns."""
     p = documents_path(data_dir)
     if not p.is_file():
+        run_data = Path(data_dir) / "data"
+        if (run_data / DOCUMENTS).is_file():  # a run directory of `geoae demo` or `geoae benchmark`
+            raise DataError(f"{p} not found; did you mean --data {run_data}? (`geoae demo` and `geoae benchmark` "
+                            "write the prepared documents to RUN/data)")
         raise DataError(f"{p} not found: run `geoae prepare` first (or point --data at its output directory)")
     try:
         docs = pd.read_parquet(p)
