@@ -216,15 +216,27 @@ def _train_run(name: str, cfg: Config, data_dir: Path, run_dir: Path, data_sha: 
         log.info("%s: reused the finished model in %s (same config, same prepared data); not retrained",
                  name, run_dir / "model")
         return run_dir / "model", "reused"
+    had_model = (run_dir / "model" / INDEX).is_file()
+    fresh = "retrained" if had_model else "trained"
     # train checks a checkpoint against the config and the training data itself, and starts
-    # afresh (with a warning) from one that does not match.
+    # afresh (with a warning) from one that does not match; its manifest says which it did.
     if any((run_dir / CHECKPOINT).rglob(STATE_JSON)):
         log.info("%s: resuming from its checkpoint in %s (%s; a checkpoint of another config or data is not "
                  "resumed from)", name, run_dir / CHECKPOINT, why)
-        return train(cfg, data_dir, run_dir, resume=True), "resumed"
-    had_model = (run_dir / "model" / INDEX).is_file()
+        model_dir = train(cfg, data_dir, run_dir, resume=True)
+        if _resumed_from(run_dir):
+            return model_dir, "resumed"
+        log.info("%s: its checkpoint was made with another config or data, so it was %s afresh", name, fresh)
+        return model_dir, fresh
     log.info("%s: %s: %s", name, "retraining" if had_model else "training", why)
-    return train(cfg, data_dir, run_dir, resume=False), "retrained" if had_model else "trained"
+    return train(cfg, data_dir, run_dir, resume=False), fresh
+
+
+def _resumed_from(run_dir: Path) -> list[str]:
+    """The checkpoints the training just finished in ``run_dir`` continued from, as its manifest
+    records them (empty when it started afresh)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    return list(manifest.get("resumed_from") or [])
 
 
 def _drop_checkpoint(name: str, run_dir: Path) -> float:

@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import os
+import reprlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 import scipy.sparse as sp
@@ -220,10 +221,67 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | No
             "delete the checkpoint directory to start over"
         )
     try:
-        return doc, st_load(blob)
+        tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types on a bad header
         raise ArtifactError(f"{ckpt_dir}: checkpoint tensors are not valid safetensors ({e}); "
                             "delete the checkpoint directory to start over") from None
+    # The stack's depth, from the weights themselves (restore() loads them strictly into the model).
+    layers = len({k.split(".")[2] for k in tensors if k.startswith("model.layers.")}) or None
+    check_position(doc["position"], ckpt_dir, layers=layers)
+    return doc, tensors
+
+
+_MISSING = object()
+
+
+def check_position(position: dict, ckpt_dir: Path | None, *, stage: str | None = None,
+                   layers: int | None = None, epochs: int | None = None) -> dict:
+    """Refuse a checkpoint position (``state.json``'s ``position``) that training did not write;
+    returns it.
+
+    The JSON is not covered by the tensors' hash, so a hand edit (``"epoch": -1``, ``"3"``, ``true``,
+    or past the configured epochs) was a traceback deep in training, or silently the wrong number of
+    epochs. All the rules live here. ``load_checkpoint`` applies the ones the file decides alone
+    (``layers``: the depth of its own weights); ``pretrain`` and ``finetune``, which get the loaded
+    checkpoint, call it again with what only the run knows: the ``stage`` resumed and its ``epochs``
+    (per layer in pretraining; a refit's own count).
+    """
+    where = Path(ckpt_dir) / STATE_JSON if ckpt_dir is not None else Path(STATE_JSON)
+
+    def refuse(name: str, value: Any, allowed: str) -> NoReturn:
+        shown = "missing" if value is _MISSING else reprlib.repr(value)  # a long list cut short
+        raise ArtifactError(f"{where}: checkpoint field position.{name} is {shown}, expected {allowed}; the file "
+                            "was edited or damaged: delete the checkpoint directory to start over")
+
+    def count(name: str, hi: int | None) -> int:
+        value = position.get(name, _MISSING)
+        # A bool is an int to Python (true would run as epoch 1); training writes plain integers, never 2.0.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (hi is not None and value > hi):
+            refuse(name, value, "an integer >= 0" if hi is None else f"an integer in [0, {hi}]")
+        return value
+
+    allowed = (stage,) if stage else ("pretrain", "finetune")
+    found = position.get("stage", _MISSING)
+    if found not in allowed:
+        refuse("stage", found, " or ".join(map(repr, allowed)))
+    if found == "pretrain":
+        count("layer", layers)
+        # The epoch to run next in the layer: a finished layer moves on to the next one at epoch 0.
+        count("epoch", None if epochs is None else max(epochs - 1, 0))
+        history = "history"
+    else:
+        epoch = count("epoch", epochs)
+        count("best_epoch", epoch)  # the refit trains a member again for its best_epoch epochs
+        count("bad_epochs", epoch)
+        if not isinstance(position.get("finished", _MISSING), bool):
+            refuse("finished", position.get("finished", _MISSING), "true or false")
+        if position.get("best") is not None and not isinstance(position["best"], dict):
+            refuse("best", position["best"], "null or an object of dev scores")
+        history = "ft_history"
+    records = position.get(history, [])
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        refuse(history, records, "a list of per-epoch objects")
+    return position
 
 
 def restore(

@@ -273,7 +273,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names, key=str)  # key=str: YAML reads a key like `on` as True
+    unknown = sorted(set(raw) - names, key=str)  # key=str: a dict built in Python may have True as a key
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
@@ -441,8 +441,29 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping. PyYAML keeps the last one
-    without a word, so a second ``pretrain:`` section silently dropped every setting of the first."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping and reads every plain key as
+    the text written. PyYAML keeps the last of two equal keys without a word, so a second
+    ``pretrain:`` section silently dropped every setting of the first."""
+
+    # PyYAML (YAML 1.1) reads a plain `on`, `off`, `yes`, `no` (lower, Title or UPPER case) as a
+    # boolean, `2020` as an integer, `~` as null. Wanted for a value (`binary: yes` is true), not for a
+    # key: `on: x` was refused as "unknown config key True", and a data.columns entry `on: text` or
+    # `2020: lat` as "expected a string". So a plain key keeps its text: the resolver types it as a
+    # string before anything is built. Values resolve as before; explicit tags (`!!int 1: x`, never
+    # sent to the resolver) and the merge key `<<` are left alone.
+    _composing_key = False
+
+    def compose_node(self, parent, index):
+        # The composer asks for a mapping's key with index None (a value's index is its key node);
+        # a nested node resets the flag before it asks the resolver anything.
+        self._composing_key = isinstance(parent, yaml.MappingNode) and index is None
+        return super().compose_node(parent, index)
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        if self._composing_key and kind is yaml.ScalarNode and tag != "tag:yaml.org,2002:merge":
+            return "tag:yaml.org,2002:str"
+        return tag
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):

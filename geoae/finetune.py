@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from geoae.checkpoint import Batches, restore, save_checkpoint
+from geoae.checkpoint import Batches, check_position, restore, save_checkpoint
 from geoae.config import Config, FinetuneConfig
 from geoae.errors import GeoaeError
 from geoae.geo import LocationRisk, bayes_point_index, haversine_km, haversine_km_torch
@@ -310,7 +310,7 @@ def finetune(
     best_state = None
     if resume is not None:
         doc, tensors = resume
-        pos = doc["position"]
+        pos = check_position(doc["position"], ckpt_dir, stage="finetune", epochs=ft.epochs)
         extra = restore(doc, tensors, model, opt if pos.get("epoch", 0) > 0 else None, gens)
         start, history = pos.get("epoch", 0), list(pos.get("ft_history", []))
         if pos.get("finished"):

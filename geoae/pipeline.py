@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from geoae.artifact import Artifact, save_artifact
-from geoae.checkpoint import clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
+from geoae.checkpoint import check_position, clear_checkpoint, load_checkpoint, make_generators, resolve_device, restore
 from geoae.config import DEFAULT_CONFIG, Config, load_config
 from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, breakdown, plural
 from geoae.features import available_cpus
@@ -239,12 +239,14 @@ def _matching_checkpoint(d: Path, tag: dict, resume: bool) -> tuple[dict, dict] 
 
 def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingSet, dev_set: TrainingSet,
            classes: list[str], results: list[dict], pretrained: dict | None, scaler: tuple, device,
-           ckpt: Path, member_tag: dict, resume: bool, on_epoch_end) -> tuple[GeoSDAEEnsemble, np.ndarray, dict]:
+           ckpt: Path, member_tag: dict, resume: bool, on_epoch_end,
+           resumed_from: list[str]) -> tuple[GeoSDAEEnsemble, np.ndarray, dict]:
     """Fine-tune every member again on train + dev for the epochs early stopping chose for it.
 
     Same starting weights (the pretrained stack) and the same seeds as the selection pass,
     so the only change is the extra labelled users. State points are recomputed over
     train + dev; the class list stays the training one (a dev-only state has no class).
+    The name of each refit checkpoint continued from is appended to ``resumed_from``.
     """
     import dataclasses
 
@@ -260,8 +262,11 @@ def _refit(cfg: Config, tr: pd.DataFrame, dv: pd.DataFrame, train_set: TrainingS
         member, gens = _start_member(k, cfg, X.shape[1], len(classes), scaler, pretrained, device)
         rdir, rtag = ckpt / f"refit{k}", {**tag, "epochs": n_ep}
         hook = (lambda st, _layer, ep, k=k: on_epoch_end("refit", k, ep)) if on_epoch_end else None
+        rstate = _matching_checkpoint(rdir, rtag, resume)
+        if rstate is not None:
+            resumed_from.append(rdir.name)
         finetune(member, full, None, rcfg, device=device, gens=gens, ckpt_dir=rdir, class_points=points,
-                 resume=_matching_checkpoint(rdir, rtag, resume), on_epoch_end=hook, ckpt_tag=rtag, fixed_epochs=True)
+                 resume=rstate, on_epoch_end=hook, ckpt_tag=rtag, fixed_epochs=True)
         members.append(member)
         epochs.append(n_ep)
     log.info("refit %s on %d train + dev users for %s epochs", plural(len(members), "member"), len(full), epochs)
@@ -302,7 +307,10 @@ def train(
     ``stage``: ``pretrain`` stops after greedy pretraining (checkpoint kept),
     ``finetune`` continues from that checkpoint, ``all`` does both. With
     ``resume`` a checkpoint in ``out_dir/checkpoint`` from the same config is
-    continued; otherwise training starts afresh.
+    continued; otherwise training starts afresh. The run's manifest.json records under
+    ``resumed_from`` the checkpoints really continued from (``checkpoint``, ``member0``,
+    ``refit0``, ...): empty when none was, even with ``resume`` (none there, or each one made
+    with another config or data, which starts afresh).
     """
     from geoae.features import make_featurizer
 
@@ -416,12 +424,18 @@ def train(
         # back below as the pretrained stack of a run that asked for none.
         clear_checkpoint(ckpt)
         state = None
+    # The checkpoints this run really continues from, for its manifest (a caller such as the
+    # benchmark cannot tell from ``resume`` alone: a checkpoint of another config starts afresh).
+    resumed_from = [ckpt.name] if state is not None else []
     if not resume:
         # Start afresh means the whole run: pretraining and every ensemble member.
         clear_checkpoint(ckpt)
         for mdir in [*ckpt.glob("member*"), *ckpt.glob("refit*")]:
             clear_checkpoint(mdir)
-    pos = state[0]["position"] if state else {"stage": "pretrain", "layer": 0, "epoch": 0}
+    # The run's own checkpoint is only ever written by pretraining (members have their own): a
+    # hand-edited stage or position is refused here, before anything is skipped because of it.
+    pos = (check_position(state[0]["position"], ckpt, stage="pretrain", layers=len(cfg.model.hidden),
+                          epochs=cfg.pretrain.epochs) if state else {"stage": "pretrain", "layer": 0, "epoch": 0})
     if stage == "finetune" and pos["stage"] == "pretrain" and cfg.pretrain.epochs > 0 and pos["layer"] < len(cfg.model.hidden):
         raise GeoaeError(f"pretraining is not complete in {out} (run `geoae train --stage pretrain` first)")
 
@@ -439,7 +453,7 @@ def train(
     timings["pretrain_s"] = round(t.seconds, 3)
     if stage == "pretrain":
         write_run_files(out, cfg, {"stage": "train:pretrain", "data": str(data_dir), "inputs": [data_record],
-                                   "timings": timings, "pretrain_history": pt_hist})
+                                   "timings": timings, "pretrain_history": pt_hist, "resumed_from": resumed_from})
         log.info("pretraining done in %.1fs; continue with --stage finetune", t.seconds)
         return out
     # Fine-tune ``finetune.ensemble`` members, each from the pretrained weights (or, without
@@ -457,6 +471,8 @@ def train(
             member, mgens = _start_member(k, cfg, X_tr.shape[1], len(classes), (mean, std), pretrained, device)
             mdir = ckpt / f"member{k}"
             mstate = _matching_checkpoint(mdir, member_tag, resume)
+            if mstate is not None:
+                resumed_from.append(mdir.name)
             hook = (lambda st, _layer, ep, k=k: on_epoch_end(st, k, ep)) if on_epoch_end else None
             results.append(finetune(member, train_set, dev_set, cfg, device=device, gens=mgens, ref_median_km=ref_median,
                                     class_points=class_points, ckpt_dir=mdir, resume=mstate, on_epoch_end=hook,
@@ -475,7 +491,8 @@ def train(
     if cfg.finetune.refit and dev_set is not None and len(dev_set):
         with Timer() as t:
             ensemble, class_points, refit_meta = _refit(cfg, tr, dv, train_set, dev_set, classes, results, pretrained,
-                                                        (mean, std), device, ckpt, member_tag, resume, on_epoch_end)
+                                                        (mean, std), device, ckpt, member_tag, resume, on_epoch_end,
+                                                        resumed_from)
             location = _location_model(pd.concat([tr, dv], ignore_index=True), classes, cfg)
         timings["refit_s"] = round(t.seconds, 3)
 
@@ -513,8 +530,9 @@ def train(
     model_dir = out / "model"
     save_artifact(model_dir, art)
     write_json(out / "history.json", {"pretrain": pt_hist, "finetune": [r["history"] for r in results]})
+    # Not in meta: a resumed model is the same model as an uninterrupted one; only the run differs.
     write_run_files(out, cfg, {"stage": "train", **meta, "inputs": [data_record],
-                               "data_manifest": str(Path(data_dir) / "manifest.json")})
+                               "data_manifest": str(Path(data_dir) / "manifest.json"), "resumed_from": resumed_from})
     log.info("trained in %.1fs; best epochs %s; dev %s", timings["total_s"], meta["best_epochs"], dev_metrics)
     return model_dir
 

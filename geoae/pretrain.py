@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from geoae.checkpoint import Batches, restore, save_checkpoint
+from geoae.checkpoint import Batches, check_position, restore, save_checkpoint
 from geoae.config import Config
 from geoae.errors import GeoaeError
 from geoae.manifest import bar_disabled
@@ -86,7 +86,8 @@ def pretrain(
     history: list[dict] = []
     start_layer, start_epoch = 0, 0
     if resume is not None:
-        pos = resume[0]["position"]
+        pos = check_position(resume[0]["position"], ckpt_dir, stage="pretrain", layers=len(model.layers),
+                             epochs=cfg.pretrain.epochs)
         start_layer, start_epoch, history = pos["layer"], pos["epoch"], list(pos.get("history", []))
         if start_layer < len(model.layers):
             log.info("resuming pretraining from %s: layer %d/%d, epoch %d/%d", ckpt_dir, start_layer + 1,

@@ -243,24 +243,39 @@ def _strip_bom(head: bytes) -> bytes:
 
 def _head(path: Path, n: int = _SNIFF_BYTES) -> bytes:
     """The first ``n`` decompressed bytes (without a leading BOM); a broken gzip header is a clear error."""
+    return _head_and_cut(path, n)[0]
+
+
+def _head_and_cut(path: Path, n: int = _SNIFF_BYTES) -> tuple[bytes, BaseException | None]:
+    """``_head``, and the error that cut the gzip stream short within those bytes (None if it did not)."""
     try:
         with _open_binary(path) as f:
-            return _strip_bom(f.read(n))
+            return _strip_bom(f.read(n)), None
     except (EOFError, zlib.error):
         # Truncated within the first block: the streaming reader reports it properly.
         with gzip.open(path, "rb") as f:
-            data = b""
+            data, cut = b"", None
             try:
                 while len(data) < n:
                     piece = f.read1(n - len(data)) if hasattr(f, "read1") else f.read(n - len(data))
                     if not piece:
                         break
                     data += piece
-            except (EOFError, zlib.error):
-                pass
-            return _strip_bom(data)
+            except (EOFError, zlib.error) as e:
+                cut = e
+            return _strip_bom(data), cut
     except (gzip.BadGzipFile, OSError) as e:
         raise DataError(f"{path}: cannot be read as gzip ({e}); re-download the file or decompress it first") from e
+
+
+class _TruncatedHead(DataError):
+    """A gzip stream cut short before its first complete line (only its 10-byte header, say): there is
+    nothing to tell the format by. Not an empty file: ``iter_tweets`` counts it as ``truncated_file``,
+    as the readers count a stream cut later. ``detail`` is the message without the path."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"{path}: truncated gzip file: {detail}")
+        self.detail = detail
 
 
 def _base_name(path: Path) -> str:
@@ -315,7 +330,13 @@ def detect_format(path: str | Path) -> str:
         return "rahimi"
     if name.startswith("full_text"):
         return "geotext"
-    head = _head(path)
+    head, cut = _head_and_cut(path)
+    if cut is not None and not head.strip():
+        raise _TruncatedHead(path, f"compressed stream ends early before any data ({cut}); nothing could be read "
+                                   "from it; re-download or re-compress the file")
+    if cut is not None and b"\n" not in head:
+        raise _TruncatedHead(path, f"compressed stream ends early inside its first line ({cut}), too early to tell "
+                                   "the format by; re-download or re-compress the file")
     if not head.strip():
         raise DataError(f"{path}: is empty; remove it from the inputs or check that it was copied completely")
     if _looks_binary(head):
@@ -773,6 +794,11 @@ def _load_user_info(path: Path) -> pd.DataFrame:
                              keep_default_na=False, quoting=3, encoding="latin-1", skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a GeoText user_info file (expected 'user<TAB>lat<TAB>lon' lines): {e}") from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        # Refused, not kept as far as it goes: its line numbers are the user ids and its coordinates
+        # replace the messages' own, so a cut copy would silently leave users without either.
+        raise DataError(f"{path}: truncated or damaged gzip file ({e}); a GeoText user_info is used whole (user ids "
+                        "are its line numbers): re-download or re-compress it") from e
     blank = (ui["user_id"].str.strip() == "") & (ui["lat"] == "") & (ui["lon"] == "") & (ui[_SPARE_COLUMN] == "")
     tail = len(ui) - int(np.argmin(blank.to_numpy()[::-1])) if len(ui) and not blank.all() else 0
     ui = ui.iloc[:tail]  # blank lines at the end are layout
@@ -2005,7 +2031,11 @@ def iter_tweets(
         if _is_empty(path):
             empty_files.append(path)
             continue
-        f = detect_format(path) if fmt == "auto" else fmt
+        try:
+            f = detect_format(path) if fmt == "auto" else fmt
+        except _TruncatedHead as e:  # as a reader counts a stream that ends early (under fail: raises)
+            log.bad("truncated_file", e.detail, source=str(path))
+            continue
         if f != "parquet" and _looks_binary(head := _head(path)):
             raise DataError(f"{path}: looks like a binary file, not {f} text; {_utf16_hint(head)}pass the right file "
                             f"or choose the format with {_FORMAT_OPTION}")
@@ -2059,6 +2089,8 @@ def iter_tweets(
             log.bad("empty_file", "file has a header but no records; skipped", source=str(path))
     if total == 0:
         why = f"bad records: {dict(log.counts)}" if log.counts else "a header, but no records"
+        if log.examples.get("truncated_file"):  # "check the format" alone would hide that a file is cut short
+            why += f"; e.g. {log.examples['truncated_file'][0]}"
         raise DataError(f"no usable records in {', '.join(map(str, files))} ({why}); "
                         f"check the files and the format ({_FORMAT_OPTION})")
     if own_log and log.total:

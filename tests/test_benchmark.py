@@ -294,8 +294,34 @@ def test_resume_continues_a_run_from_its_checkpoint_when_its_model_is_missing(ke
     # train(resume=True) on a checkpoint at the end of training: no epoch is run again
     assert [(c["run"], c["resume"], c["epochs"]) for c in calls] == [(out / "ablations" / ABLATION, True, 0)]
     assert res["training"] == {"sdae": "reused", ABLATION: "resumed"}
+    assert json.loads((out / "ablations" / ABLATION / "manifest.json").read_text())["resumed_from"]
     assert (out / "ablations" / ABLATION / "model" / "artifact.json").is_file()
     assert not any((out / run / "checkpoint").exists() for run in RUNS)  # deleted once evaluated
+
+
+@pytest.mark.parametrize("model_there", [False, True], ids=["model_missing", "model_of_the_old_config"])
+def test_resume_from_a_checkpoint_of_another_config_is_recorded_as_trained_not_resumed(
+        kept, tiny_sets, tmp_path, monkeypatch, model_there):
+    """train(resume=True) starts afresh from a checkpoint made with another config: benchmark.json
+    says the run was trained (or retrained, over a model that was there), not resumed."""
+    import shutil
+
+    src, _ = kept
+    out = _copy(src, tmp_path / "b")
+    if not model_there:
+        shutil.rmtree(out / "ablations" / ABLATION / "model")
+    desc, ovs = ABLATIONS[ABLATION]
+    monkeypatch.setitem(ABLATIONS, ABLATION, (desc, [*ovs, "finetune.patience=1"]))  # its checkpoint is stale
+    calls = _spy_train(monkeypatch)
+    res, logs = _run(out, tiny_sets, resume=True)
+    assert [(c["run"], c["resume"]) for c in calls] == [(out / "ablations" / ABLATION, True)] and calls[0]["epochs"] > 0
+    how = "retrained" if model_there else "trained"
+    assert res["training"] == {"sdae": "reused", ABLATION: how}
+    assert json.loads((out / "benchmark.json").read_text())["training"][ABLATION] == how
+    assert any(f"ablation {ABLATION}: its checkpoint was made with another config or data, so it was {how} afresh"
+               in m for m in logs)
+    manifest = json.loads((out / "ablations" / ABLATION / "manifest.json").read_text())
+    assert manifest["resumed_from"] == []
 
 
 def test_without_resume_every_run_is_trained_afresh(finished, tiny_sets, tmp_path, monkeypatch):

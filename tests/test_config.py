@@ -254,3 +254,36 @@ def test_an_empty_section_takes_its_defaults_also_with_set(tmp_path):
 def test_a_malformed_set_says_what_is_wrong(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("word", ["on", "off", "yes", "no", "On", "NO", "TRUE"])
+def test_a_key_yaml_reads_as_a_boolean_keeps_its_text(tmp_path, word):
+    """PyYAML (YAML 1.1) reads a plain `on`, `off`, `yes`, `no` (lower, Title or UPPER case) as
+    True/False: the unknown-key error named `True` instead of what was written. (It reads `y` and `n`
+    as strings already.)"""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"finetune:\n  {word}: 3\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key finetune\.{word};"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=rf"unknown config key {word};"):  # also a section name
+        load_config(None, [f"{word}.x=1"])
+
+
+def test_keys_keep_their_text_but_values_still_read_yes_and_off_as_booleans(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("features:\n  binary: yes\n  sublinear_tf: Off\ndata:\n  columns: {on: text, n: lon, 2020: lat}\n")
+    cfg = load_config(p, ["finetune.refit=on", "data.fix_swapped=YES"])
+    assert cfg.features.binary is True and cfg.features.sublinear_tf is False
+    assert cfg.finetune.refit is True and cfg.data.fix_swapped is True
+    # column names (mapping keys) are the text written, never True / an integer
+    assert cfg.data.columns == {"on": "text", "n": "lon", "2020": "lat"}
+    assert load_config(None, ["data.columns={yes: user_id}"]).data.columns == {"yes": "user_id"}
+    # `on` and `"on"` are now the same key, so giving both is the duplicate-key error
+    p.write_text("train:\n  on: 1\n  'on': 2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'on'"):
+        load_config(p)
+    # YAML's merge key still merges
+    from geoae.config import _yaml_load
+
+    assert _yaml_load("b: &b {epochs: 2, off: 1}\npretrain:\n  <<: *b\n  lr: 0.1\n")["pretrain"] == {
+        "epochs": 2, "off": 1, "lr": 0.1}

@@ -241,6 +241,29 @@ def test_refit_on_train_plus_dev(run, tmp_path):
     assert not all(torch.equal(sd[k], sd0[k]) for k in sd)
     again = load_artifact(train(cfg, run / "data", tmp_path / "refit")).model.state_dict()
     assert all(torch.equal(sd[k], again[k]) for k in sd)
+    resumed = json.loads((tmp_path / "refit" / "manifest.json").read_text())["resumed_from"]
+    assert {"checkpoint", "member0", "member1", "refit0", "refit1"} == set(resumed)
+
+
+def test_manifest_records_which_checkpoints_the_run_really_resumed_from(run, tmp_path, caplog):
+    """``resume`` alone does not say a run was resumed: a checkpoint of another config starts
+    afresh. The manifest records what was continued from (the benchmark labels runs by it)."""
+    import shutil
+
+    from geoae.config import DEFAULT_CONFIG, load_config
+    from geoae.pipeline import train
+
+    out = tmp_path / "train"
+    shutil.copytree(run / "train", out)  # the CLI run's checkpoint is kept
+    cfg = load_config(DEFAULT_CONFIG, TINY)  # the fixture's config: no -c is the packaged default
+    train(cfg, run / "data", out, resume=True)
+    assert json.loads((out / "manifest.json").read_text())["resumed_from"] == ["checkpoint", "member0"]
+    with caplog.at_level("WARNING", logger="geoae.pipeline"):
+        train(load_config(DEFAULT_CONFIG, TINY + ["finetune.patience=1"]), run / "data", out, resume=True)
+    assert "starting afresh" in caplog.text
+    assert json.loads((out / "manifest.json").read_text())["resumed_from"] == []
+    train(cfg, run / "data", tmp_path / "fresh", resume=True)  # no checkpoint there
+    assert json.loads((tmp_path / "fresh" / "manifest.json").read_text())["resumed_from"] == []
 
 
 def test_frozen_first_layer_model_shares_one_first_product(run, tmp_path):

@@ -1041,6 +1041,20 @@ def test_geotext_user_info_bad_coordinates_or_blank_lines_are_refused(geotext_fi
         read_tweets(geotext_file, user_info=ui, log=skip_log())
 
 
+@pytest.mark.parametrize("cut", ["header", "middle", "crc"])
+def test_geotext_user_info_cut_or_damaged_gzip_is_refused(geotext_file, tmp_path, cut):
+    # Was a bare EOFError traceback. A partial user_info is not kept as far as it goes: its line numbers
+    # are the user ids, so the users after the cut would silently lose their split and coordinates.
+    body = "".join(f"USER_{i}\t{i % 80}.5\t-{i % 170}.5\n" for i in range(1, 201))
+    z = bytearray(gzip.compress(body.encode()))
+    if cut == "crc":
+        z[-8] ^= 0xFF
+    ui = tmp_path / "user_info.gz"
+    ui.write_bytes(bytes(z if cut == "crc" else z[:10] if cut == "header" else z[:len(z) // 2]))
+    with pytest.raises(DataError, match=r"user_info\.gz: truncated or damaged gzip file .*used whole"):
+        read_tweets(geotext_file, user_info=ui, log=skip_log())
+
+
 def test_geotext_user_info_trailing_blank_lines_and_crlf_still_read(geotext_file, tmp_path):
     ui = tmp_path / "user_info"
     ui.write_bytes(b"USER_e\t1.0\t2.0\r\nUSER_d\t3\t4\r\nUSER_c\t5\t6\r\nUSER_a\t7\t8\r\nUSER_b\t9\t10\r\n\r\n\n")
@@ -1475,3 +1489,62 @@ def test_a_gzip_failing_its_checksum_is_damaged_not_truncated(tmp_path, name, li
         with pytest.raises(DataError, match=rf"{name}: damaged gzip data \((CRC check failed|Incorrect length)"):
             read_tweets(p, log=log)
         assert not log.counts
+
+
+# Bodies of each reader kind: the line readers (Twitter JSON, GeoText, Rahimi) and pandas' (CSV).
+_CUT_BODIES = {
+    "json": "".join(json.dumps({"id_str": str(i), "user": {"id_str": f"U{i}"}, "text": f"tweet {i}"}) + "\n"
+                    for i in range(200)),
+    "geotext": "".join(geotext_line(f"U{i}", 40.7, -74.0, f"tweet {i}") for i in range(200)),
+    "rahimi": "".join(f"U{i}\t40.7\t-74.0\ttweet {i}\n" for i in range(200)),
+    "csv": "user_id,text\n" + "".join(f"U{i},tweet {i}\n" for i in range(200)),
+}
+
+
+def _gzip_cut(body: str, cut: str) -> bytes:
+    """A gzip of ``body`` cut short: ``header`` (its 10-byte header only), ``deflate`` (20 bytes: some
+    compressed data, none of it decompressible yet) or ``line`` (flushed and cut inside the first line)."""
+    if cut == "line":
+        co = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return co.compress(body[:3].encode()) + co.flush(zlib.Z_FULL_FLUSH)
+    blob = gzip.compress(body.encode())
+    return blob[:10] if cut == "header" else blob[:20]
+
+
+@pytest.mark.parametrize("cut", ["header", "deflate", "line"])
+@pytest.mark.parametrize("kind", sorted(_CUT_BODIES))
+@pytest.mark.parametrize("name", ["t.gz", "named"])
+def test_a_gzip_cut_before_any_line_is_truncated_not_empty(tmp_path, kind, cut, name):
+    # A gzip cut before its first line was read was "is empty" when its format had to be sniffed
+    # (a name like t.gz), which hides that the download broke. It is a truncated_file, as a stream
+    # cut later is (and as it already was under a name that gives the format): counted among other
+    # inputs, the error when it is the only one, and under ``fail`` stops the run.
+    fname = {"json": "t.jsonl.gz", "geotext": "full_text.txt.gz", "rahimi": "user_info.train.gz",
+             "csv": "t.csv.gz"}[kind] if name == "named" else name
+    p = write_bytes(tmp_path / fname, _gzip_cut(_CUT_BODIES[kind], cut))
+    kw = {"user_info": False} if kind == "geotext" else {}
+    with pytest.raises(DataError, match=r"truncated_file.*compressed stream ends early") as e:
+        read_tweets(p, log=skip_log(), **kw)
+    assert "is empty" not in str(e.value)
+    with pytest.raises(DataError, match=rf"{p.name}(:\d+)?: truncated_file: compressed stream ends early"):
+        read_tweets(p, log=RecordLog(policy="fail"), **kw)
+    good = write_bytes(tmp_path / "good.csv", b"user_id,text\nu1,a\n")
+    log = skip_log()
+    assert read_tweets([good, p], log=log, **kw)["user_id"].tolist() == ["u1"]
+    assert log.counts == {"truncated_file": 1} and log.examples["truncated_file"][0].startswith(str(p))
+    if name == "t.gz":
+        with pytest.raises(DataError, match=rf"{p.name}: truncated gzip file: compressed stream ends early"):
+            detect_format(p)
+
+
+@pytest.mark.parametrize("data", [b"", gzip.compress(b""), gzip.compress(b" \n\n")], ids=["zero_bytes", "gzip_of_nothing",
+                                                                                       "gzip_of_blank_lines"])
+@pytest.mark.parametrize("name", ["t.gz", "t.jsonl.gz", "t.csv.gz", "full_text.txt.gz"])
+def test_an_empty_gzip_is_still_empty_not_truncated(tmp_path, name, data):
+    p = write_bytes(tmp_path / name, data)
+    with pytest.raises(DataError, match="is empty"):
+        read_tweets(p, user_info=False)
+    good = write_bytes(tmp_path / "good.csv", b"user_id,text\nu1,a\n")
+    log = skip_log()
+    assert read_tweets([good, p], log=log, user_info=False)["user_id"].tolist() == ["u1"]
+    assert log.counts == {"empty_file": 1}
