@@ -57,8 +57,10 @@ through ``RecordLog`` (counted under ``skip``, raising under ``fail``):
                          inputs have records; a single one raises ``DataError``
 
 Files that cannot be read at all (missing, binary, not the requested format,
-pretty-printed JSON, a CSV quote that never closes) raise ``DataError`` whatever
-the policy, since skipping them would silently train on nothing.
+pretty-printed JSON, a CSV quote that never closes, GeoText/Rahimi/JSON lines ended
+by a bare CR, damaged gzip data: a failed checksum or invalid deflate data) raise
+``DataError`` whatever the policy, since skipping them would silently train on
+nothing, or on garbage.
 
 User ids are kept exactly as given (no stripping: ``"a"`` and ``"a "`` are two users),
 except GeoText/Rahimi ids, which are fields of tab-separated lines.
@@ -262,6 +264,7 @@ def _head_and_cut(path: Path, n: int = _SNIFF_BYTES) -> tuple[bytes, BaseExcepti
                         break
                     data += piece
             except (EOFError, zlib.error) as e:
+                _refuse_damaged(path, e, None)  # the lines read before it are not known here
                 cut = e
             return _strip_bom(data), cut
     except (gzip.BadGzipFile, OSError) as e:
@@ -295,6 +298,23 @@ def _utf16_hint(head: bytes) -> str:
         len(sample) >= 8 and (not sample[1::2].strip(b"\x00") or not sample[0::2].strip(b"\x00")))
     return ("it looks like UTF-16 or UTF-32 text, which is not read: convert it to UTF-8 first "
             "(e.g. iconv -f UTF-16 -t UTF-8 in > out); " if wide else "")
+
+
+def _cr_line_ends(head: bytes, fmt: str) -> bool:
+    """Whether ``head`` is of a file whose lines end in a bare CR (classic Mac OS, some spreadsheet
+    exports), not LF or CRLF: no LF in it (but at its end), and what follows its first CR is a
+    record of ``fmt``. The line readers (GeoText, Rahimi, Twitter JSON) split lines at LF only,
+    so such a file is one line: every later record became text of the first one, silently. (A CR
+    inside a line of an LF file is text, as it always was; pandas reads CSV/TSV with CR ends.)"""
+    body = head.rstrip(b"\r\n")
+    if b"\n" in body or b"\r" not in body:
+        return False
+    nxt = next((s for s in _decode(body, "auto").split("\r")[1:] if s.strip()), "")
+    if fmt == "twitter_json":
+        return nxt.lstrip().startswith(("{", "["))
+    fields = nxt.split("\t")
+    at = (3, 4) if fmt == "geotext" else (1, 2)
+    return len(fields) > at[1] + 1 and all(_is_number(fields[i]) for i in at)
 
 
 def _split_from_name(path: Path) -> str:
@@ -373,14 +393,22 @@ def _is_number(s: str) -> bool:
 _GZIP_DAMAGE = ("CRC check failed", "Incorrect length of data produced")  # gzip.BadGzipFile's words
 
 
-def _refuse_damaged(path: Path, e: BaseException, line: int) -> None:
-    """Raise ``DataError`` if ``e`` says a gzip member's CRC-32 or length does not match what was decompressed.
+def _refuse_damaged(path: Path, e: BaseException, line: int | None) -> None:
+    """Raise ``DataError`` if ``e`` says the gzip data is damaged: a member's CRC-32 or length does not
+    match what was decompressed, or the deflate data itself is invalid (``zlib.error``: "invalid
+    distance too far back", "invalid block type"...).
 
     That is damage, not a cut: corrupted deflate data can decode to plausible garbage (100 flipped
-    bytes in a 1 MB Rahimi file gave 19,000 lines of one user id), found only at the member's end, so
-    no line read from it can be trusted and it is not a ``truncated_file`` whose earlier lines are
-    kept. (A file too small to stream is refused for it when its head is read.) A stream that ends
-    early is left to the caller."""
+    bytes in a 1 MB Rahimi file gave 19,000 lines of one user id) until the decompressor or the
+    member's end finds it, so no line read from it can be trusted and it is not a ``truncated_file``
+    whose earlier lines are kept. (A file too small to stream is refused for it when its head is
+    read.) A stream that ends early (``EOFError``: gzip raises nothing else for a cut) is left to the
+    caller."""
+    if isinstance(e, zlib.error):
+        where = "found near its start" if line is None else f"found after line {line}"
+        raise DataError(f"{path}: damaged gzip data ({e}; {where}): the compressed data is corrupt, "
+                        "so the lines decompressed before it may be garbage too; re-download or re-compress the "
+                        "file") from e
     if isinstance(e, gzip.BadGzipFile) and str(e).startswith(_GZIP_DAMAGE):
         raise DataError(f"{path}: damaged gzip data ({e}; found after line {line}): the decompressed lines do not "
                         "match the file's checksum, so any of them may be garbage; re-download or re-compress "
@@ -390,8 +418,8 @@ def _refuse_damaged(path: Path, e: BaseException, line: int) -> None:
 class _LineReader:
     """Streams ``(line_number, bytes)`` from a plain or gzip file in chunks.
 
-    A gzip stream that ends early (interrupted download) raises ``EOFError`` or
-    ``zlib.error`` deep inside the iteration; it is turned into one
+    A gzip stream that ends early (interrupted download) raises ``EOFError`` deep
+    inside the iteration; it is turned into one
     ``truncated_file`` record naming the last good line, so under ``skip`` the
     lines read so far are kept and under ``fail`` the message says where it broke.
     """
@@ -1561,6 +1589,9 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
         # as the index and shift every column of the whole file by one (ids read as text, text as
         # latitude), silently. Naming one spare column after the header's keeps each column where
         # the header puts it, and a row that fills the spare one is a malformed line like any other.
+        # A first row with two or more fields too many still made pandas take them as an index (every
+        # user id read from the text column): ``index_col=False`` stops that; pandas then cuts that
+        # row's fields to the names, so it fills the spare column and is that malformed line.
         names = _header_names(path, sep, encoding, columns)
         text = _text_stream(path, encoding)
         with text, _BlankLines(path, sep, encoding) as blank_lines:
@@ -1570,7 +1601,7 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
             next_line += lead
             reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, chunksize=max(chunksize, 2),
                                  on_bad_lines="warn", engine="c", header=None, skiprows=lead + 1,
-                                 names=[*names, _SPARE_COLUMN], skip_blank_lines=False)
+                                 names=[*names, _SPARE_COLUMN], skip_blank_lines=False, index_col=False)
             # Blank lines are read as rows (all fields empty) and dropped below: skipped by pandas, they
             # went unnumbered and every later row got too small a line number.
             it = iter(reader)
@@ -1606,6 +1637,11 @@ def _read_delimited(path: Path, sep: str, log: RecordLog, chunksize: int, encodi
                 rec = np.asarray(cand[: len(chunk)], dtype="int64")
                 next_line = (int(rec[-1]) + 1) if len(rec) else next_line + len(skipped)
                 newlines, swallowed = _swallowed_rows(chunk, sep, columns)
+                if overfull.any():  # its extra field may be quoted over lines too: later rows come after them
+                    import pyarrow as pa
+
+                    newlines += _newlines_per_value(pa.array(spare.where(overfull, "").tolist(),
+                                                             type=pa.large_string()))[0]
                 before = extra + np.concatenate(([0], np.cumsum(newlines)[:-1])) if len(rec) else rec
                 lines = rec + before
                 extra += int(newlines.sum())
@@ -1731,6 +1767,8 @@ def _swallowed_rows(chunk: pd.DataFrame, sep: str, columns: Mapping[str, str] | 
     tab); in CSV, where tweets hold commas, a line that parses to exactly ncols fields with an
     id (no spaces) in the user_id position and numbers (or nothing) in the numeric ones.
     Only fields holding a newline are looked at: a plain membership test per value otherwise.
+    A newline is what pandas ends a line at: LF, CRLF or a bare CR (a file with CR line ends
+    holds no LF at all, and its swallowed rows went unseen and uncounted).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -1746,47 +1784,74 @@ def _swallowed_rows(chunk: pd.DataFrame, sep: str, columns: Mapping[str, str] | 
     uid_pos = schema.index("user_id") if "user_id" in schema else None
     num_pos = [j for j, c in enumerate(schema) if c in ("lat", "lon", "n_tweets")]
     # A line after a newline with ncols - 1 separators, written without backtracking; in CSV
-    # with user_id first, that line must start with an id (no spaces) and a comma.
+    # with user_id first, that line must start with an id (no spaces) and a comma. After an LF
+    # (and CRLF), and, in values that hold one, after a bare CR: a search that starts at either
+    # took three times as long as one that starts at an LF.
     esc = re.escape(sep)
-    row_re = (f"\n[^\\s,]+,(?:[^\n,]*,){{{ncols - 2}}}" if sep == "," and uid_pos == 0
-              else f"\n(?:[^\n{esc}]*{esc}){{{ncols - 1}}}")
+    row_re, row_re_cr = ((f"{nl}[^\\s,]+,(?:[^{nl}\n,]*,){{{ncols - 2}}}" if sep == "," and uid_pos == 0
+                          else f"{nl}(?:[^{nl}\n{esc}]*{esc}){{{ncols - 1}}}") for nl in ("\n", "\r"))
     for name in names:
         col = chunk[name]
         # Most values hold no newline: found by a fast scan, the rest is done on their Arrow
         # buffers. Python-level tests per value, or pandas' str.count, made a CSV of multi-line
         # user documents read 60 % slower.
-        has = np.flatnonzero(col.str.contains("\n", regex=False, na=False).to_numpy(dtype=bool))
+        has = np.flatnonzero(col.str.contains("[\r\n]", regex=True, na=False).to_numpy(dtype=bool))
         if not len(has):
             continue
         arr = pa.array(col.iloc[has], type=pa.large_string())
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
-        newlines[has] += _newlines_per_value(arr)
-        hit = np.flatnonzero(pc.match_substring_regex(arr, row_re).to_numpy(zero_copy_only=False))
+        breaks, bare_cr = _newlines_per_value(arr)
+        newlines[has] += breaks
+        hit = pc.match_substring_regex(arr, row_re)
+        if bare_cr:
+            hit = pc.or_(hit, pc.match_substring_regex(arr, row_re_cr))
+        hit = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
         for j, v in zip(hit.tolist(), arr.take(pa.array(hit)).to_pylist()):
             i = int(has[j])
             if i not in found and (sep == "\t" or any(
-                    _row_like(ln, ncols, uid_pos, num_pos) for ln in v.split("\n")[1:])):
+                    _row_like(ln, ncols, uid_pos, num_pos) for ln in _LINE_BREAK.split(v)[1:])):
                 found[i] = str(name)
     return newlines, sorted(found.items())
 
 
-def _newlines_per_value(arr) -> np.ndarray:
-    """How many "\n" each value of a pyarrow large_string array holds (0 for a null), with numpy."""
+_LINE_BREAK = re.compile(r"\r\n?|\n")  # where pandas (and _BlankLines) end a line
+
+
+def _newlines_per_value(arr) -> tuple[np.ndarray, bool]:
+    """How many line breaks (LF, CRLF or a bare CR: ``_LINE_BREAK``) each value of a pyarrow
+    large_string array holds (0 for a null), with numpy; and whether any of them is a bare CR."""
     off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
     buf = arr.buffers()[2]
     if buf is None or not len(arr):
-        return np.zeros(len(arr), dtype=np.int64)
+        return np.zeros(len(arr), dtype=np.int64), False
     data = np.frombuffer(buf, dtype=np.uint8)[off[0]:off[-1]]
-    nl = np.flatnonzero(data == 10) + off[0]
-    return np.diff(np.searchsorted(nl, off)).astype(np.int64)
+    brk = data == 10
+    bare = False
+    cr = np.flatnonzero(data == 13)
+    if len(cr):  # a CR followed by an LF of the same value is one break with it: the LF is counted
+        ends = np.zeros(len(data) + 1, dtype=bool)
+        ends[off[1:] - off[0]] = True  # where a value ends: the next byte is no part of it
+        lone = cr[ends[cr + 1] | (data[np.minimum(cr + 1, len(data) - 1)] != 10)]
+        brk[lone] = True
+        bare = bool(len(lone))
+    nl = np.flatnonzero(brk) + off[0]
+    return np.diff(np.searchsorted(nl, off)).astype(np.int64), bare
 
 
 def _row_like(line: str, ncols: int, uid_pos: int | None, num_pos: list[int]) -> bool:
     """Whether a line inside a CSV field looks like a whole row of the table (see ``_swallowed_rows``)."""
     if line.count(",") < ncols - 1:
         return False
-    fields = next(csv.reader([line]), [])
+    try:
+        fields = next(csv.reader([line]), [])
+    except csv.Error:  # a field over csv's size limit (128 KiB; a long user document): parse it with room for it
+        limit = csv.field_size_limit()
+        csv.field_size_limit(max(limit, len(line) + 1))
+        try:
+            fields = next(csv.reader([line]), [])
+        finally:
+            csv.field_size_limit(limit)
     if len(fields) != ncols:
         return False
     if uid_pos is not None and (not fields[uid_pos] or any(ch.isspace() for ch in fields[uid_pos])):
@@ -2039,6 +2104,11 @@ def iter_tweets(
         if f != "parquet" and _looks_binary(head := _head(path)):
             raise DataError(f"{path}: looks like a binary file, not {f} text; {_utf16_hint(head)}pass the right file "
                             f"or choose the format with {_FORMAT_OPTION}")
+        if f in ("geotext", "rahimi", "twitter_json") and _cr_line_ends(head, f):
+            raise DataError(f"{path}: its lines end in a bare carriage return (CR, as classic Mac OS wrote them), not "
+                            f"LF or CRLF; the {f} reader ends lines at LF only, so the whole file would be read as one "
+                            "line: convert the line ends first, e.g. tr '\\r' '\\n' < in > out (gzip: gunzip -c in.gz | "
+                            "tr '\\r' '\\n' | gzip > out.gz)")
         log_.info("reading %s as %s", path, f)
         before = Counter(log.counts)
         n_good = 0

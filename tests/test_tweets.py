@@ -1548,3 +1548,138 @@ def test_an_empty_gzip_is_still_empty_not_truncated(tmp_path, name, data):
     log = skip_log()
     assert read_tweets([good, p], log=log, user_info=False)["user_id"].tolist() == ["u1"]
     assert log.counts == {"empty_file": 1}
+
+
+# --------------------------------------------------------------------------- session 15: input fuzzing
+
+
+def _damaged_deflate(body: bytes, at: float = 0.75) -> bytes:
+    """A gzip of ``body`` whose deflate data is invalid after ``at`` of it (a block of type 3, which
+    does not exist): zlib raises "invalid block type" there; the stream does not end early."""
+    co = zlib.compressobj(6, zlib.DEFLATED, 31)
+    cut = int(len(body) * at)
+    return co.compress(body[:cut]) + co.flush(zlib.Z_FULL_FLUSH) + b"\xff\xff\xff\xff" + co.compress(body[cut:]) + \
+        co.flush()
+
+
+@pytest.mark.parametrize("name, line", [
+    ("user_info.train.gz", "U{i}\t40\t-74\t{t}\n"),  # the line reader (Rahimi, GeoText)
+    ("t.jsonl.gz", '{{"id_str": "{i}", "user": {{"id_str": "U{i}"}}, "text": "{t}"}}\n'),
+    ("t.csv.gz", "U{i},{t}\n"),  # pandas' reader, through _WholeLines
+    ("t.gz", "U{i}\t40\t-74\t{t}\n"),  # format sniffed: the damage is met in the head
+], ids=["rahimi", "json", "csv", "sniffed"])
+def test_invalid_deflate_data_is_damaged_not_truncated(tmp_path, name, line):
+    # Corrupted deflate data that zlib itself rejects ("invalid distance too far back" from one
+    # flipped byte) was counted as truncated_file ("compressed stream ends early ... the lines
+    # before it were kept"), and the rest of the file was lost under that one count. It is damage,
+    # as a failed CRC is: the lines decompressed before it may be garbage, so the file is refused.
+    rng = random.Random(0)
+    body = ("user_id,text\n" if name.endswith(".csv.gz") else "") + "".join(
+        line.format(i=i, t="".join(rng.choices("abcdefghijkl ", k=80))) for i in range(3000))
+    p = write_bytes(tmp_path / name, _damaged_deflate(body.encode(), at=0.01 if name == "t.gz" else 0.75))
+    good = write_bytes(tmp_path / "good.csv", b"user_id,text\nu1,a\n")
+    for policy in ("skip", "fail"):
+        log = RecordLog(policy=policy)
+        with pytest.raises(DataError, match=rf"{name}: damaged gzip data \(.*invalid block type; found "
+                                            rf"(after line \d+|near its start)\): the compressed data is corrupt"):
+            read_tweets([good, p], log=log)
+        assert not log.counts
+
+
+@pytest.mark.parametrize("name, row", [
+    ("user_info.train", "U{i}\t40.{i}\t-74\ttweet {i} ||| more"),
+    ("full_text.txt", "U{i}\t2010-03-03T04:15:26\tloc\t40.{i}\t-74\ttweet {i}"),
+    ("t.jsonl", '{{"id_str": "{i}", "user": {{"id_str": "U{i}"}}, "text": "tweet {i}"}}'),
+])
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_cr_line_ends_are_a_clear_error_for_the_line_readers(tmp_path, name, row, gz):
+    # A file whose lines end in a bare CR (classic Mac OS) has no LF, and the GeoText, Rahimi and
+    # JSON readers end lines at LF only: a Rahimi or GeoText file was read as ONE user whose text
+    # held every other record (5 users in, 1 out, nothing counted); a JSON one as one bad line.
+    rows = [row.format(i=i) for i in range(5)]
+    data = ("\r".join(rows) + "\r").encode()
+    p = write_bytes(tmp_path / (name + (".gz" if gz else "")), gzip.compress(data) if gz else data)
+    for target in (p, write_bytes(tmp_path / ("t.gz" if gz else "t.txt"), p.read_bytes())):  # named, sniffed
+        with pytest.raises(DataError, match=r"lines end in a bare carriage return.*tr '\\r' '\\n'"):
+            read_tweets(target, log=skip_log(), user_info=False)
+    # the same records with LF or CRLF line ends read as 5 rows; a CR inside a line stays text
+    for nl in ("\n", "\r\n"):
+        q = write_bytes(tmp_path / name, (nl.join(rows) + nl).encode())
+        assert len(read_tweets(q, user_info=False)) == 5
+    if name != "t.jsonl":  # (a JSON string holds no raw CR)
+        q = write_bytes(tmp_path / name, ("\n".join(rows).replace("tweet 1", "twe\ret 1") + "\n").encode())
+        assert read_tweets(q, user_info=False)["text"].str.contains("twe\ret 1", regex=False).sum() == 1
+        one = write_bytes(tmp_path / name, (rows[0].replace("tweet", "t\rw") + "\r").encode())  # one record, no LF
+        assert read_tweets(one, user_info=False)["text"].str.startswith("t\rw 0").tolist() == [True]
+
+
+@pytest.mark.parametrize("sep", ["\t", ","])
+@pytest.mark.parametrize("nl", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_unbalanced_quote_swallowing_rows_is_counted_whatever_the_line_ends(tmp_path, sep, nl):
+    # pandas ends lines at a bare CR too, so a CSV/TSV with CR line ends reads; but a field that
+    # swallowed rows then holds CRs, not LFs, and only LFs were looked for: the 3 swallowed rows
+    # were merged into one user's text without a count, and later rows got too small line numbers.
+    p = tmp_path / ("t.tsv" if sep == "\t" else "t.csv")
+    rows = [f"user_id{sep}text", *(r.replace("\t", sep) for r in _SWALLOW_ROWS), f"u4{sep}x"]
+    p.write_bytes((nl.join(rows) + nl).encode())
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert log.counts == {"malformed_line": 4}
+    assert "3 following line(s) 3-5" in log.examples["malformed_line"][0]
+    assert df["user_id"].tolist() == ["u3", "u4"] and df["line"].tolist() == [6, 7]
+
+
+def test_a_bare_cr_in_a_quoted_field_is_a_line_for_the_line_numbers(tmp_path):
+    # pandas and the blank-line check end lines at a bare CR, the line numbers counted LFs only: a
+    # row after "a<CR>b" was numbered one line short, and the blank-line check then looked at the
+    # wrong line (here: the blank line was counted as a missing_user, the row of empty fields not).
+    p = write_bytes(tmp_path / "t.csv", b'user_id,text\nu1,"a\rb"\nu2,ok\n,\n\nu3,fine\n')
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "line"]].values.tolist() == [["u1", 2], ["u2", 4], ["u3", 7]]
+    assert log.examples == {"missing_user": [f"{p}:5: user id is empty; row dropped"]}
+
+
+def test_a_quoted_newline_in_the_extra_field_of_an_overfull_row_counts_for_the_line_numbers(tmp_path):
+    # The newlines of the field beyond the header's (a row with one field too many, dropped as a
+    # malformed_line) were not counted: every later row was numbered a line short, and the
+    # blank-line check looked at the wrong lines: the blank line was counted as a missing_user and
+    # the row of empty fields after it (the real missing_user) was dropped as blank, uncounted.
+    p = write_bytes(tmp_path / "t.csv", b'user_id,text\nu1,a,"x\ny"\n\n,\nu2,b\n')
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "line"]].values.tolist() == [["u2", 6]]
+    assert log.examples == {"malformed_line": [f"{p}:2: expected 2 fields (the header's), saw 3; row dropped"],
+                            "missing_user": [f"{p}:5: user id is empty; row dropped"]}
+
+
+def test_a_swallowed_row_with_a_field_over_the_csv_module_limit_is_counted_not_a_traceback(tmp_path):
+    # A line inside a quoted field that may be a swallowed row is parsed with Python's csv module,
+    # whose fields are limited to 128 KiB: a longer one (a user document) raised _csv.Error, a
+    # traceback out of geoae prepare and predict.
+    import csv
+
+    limit = csv.field_size_limit()
+    p = tmp_path / "t.csv"
+    p.write_text('user_id,text\nu0,ok\nu1,"hello\nu2,' + "x" * (limit + 10) + '"\nu3,fine\n')
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df["user_id"].tolist() == ["u0", "u3"] and df["line"].tolist() == [2, 5]
+    assert log.counts == {"malformed_line": 2} and "swallowed the 1 following line(s) 4-4" in \
+        log.examples["malformed_line"][0]
+    assert csv.field_size_limit() == limit  # raised for that line only
+
+
+@pytest.mark.parametrize("extra", [2, 3])
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_first_row_with_several_fields_too_many_does_not_shift_the_columns(tmp_path, sep, extra):
+    # One field too many in the first data row is caught by the spare column; two or more made
+    # pandas read the first columns as an index: every later row's user id was its text (or
+    # empty), the texts were lost, and only empty_text (or missing_user) was counted.
+    p = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    p.write_text(sep.join(["user_id", "text"]) + "\n" + sep.join(["u1", "hello", *"xyz"[:extra]]) + "\n"
+                 + f"u2{sep}world\nu3{sep}foo bar\n")
+    log = skip_log()
+    df = read_tweets(p, log=log)
+    assert df[["user_id", "text", "line"]].values.tolist() == [["u2", "world", 3], ["u3", "foo bar", 4]]
+    assert log.counts == {"malformed_line": 1} and log.examples["malformed_line"][0].startswith(f"{p}:2: ")
