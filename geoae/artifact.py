@@ -83,6 +83,11 @@ def _sha(b: bytes) -> str:
 
 def save_artifact(out_dir: str | Path, art: Artifact) -> Path:
     """Write ``art`` to ``out_dir`` crash-safely (see module docstring). Returns the index path."""
+    try:  # what loading refuses is not written: a model no command could load would be trained for nothing
+        _check_classes(list(art.classes), np.asarray(art.state_points, dtype=np.float64).reshape(-1, 2))
+    except ValueError as e:
+        raise ArtifactError(f"refusing to save a model that could not be loaded: {e}; fix the documents (`geoae "
+                            "prepare` writes USPS state codes) and train again") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_blob = st_save({k: v.detach().cpu().contiguous() for k, v in art.model.state_dict().items()})
@@ -156,12 +161,13 @@ def _read_verified(d: Path, entry: dict, role: str) -> bytes:
     p = d / name
     if not p.is_file():
         raise ArtifactError(f"{d}: {role} weights {name} are missing; the model directory is incomplete — re-save or re-train it")
-    blob = p.read_bytes()
-    if len(blob) != entry.get("bytes"):
+    size = p.stat().st_size  # before reading: a file of another size is never read (a 100 GB one was "out of memory")
+    if size != entry.get("bytes"):
         raise ArtifactError(
-            f"{p}: truncated or altered ({len(blob)} bytes, expected {entry.get('bytes')}); "
+            f"{p}: truncated or altered ({size} bytes, expected {entry.get('bytes')}); "
             "refusing to load — restore the file or re-train the model"
         )
+    blob = p.read_bytes()  # what changed since the stat fails the hash below
     if _sha(blob) != entry.get("sha256"):
         raise ArtifactError(
             f"{p}: sha256 does not match artifact.json (the file was modified); refusing to load — "
@@ -235,6 +241,8 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         n_members = _count(idx["n_members"], "n_members")
         _check_classes(classes, points)
         files = idx["files"]
+        if not isinstance(files, dict):  # else "'NoneType' object is not subscriptable", naming no field
+            raise TypeError(f"files is {type(files).__name__}, not a mapping")
         model_blob = _read_verified(d, files["model"], "model")
         feat_blob = _read_verified(d, files["featurizer"], "featurizer")
         points_blob = _read_verified(d, files["points"], "points") if "points" in files else None
@@ -263,6 +271,9 @@ def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> 
     try:
         if not isinstance(meta, dict):
             raise TypeError(f"meta is {type(meta).__name__}, not a mapping")
+        for key in ("data_dir", "data_sha256"):  # `geoae evaluate` compares them with the data it scores
+            if key in meta and not isinstance(meta[key], str):
+                raise TypeError(f"meta.{key} is {type(meta[key]).__name__}, not a string")
         vocab = idx["featurizer"].get("vocabulary") if isinstance(idx["featurizer"], dict) else None
         if isinstance(vocab, list) and not all(isinstance(t, str) for t in vocab):
             raise TypeError("featurizer.vocabulary holds a term that is not a string")
@@ -379,6 +390,20 @@ def _check_weights(tensors: dict[str, torch.Tensor], n_members: int, n_features:
             raise _WeightsMismatch(f"{k} is {t.dtype} {tuple(t.shape)}, expected {ref_t.dtype} {tuple(ref_t.shape)}")
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise _WeightsMismatch(f"{k} has non-finite values (NaN or inf)")
+    # The buffers are fixed by the data, not learned: a value training cannot have written scales every
+    # regression point (an input_scale of 3e38 put users at random places on the globe, without a word).
+    scale = torch.tensor(float(n_features) ** 0.5)
+    limit = torch.tensor([90.0, 180.0])  # |lat|, |lon|; a standard deviation is at most half the range
+    for i in range(n_members):
+        pre = f"members.{i}."
+        if not torch.equal(tensors[pre + "input_scale"], scale):
+            raise _WeightsMismatch(f"{pre}input_scale is {tensors[pre + 'input_scale'].item():g}, "
+                                   f"expected sqrt(n_features) = {scale.item():g}")
+        if not (tensors[pre + "coord_mean"].abs() <= limit).all():
+            raise _WeightsMismatch(f"{pre}coord_mean {tensors[pre + 'coord_mean'].tolist()} is not a (lat, lon) point")
+        if not ((tensors[pre + "coord_std"] > 0) & (tensors[pre + "coord_std"] <= limit)).all():
+            raise _WeightsMismatch(f"{pre}coord_std {tensors[pre + 'coord_std'].tolist()} is not the spread of "
+                                   "(lat, lon) points")
 
 
 def torch_device(device: str | torch.device) -> torch.device:

@@ -14,6 +14,7 @@ import importlib
 import io
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
         return status
     except GeoaeError as e:
-        print(f"geoae {args.command}: error: {e}", file=sys.stderr)
+        # One line, whatever a library put in the message it is built from (pyarrow ends some with a newline).
+        msg = " ".join(part.strip() for part in re.split(r"[\r\n]+", str(e)) if part.strip())
+        print(f"geoae {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that is a directory, a file where a directory must go, no permission...
         # With -q nothing is written to stdout, so its broken pipe is another's.

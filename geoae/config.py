@@ -301,6 +301,8 @@ MAX_WIDTH = 1 << 20
 """Largest layer width accepted (a million units on a 10k-word input is already 40 GB of float32):
 anything wider is a typo, refused before torch tries to lay it out."""
 MAX_SEED = 2**32 - 1
+MAX_TRANSFORMER_SIZE = 2**31 - 1
+"""Largest features.transformer_max_length / transformer_batch_size (the tokenizer takes an unsigned int)."""
 
 
 def validate(cfg: Config) -> Config:
@@ -334,8 +336,8 @@ def validate(cfg: Config) -> Config:
     if f.ngram_max < 1:
         raise ConfigError(f"features.ngram_max: must be >= 1; got {f.ngram_max}")
     for key in ("transformer_max_length", "transformer_batch_size"):  # else clamped to 1, or a tokenizer error
-        if getattr(f, key) < 1:
-            raise ConfigError(f"features.{key}: must be >= 1; got {getattr(f, key)}")
+        if not 1 <= getattr(f, key) <= MAX_TRANSFORMER_SIZE:  # above, the tokenizer's OverflowError
+            raise ConfigError(f"features.{key}: must be in [1, {MAX_TRANSFORMER_SIZE}]; got {getattr(f, key)}")
     if f.kind == "transformer" and not f.transformer_model:
         raise ConfigError("features.transformer_model: a local model directory is required when features.kind is transformer")
     if not m.hidden:
@@ -482,9 +484,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                             f"found duplicate key {key!r}", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node, deep=False):
+        self._last_node = node  # the innermost node being built when a constructor fails (see _yaml_load)
+        return super().construct_object(node, deep=deep)
+
+
+class UnreadableValueError(yaml.YAMLError):
+    """YAML that parses but that PyYAML cannot build: a value its constructors refuse with a plain Python
+    error (an impossible date such as 2020-13-45, ``!!int abc``, an integer of more than 4300 digits)
+    or nesting deeper than Python's recursion limit."""
+
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise UnreadableValueError(f"nested too deeply (line {loader.get_mark().line + 1})") from None
+    # PyYAML's constructors let these through: int() and datetime() errors, a KeyError for `!!bool maybe`,
+    # an AttributeError for `!!timestamp x`.
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+        node = getattr(loader, "_last_node", None)
+        text = node.value if node is not None and isinstance(node.value, str) else None
+        what = "a value" if text is None else repr(text if len(text) <= 40 else text[:40] + "...")
+        where = f" (line {node.start_mark.line + 1})" if node is not None else ""
+        raise UnreadableValueError(f"cannot read {what}{where}: {type(e).__name__}: {str(e)[:120]}") from None
+    finally:
+        loader.dispose()
 
 
 def _read_config_file(p: Path) -> dict:

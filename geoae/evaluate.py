@@ -692,7 +692,7 @@ def run_evaluate(
 def _same_dir(a: str | Path, b: str | Path) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL byte (a hand-edited artifact's data_dir)
         return str(a) == str(b)
 
 

@@ -17,6 +17,7 @@ Both are fitted on training users only; the caller guarantees that.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -28,7 +29,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from geoae.config import SELECT_RULES, FeatureConfig
+from geoae.config import MAX_TRANSFORMER_SIZE, SELECT_RULES, FeatureConfig
 from geoae.errors import ArtifactError, ConfigError, DataError, plural
 from geoae.tweets import is_missing
 
@@ -113,6 +114,10 @@ def tokenize(text: str, keep_mentions: bool = False) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tf-idf
+
+IDF_MAX = 1.0 + math.log(2.0**63)
+"""The largest smoothed idf a fit can store, 1 + ln(1 + documents) for as many documents as an int64
+counts (about 44.7); a stored idf above it is damage."""
 
 
 def igr_scores(presence: sp.spmatrix, y: np.ndarray) -> np.ndarray:
@@ -356,8 +361,11 @@ class TfidfFeaturizer(BaseEstimator, TransformerMixin):
                 raise ValueError(f"{len(terms)} terms ({len(set(terms))} distinct) but idf has shape {idf.shape}")
             if idf.dtype not in (np.float32, np.float64):  # what fit stores; an int or complex idf is damage
                 raise ValueError(f"idf is {idf.dtype}, expected float32 or float64")
-            if not (np.isfinite(idf).all() and (idf > 0).all()):  # smoothed idf is >= 1
-                raise ValueError("idf has non-finite or non-positive values")
+            # Smoothed idf is 1 + ln((1 + documents) / (1 + document frequency)): at least 1, and at most
+            # IDF_MAX. A larger finite value (3e38) loaded, then overflowed every prediction to inf.
+            if not (np.isfinite(idf).all() and (idf > 0).all() and (idf <= IDF_MAX).all()):
+                raise ValueError(f"idf has values that are not finite, positive and at most {IDF_MAX:.2f} "
+                                 "(1 + ln of the largest document count)")
             self = cls(**state["params"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"featurizer state is invalid: {e}") from None
@@ -397,6 +405,19 @@ class TransformerEmbedder(BaseEstimator, TransformerMixin):
         return cls(model_dir=cfg.transformer_model, max_length=cfg.transformer_max_length,
                    batch_size=cfg.transformer_batch_size, device=device)
 
+    def _check_params(self) -> None:
+        """``ValueError`` for parameters ``get_state`` cannot have stored (a hand-edited artifact): each
+        was a traceback in transform (``int('x')``, ``str.split('')``, a tokenizer ``OverflowError``)."""
+        for key in ("max_length", "batch_size"):
+            v = getattr(self, key)
+            if type(v) is not int or not 1 <= v <= MAX_TRANSFORMER_SIZE:
+                raise ValueError(f"params.{key} must be a whole number in [1, {MAX_TRANSFORMER_SIZE}]; got {v!r}")
+        for key in ("model_dir", "separator"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ValueError(f"params.{key} must be a non-empty string; got {getattr(self, key)!r}")
+        if not (isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", self.device)):
+            raise ValueError(f"params.device must be auto, cpu, mps, cuda or cuda:N; got {self.device!r}")
+
     def _load(self):
         """Load tokenizer + model once (cached on the instance, not a fitted attribute)."""
         cached = getattr(self, "_loaded", None)
@@ -421,7 +442,10 @@ class TransformerEmbedder(BaseEstimator, TransformerMixin):
         dev = self.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to(dev).eval()
+        try:
+            model.to(dev).eval()
+        except (RuntimeError, AssertionError) as e:  # torch without CUDA raises AssertionError
+            raise ConfigError(f"features: cannot run the Hugging Face model in {d} on device {dev!r} ({e})") from None
         self._loaded = ((self.model_dir, self.device), tok, model, dev)
         return tok, model, dev
 
@@ -492,9 +516,14 @@ class TransformerEmbedder(BaseEstimator, TransformerMixin):
                 raise ValueError(f"kind is {state.get('kind')!r}, expected {cls.kind!r}")
             self = cls(**state["params"])
             n = int(state["n_features"])
+            self._check_params()
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"featurizer state is invalid: {e}") from None
-        self.fit()
+        try:
+            self.fit()
+        except ConfigError as e:  # said as of a config key, but nothing on the command line can change it
+            raise ArtifactError(f"the featurizer's Hugging Face model cannot be used: {e}; it must be where, and "
+                                "as, it was when the model was trained") from None
         if self.n_features_ != n:
             raise ArtifactError(
                 f"the model in {self.model_dir} has hidden size {self.n_features_}, but the artifact was "

@@ -119,6 +119,23 @@ def test_truncated_file_is_refused(model_dir):
         load_artifact(model_dir)
 
 
+def test_a_weight_file_of_another_size_is_refused_without_being_read(model_dir, monkeypatch):
+    """The size was compared after reading the whole file: a huge file under the weight file's name
+    (a sparse 64 GB one) was read into memory and reported as "out of memory"."""
+    p = _weights(model_dir)
+    with open(p, "r+b") as f:
+        f.truncate(64 << 30)  # sparse: no disk used
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        assert self != p, "the oversized weight file was read"
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with refused(ArtifactError, rf"truncated or altered \({64 << 30} bytes, expected \d+\)", model_dir.parent):
+        load_artifact(model_dir)
+
+
 @pytest.mark.parametrize("role", ["model", "featurizer", "points"])
 def test_missing_weight_file_is_refused(model_dir, role):
     _weights(model_dir, role).unlink()
@@ -380,6 +397,18 @@ def test_malformed_fields_are_artifact_errors(model_dir, meta):
         load_artifact(model_dir)
 
 
+@pytest.mark.parametrize("key, value", [("data_dir", 7), ("data_dir", ["runs/demo/data"]), ("data_sha256", None)])
+def test_meta_fields_evaluate_reads_must_be_strings(model_dir, key, value):
+    """`geoae evaluate` compares meta.data_dir / data_sha256 with the data it scores: a data_dir that
+    was a number or a list (and no data_sha256) was a TypeError traceback from pathlib."""
+    idx = _index(model_dir)
+    idx["meta"][key] = value
+    _write_index(model_dir, idx)
+    with refused(ArtifactError, rf"malformed field .*meta\.{key} is {type(value).__name__}, not a string",
+                 model_dir.parent):
+        load_artifact(model_dir)
+
+
 def test_pointing_at_the_index_file_or_the_train_directory(model_dir, tmp_path):
     from geoae.artifact import INDEX
 
@@ -431,6 +460,7 @@ def _replace_weights(d: Path, role: str, blob: bytes) -> None:
 
 @pytest.mark.parametrize("edit, pattern", [
     (lambda i: i["files"].__setitem__("model", "model.safetensors"), r"files\.model is str, not a mapping"),
+    (lambda i: i.__setitem__("files", None), r"files is NoneType, not a mapping"),
     (lambda i: i.__setitem__("n_features", -3), r"n_features must be a whole number >= 1"),
     (lambda i: i.__setitem__("n_members", 1.5), r"n_members must be a whole number >= 1"),
     (lambda i: i.__setitem__("n_members", 10**9), r"n_members=1000000000, the weight file holds members \[0\]"),
@@ -470,6 +500,11 @@ def test_index_json_python_cannot_parse_is_corrupted_not_a_traceback(model_dir, 
     (lambda t: {k: v.to(torch.int32) for k, v in t.items()}, r"is torch\.int32 .*expected torch\.float32"),
     (lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}, r"non-finite values"),
     (lambda t: {**t, "zzz": torch.zeros(2)}, r"unexpected tensor zzz"),
+    # finite but impossible buffers put every regression point anywhere on (or off) the globe, silently
+    (lambda t: {**t, "members.0.input_scale": t["members.0.input_scale"] * 1e30}, r"members\.0\.input_scale is .*, "
+     r"expected sqrt\(n_features\)"),
+    (lambda t: {**t, "members.0.coord_mean": torch.tensor([1e30, -90.0])}, r"coord_mean .* is not a \(lat, lon\) point"),
+    (lambda t: {**t, "members.0.coord_std": torch.tensor([0.0, 10.0])}, r"coord_std .* is not the spread"),
 ])
 def test_weight_files_with_valid_hashes_but_wrong_dtypes_values_or_names_are_refused(model_dir, change, pattern):
     """load_state_dict casts dtypes silently (int weights would predict nonsense) and takes NaN weights
@@ -556,3 +591,14 @@ def test_a_cuda_device_number_this_machine_does_not_have_is_one_clear_error(monk
     assert torch_device("cuda:0") == torch.device("cuda:0") and torch_device("cuda") == torch.device("cuda")
     with pytest.raises(GeoaeError, match=r"--device cuda:1: this machine has 1 CUDA GPU \(cuda:0\)"):
         torch_device("cuda:1")
+
+
+@pytest.mark.parametrize("bad", ["ZZ", "ca"])
+def test_a_model_loading_would_refuse_is_not_saved(model_dir, tmp_path, bad):
+    """A documents table whose state column held other codes ('ZZ', 'ca') trained and saved, exit 0, a
+    model every later command refused as damaged."""
+    art = load_artifact(model_dir)
+    art.classes = [bad, *art.classes[1:]]
+    with refused(ArtifactError, rf"refusing to save a model that could not be loaded: .*\['{bad}'\]", tmp_path):
+        save_artifact(tmp_path / "new", art)
+    assert not (tmp_path / "new").exists()

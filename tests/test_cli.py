@@ -185,6 +185,32 @@ def test_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys):
         main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"])
 
 
+def test_an_error_message_with_line_breaks_is_printed_as_one_line(tmp_path, monkeypatch, capsys):
+    """A message built from a library's text can hold line breaks: pyarrow's for a damaged
+    documents.parquet ends "Couldn't deserialize thrift: ...\\n", which put "); rerun `geoae prepare`"
+    on a line of its own."""
+    import geoae.evaluate
+    from geoae.errors import DataError
+
+    def fake_evaluate(*args, **kwargs):
+        raise DataError("documents.parquet: cannot read parquet (Couldn't deserialize thrift: TProtocolException\n"
+                        "\r\n  ); rerun `geoae prepare`")
+
+    monkeypatch.setattr(geoae.evaluate, "run_evaluate", fake_evaluate)
+    assert main(["-q", "evaluate", "--model", "m", "--data", "d", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("geoae evaluate: error: documents.parquet: cannot read parquet (Couldn't deserialize thrift: "
+                   "TProtocolException ); rerun `geoae prepare`\n")
+    # the real thing: a parquet file whose footer is garbage
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "documents.parquet").write_bytes(b"PAR1" + b"\x00" * 100 + b"PAR1")
+    monkeypatch.undo()
+    assert main(["-q", "evaluate", "--model", "m", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geoae evaluate: error: ") and "cannot read parquet" in err and len(err.splitlines()) == 1
+
+
 def test_a_closed_stdout_pipe_exits_quietly_like_a_unix_tool(tmp_path):
     # `geoae evaluate ... | head -c 0`: the reader went away while the command printed. Status 141
     # (SIGPIPE), no traceback, and no "Exception ignored ... BrokenPipeError" when Python flushes at exit.

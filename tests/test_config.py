@@ -205,9 +205,12 @@ def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
 
 @pytest.mark.parametrize("key", ["transformer_max_length", "transformer_batch_size"])
 def test_transformer_sizes_must_be_positive(key):
-    """A zero or negative size validated and was clamped to 1 (batch) or failed in the tokenizer (length)."""
-    with pytest.raises(ConfigError, match=rf"features\.{key}: must be >= 1"):
-        config_from_dict({"features": {key: 0}})
+    """A zero or negative size validated and was clamped to 1 (batch) or failed in the tokenizer (length);
+    one over 2**31 - 1 was an OverflowError traceback from the tokenizer."""
+    for bad in (0, 2**31, 10**30):
+        with pytest.raises(ConfigError, match=rf"features\.{key}: must be in \[1, 2147483647\]; got {bad}"):
+            config_from_dict({"features": {key: bad}})
+    assert getattr(config_from_dict({"features": {key: 2**31 - 1}}).features, key) == 2**31 - 1
 
 
 def test_a_split_both_trained_and_early_stopped_on_is_refused_by_train_not_by_loading(tmp_path):
@@ -287,3 +290,25 @@ def test_keys_keep_their_text_but_values_still_read_yes_and_off_as_booleans(tmp_
 
     assert _yaml_load("b: &b {epochs: 2, off: 1}\npretrain:\n  <<: *b\n  lr: 0.1\n")["pretrain"] == {
         "epochs": 2, "off": 1, "lr": 0.1}
+
+
+@pytest.mark.parametrize("value, match", [
+    ("2020-13-45", r"cannot read '2020-13-45' \(line 2\): ValueError: month must be in 1\.\.12"),
+    ("!!int abc", r"cannot read 'abc' \(line 2\): ValueError"),
+    ("!!bool maybe", r"cannot read 'maybe' \(line 2\): KeyError"),
+    ("!!timestamp x", r"cannot read 'x' \(line 2\): AttributeError"),
+    ("9" * 5000, r"cannot read '9{40}\.\.\.' \(line 2\): ValueError: Exceeds the limit \(4300 digits\)"),
+    ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+])
+def test_yaml_python_cannot_build_is_a_config_error_not_a_traceback(tmp_path, value, match):
+    """PyYAML's constructors raise plain ValueError/KeyError/AttributeError (an impossible date, a bad
+    explicit tag, an integer of more than 4300 digits) and its composer a RecursionError: each was a
+    traceback from a config file or a --set value."""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"pretrain:\n  epochs: {value}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML/JSON: " + match):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"^--set pretrain\.epochs="):
+        load_config(None, [f"pretrain.epochs={value}"])
+    # A plain word YAML would take for a date is the text written, as any value YAML cannot build.
+    assert load_config(None, ["data.carve_label=2020-13-45"]).data.carve_label == "2020-13-45"

@@ -444,6 +444,19 @@ def test_a_model_scored_on_other_data_than_it_was_trained_on_gets_a_note(tmp_pat
         assert "Baselines are fitted" not in paths["report.md"].read_text()
 
 
+def test_a_model_data_dir_that_is_no_path_still_gets_the_note(tmp_path):
+    """An artifact without data_sha256 (older, or edited) is compared by its data_dir: one with a NUL
+    byte was a ValueError traceback from pathlib."""
+    from types import SimpleNamespace
+
+    d = _documents(tmp_path)
+    pred = FakePredictor()
+    pred.artifact = SimpleNamespace(meta={"data_dir": "runs/x\x00/data"}, config=None)
+    paths = run_evaluate(None, d, tmp_path / "rep", baselines=False, predictor=pred, model_name="fake")
+    notes = json.loads(paths["metrics.json"].read_text())["provenance"].get("notes", [])
+    assert any("the model was trained on runs/x\x00/data" in n for n in notes), notes
+
+
 def test_scoring_a_training_split_is_flagged_in_the_report(tmp_path):
     d = _documents(tmp_path)
     paths = run_evaluate(None, d, tmp_path / "rep", split="train", baselines=False, predictor=FakePredictor(),

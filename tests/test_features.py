@@ -255,6 +255,36 @@ def test_transformer_state_round_trip(tiny_model, tmp_path):
     np.testing.assert_allclose(g.transform(DOCS), e.transform(DOCS), atol=1e-6)
 
 
+@pytest.mark.parametrize("key, value, pattern", [
+    ("max_length", "x", r"params\.max_length must be a whole number in \[1, 2147483647\]; got 'x'"),
+    ("max_length", 10**30, r"params\.max_length must be a whole number"),
+    ("batch_size", None, r"params\.batch_size must be a whole number"),
+    ("separator", "", r"params\.separator must be a non-empty string"),
+    ("model_dir", 5, r"params\.model_dir must be a non-empty string"),
+    ("device", "meta", r"params\.device must be auto, cpu, mps, cuda or cuda:N; got 'meta'"),
+])
+def test_transformer_state_with_impossible_params_is_refused(tiny_model, key, value, pattern):
+    """Loaded, then each was a traceback in transform (int('x'), str.split(''), the tokenizer's
+    OverflowError, a meta tensor)."""
+    state, arrays = TransformerEmbedder(model_dir=str(tiny_model), max_length=16).fit().get_state()
+    state["params"][key] = value
+    with pytest.raises(ArtifactError, match=pattern):
+        featurizer_from_state(state, arrays)
+
+
+def test_transformer_state_whose_model_cannot_be_used_is_an_artifact_error(tiny_model, tmp_path):
+    """A missing model directory said "features.transformer_model: ... give a local directory" as if a
+    config key could fix it, and a device this machine lacks was an AssertionError traceback."""
+    import torch
+
+    state, arrays = TransformerEmbedder(model_dir=str(tiny_model), max_length=16).fit().get_state()
+    with pytest.raises(ArtifactError, match=r"Hugging Face model cannot be used: .*does not exist.*it must be where"):
+        featurizer_from_state({**state, "params": {**state["params"], "model_dir": str(tmp_path / "gone")}}, arrays)
+    if not torch.cuda.is_available():
+        with pytest.raises(ArtifactError, match=r"cannot run the Hugging Face model in .* on device 'cuda:0'"):
+            featurizer_from_state({**state, "params": {**state["params"], "device": "cuda:0"}}, arrays)
+
+
 def test_transformer_missing_model(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         TransformerEmbedder(model_dir=str(tmp_path / "nope")).fit()
@@ -317,3 +347,21 @@ def test_tfidf_empty_vocabulary_counts_its_documents_right():
         TfidfFeaturizer(min_df=2).fit(["only one document here"])
     with pytest.raises(DataError, match=r"for 2 training documents \("):
         TfidfFeaturizer(min_df=3).fit(["one document", "another"])
+
+
+def test_tfidf_state_idf_larger_than_any_fit_can_store_is_refused():
+    """A finite but huge idf (3e38, a flipped exponent) loaded, then every prediction overflowed to inf
+    and crashed in sklearn's normalize with a traceback."""
+    from geoae.features import IDF_MAX
+
+    docs = DOCS * 3
+    f = TfidfFeaturizer(min_df=1).fit(docs)
+    state, arrays = f.get_state()
+    assert arrays["idf"].max() <= IDF_MAX
+    huge = arrays["idf"].copy()
+    huge[0] = 3e38
+    with pytest.raises(ArtifactError, match=r"idf has values that are not finite, positive and at most 44\.67"):
+        TfidfFeaturizer.from_state(state, {"idf": huge})
+    big = arrays["idf"].copy()
+    big[0] = IDF_MAX  # the bound itself is a value a fit can store
+    TfidfFeaturizer.from_state(state, {"idf": big}).transform(docs)
