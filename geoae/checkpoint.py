@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import reprlib
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
@@ -131,12 +132,17 @@ def _rng_tensors(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _restore_rng(tensors: dict[str, torch.Tensor], gens: dict[str, torch.Generator]) -> None:
-    for k, g in gens.items():
-        g.set_state(tensors[f"rng.{k}"])
-    torch.set_rng_state(tensors["rng.global"])
+def _restore_rng(tensors: dict[str, torch.Tensor], gens: dict[str, torch.Generator], where: Path) -> None:
+    setters = [(f"rng.{k}", g.set_state) for k, g in gens.items()] + [("rng.global", torch.set_rng_state)]
     if "rng.cuda" in tensors and (cuda := _cuda_device(gens)) is not None:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], cuda)
+        setters.append(("rng.cuda", lambda t: torch.cuda.set_rng_state(t, cuda)))
+    for name, set_state in setters:
+        if name not in tensors:
+            raise _edited(where, f"checkpoint tensor {name} (a random generator's state) is missing")
+        try:
+            set_state(tensors[name])
+        except (RuntimeError, TypeError, ValueError) as e:  # torch checks the state's size and dtype
+            raise _edited(where, f"checkpoint tensor {name} is not a random generator's state ({e})") from None
 
 
 def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -151,16 +157,72 @@ def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.
     return {"param_groups": sd["param_groups"], "scalars": scalars}, tensors
 
 
-def _join_optimizer(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
+def _join_optimizer(doc: dict, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                    ckpt_dir: Path | None) -> dict:
+    """The optimizer's state dict from a checkpoint, checked against ``optimizer`` (the run's own, fresh).
+
+    ``state.json`` is not covered by the tensors' hash, and the tensors themselves may be rewritten with
+    a new hash: torch's ``load_state_dict`` failed on a hand-edited ``param_groups`` with a TypeError
+    traceback, and accepts moments of the wrong shape or a missing one, failing (or silently
+    training otherwise) only at the next step. So: the groups must be the ones this run's optimizer
+    has (its settings come from the config, which the checkpoint was matched on), and every state
+    entry one the optimizer keeps, of its parameter's shape; a parameter holds all of them or none
+    (one that never had a gradient).
+    """
+    js, tf = _path(ckpt_dir, STATE_JSON), _path(ckpt_dir, doc.get("tensors_file", STATE_TENSORS))
+    meta = doc.get("optimizer")
+    if not isinstance(meta, dict) or not isinstance(meta.get("scalars"), dict):
+        raise _edited(js, f"checkpoint field optimizer is {_shown(meta)}, expected an object with param_groups "
+                          "and scalars (the optimizer's state, which resuming inside a stage needs)")
+    own = json.loads(json.dumps(optimizer.state_dict()["param_groups"]))  # as the checkpoint stores them
+    groups = meta.get("param_groups", _MISSING)
+    if not isinstance(groups, list) or len(groups) != len(own):
+        raise _edited(js, f"checkpoint field optimizer.param_groups is {_shown(groups)}, expected a list of "
+                          f"{len(own)} parameter group{'s' if len(own) != 1 else ''}")
+    for i, (group, mine) in enumerate(zip(groups, own)):
+        if not isinstance(group, dict):
+            raise _edited(js, f"checkpoint field optimizer.param_groups[{i}] is {_shown(group)}, expected an object")
+        # Only the keys both have: another torch version may add or drop a setting.
+        for key in ["params", *sorted(group.keys() & mine.keys() - {"params"})]:
+            if (value := group.get(key, _MISSING)) != mine[key]:
+                raise _edited(js, f"checkpoint field optimizer.param_groups[{i}].{key} is {_shown(value)}, "
+                                  f"expected {reprlib.repr(mine[key])} (this run's optimizer)")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    layout = _state_layout(optimizer)
     state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for key, v in meta["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
+    entries = [(f"tensor opt.{k[4:]}", k[4:], v, tf) for k, v in tensors.items() if k.startswith("opt.")]
+    entries += [(f"field optimizer.scalars.{k}", k, v, js) for k, v in meta["scalars"].items()]
+    for what, key, value, where in entries:
+        pid, _, name = key.partition(".")
+        if not re.fullmatch(r"0|[1-9][0-9]{0,8}", pid) or int(pid) >= len(params) or name not in layout:
+            raise _edited(where, f"checkpoint {what} is no state of this run's optimizer (its {len(params)} "
+                                 f"parameters each keep {', '.join(sorted(layout))})")
+        param, (shape, floating) = params[int(pid)], layout[name]
+        shape = tuple(param.shape) if shape == "param" else shape
+        if not (torch.is_tensor(value) and tuple(value.shape) == shape and value.is_floating_point() == floating):
+            found = (f"a {value.dtype} tensor of shape {tuple(value.shape)}" if torch.is_tensor(value)
+                     else f"the plain value {_shown(value)}")
+            raise _edited(where, f"checkpoint {what} is {found}, expected a {'float' if floating else 'non-float'} "
+                                 f"tensor of shape {shape}")
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entry in sorted(state.items()):
+        if missing := sorted(layout.keys() - entry.keys()):
+            raise _edited(tf, f"checkpoint tensor opt.{pid}.{missing[0]} is missing (parameter {pid} has the "
+                              f"optimizer's {', '.join(sorted(entry))}, not its {', '.join(missing)})")
+    return {"state": state, "param_groups": groups}
+
+
+def _state_layout(optimizer: torch.optim.Optimizer) -> dict[str, tuple[Any, bool]]:
+    """What ``optimizer`` keeps per parameter once it has stepped: name -> (shape, or "param" for the
+    parameter's own; floating point or not). Asked of the optimizer class itself, with the same
+    settings, on a tiny parameter (Adam: ``step`` a scalar, ``exp_avg`` and ``exp_avg_sq`` the
+    parameter's shape)."""
+    probe = torch.zeros(2, 3, requires_grad=True)
+    probe.grad = torch.zeros(2, 3)
+    opt = type(optimizer)([probe], **optimizer.defaults)
+    opt.step()
+    return {k: ("param" if tuple(v.shape) == (2, 3) else tuple(v.shape), v.is_floating_point())
+            for k, v in opt.state[probe].items() if torch.is_tensor(v)}
 
 
 def save_checkpoint(
@@ -244,14 +306,13 @@ def check_position(position: dict, ckpt_dir: Path | None, *, stage: str | None =
     epochs. All the rules live here. ``load_checkpoint`` applies the ones the file decides alone
     (``layers``: the depth of its own weights); ``pretrain`` and ``finetune``, which get the loaded
     checkpoint, call it again with what only the run knows: the ``stage`` resumed and its ``epochs``
-    (per layer in pretraining; a refit's own count).
+    (per layer in pretraining; a refit's own count), and fine-tuning's call also checks the records it
+    reads back (``ft_history``, ``best``).
     """
-    where = Path(ckpt_dir) / STATE_JSON if ckpt_dir is not None else Path(STATE_JSON)
+    where = _path(ckpt_dir, STATE_JSON)
 
     def refuse(name: str, value: Any, allowed: str) -> NoReturn:
-        shown = "missing" if value is _MISSING else reprlib.repr(value)  # a long list cut short
-        raise ArtifactError(f"{where}: checkpoint field position.{name} is {shown}, expected {allowed}; the file "
-                            "was edited or damaged: delete the checkpoint directory to start over")
+        raise _edited(where, f"checkpoint field position.{name} is {_shown(value)}, expected {allowed}")
 
     def count(name: str, hi: int | None) -> int:
         value = position.get(name, _MISSING)
@@ -271,7 +332,7 @@ def check_position(position: dict, ckpt_dir: Path | None, *, stage: str | None =
         history = "history"
     else:
         epoch = count("epoch", epochs)
-        count("best_epoch", epoch)  # the refit trains a member again for its best_epoch epochs
+        best_epoch = count("best_epoch", epoch)  # the refit trains a member again for its best_epoch epochs
         count("bad_epochs", epoch)
         if not isinstance(position.get("finished", _MISSING), bool):
             refuse("finished", position.get("finished", _MISSING), "true or false")
@@ -281,7 +342,62 @@ def check_position(position: dict, ckpt_dir: Path | None, *, stage: str | None =
     records = position.get(history, [])
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         refuse(history, records, "a list of per-epoch objects")
+    if stage == "finetune":
+        # What fine-tuning reads back: one record per epoch run (without dev users the last one is the
+        # member's best epoch), each with its training loss, and the scores early stopping compares.
+        # Checked in fine-tuning's own call, after the epoch's range: an edited epoch is told as such,
+        # not as a record count that no longer matches it.
+        if len(records) != epoch:
+            refuse("ft_history", _Shown(f"a list of {len(records)} records"),
+                   f"{epoch} (one per epoch run: position.epoch)")
+        for i, rec in enumerate(records):
+            if type(rec.get("epoch")) is not int or rec["epoch"] != i + 1:
+                refuse(f"ft_history[{i}].epoch", rec.get("epoch", _MISSING), str(i + 1))
+            for key in ["train_loss", *sorted(k for k in rec if k.startswith(("train_", "dev_")))]:
+                value = rec.get(key, _MISSING)
+                if key == "dev_best_point" and not isinstance(value, str):
+                    refuse(f"ft_history[{i}].{key}", value, "a point kind (a string)")
+                if key != "dev_best_point" and not _is_number(value):
+                    refuse(f"ft_history[{i}].{key}", value, "a number")
+        best = position.get("best")
+        # ``best`` is what early stopping compares each new epoch with: epoch best_epoch's scores.
+        want = selection_values(records[best_epoch - 1]) if best_epoch else None
+        if json.dumps(best, sort_keys=True) != json.dumps(want, sort_keys=True):  # JSON: NaN equals NaN
+            refuse("best", best, f"the scores of epoch {best_epoch} in ft_history (position.best_epoch)"
+                   if best_epoch else "null, as position.best_epoch is 0")
     return position
+
+
+def selection_values(rec: dict, dev_scores: bool = True) -> dict:
+    """The values early stopping can select on after one fine-tuning epoch's record: the dev scores
+    (``dev_`` prefix removed; none without ``dev_scores``) and ``loss``, the training loss."""
+    current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev_scores else {}
+    current.setdefault("loss", rec["train_loss"])
+    return current
+
+
+class _Shown(str):
+    """A value described in words in a refusal (``a list of 3 records``), not shown as it is."""
+
+
+def _shown(value: Any) -> str:
+    if value is _MISSING:
+        return "missing"
+    return value if isinstance(value, _Shown) else reprlib.repr(value)  # a long list cut short
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _path(ckpt_dir: Path | None, name: str) -> Path:
+    return Path(ckpt_dir) / name if ckpt_dir is not None else Path(name)
+
+
+def _edited(where: Path, what: str) -> ArtifactError:
+    """The error for a checkpoint file that training did not write as it is (``what`` is wrong in it)."""
+    return ArtifactError(f"{where}: {what}; the file was edited or damaged: delete the checkpoint directory to "
+                         "start over")
 
 
 def restore(
@@ -290,13 +406,57 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     gens: dict[str, torch.Generator],
+    *,
+    ckpt_dir: Path | None = None,
+    model_copy: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Load model/optimizer/RNG state from a checkpoint; returns its extra tensors."""
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    if optimizer is not None and doc.get("optimizer") is not None:
-        optimizer.load_state_dict(_join_optimizer(doc["optimizer"], tensors))
-    _restore_rng(tensors, gens)
-    return {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    """Load model/optimizer/RNG state from a checkpoint; returns its extra tensors.
+
+    ``ckpt_dir`` (where the checkpoint was read) is named in errors. ``model_copy``: the prefix of
+    extra tensors that must be a complete copy of the model's weights (fine-tuning's best epoch).
+    Everything is checked against the model and optimizer before anything is loaded: a checkpoint
+    rewritten with its hash recomputed (a tensor missing, of another shape, none at all) was a
+    RuntimeError traceback from ``load_state_dict``, or an optimizer that failed at its next step.
+    """
+    tf = _path(ckpt_dir, doc.get("tensors_file", STATE_TENSORS))
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_weights(weights, model, tf, "model weights (model.*)")
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    if model_copy is not None:
+        check_weights({k[len(model_copy):]: v for k, v in extra.items() if k.startswith(model_copy)}, model, tf,
+                      f"weights extra.{model_copy}*")
+    opt_state = _join_optimizer(doc, tensors, optimizer, ckpt_dir) if optimizer is not None else None
+    try:
+        model.load_state_dict(weights, strict=True)
+        if opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:  # what the checks above leave to torch
+        raise _edited(tf, f"checkpoint cannot be loaded into this run's model or optimizer "
+                          f"({str(e).splitlines()[0]})") from None
+    _restore_rng(tensors, gens, tf)
+    return extra
+
+
+def check_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module, where: Path, what: str) -> None:
+    """Refuse checkpoint ``weights`` that do not fit ``model`` (what ``load_state_dict(strict=True)``
+    would fail on): names missing or unknown to it, tensors of another shape."""
+    own = model.state_dict()
+    problems = []
+    if missing := sorted(own.keys() - weights.keys()):
+        problems.append(f"{_few(missing)} missing")
+    if unknown := sorted(weights.keys() - own.keys()):
+        problems.append(f"{_few(unknown)} not in the model")
+    if wrong := [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]:
+        problems.append(f"{wrong[0]} of shape {tuple(weights[wrong[0]].shape)}, the model's is "
+                        f"{tuple(own[wrong[0]].shape)}"
+                        + (f" ({len(wrong)} tensors of another shape)" if len(wrong) > 1 else ""))
+    if problems:
+        raise _edited(where, f"checkpoint {what} do not fit this run's model: {'; '.join(problems)}")
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    """``a, b, c and 4 more``: a few names of a long list, for a one-line message."""
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def clear_checkpoint(ckpt_dir: Path) -> None:

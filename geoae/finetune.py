@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from geoae.checkpoint import Batches, check_position, restore, save_checkpoint
+from geoae.checkpoint import Batches, check_position, restore, save_checkpoint, selection_values
 from geoae.config import Config, FinetuneConfig
 from geoae.errors import GeoaeError
 from geoae.geo import LocationRisk, bayes_point_index, haversine_km, haversine_km_torch
@@ -188,14 +188,6 @@ def predict_arrays(model: GeoSDAE | GeoSDAEEnsemble, X, device: torch.device,
     return torch.cat(probs).numpy(), torch.cat(coords).numpy()
 
 
-def _selection_values(rec: dict, dev) -> dict:
-    """The values early stopping can select on after one epoch's record: the dev scores
-    (``dev_`` prefix removed), and ``loss`` (the training loss where there is no dev set)."""
-    current = {k[4:]: v for k, v in rec.items() if k.startswith("dev_")} if dev is not None else {"loss": rec["train_loss"]}
-    current.setdefault("loss", rec["train_loss"])
-    return current
-
-
 def location_points(probs: np.ndarray, coords: np.ndarray | None, class_points: np.ndarray,
                     location: LocationRisk, gate: float, tau_km: float | None) -> np.ndarray:
     """The location point [n, 2]: the arg-max state's point where the classifier is sure
@@ -311,7 +303,9 @@ def finetune(
     if resume is not None:
         doc, tensors = resume
         pos = check_position(doc["position"], ckpt_dir, stage="finetune", epochs=ft.epochs)
-        extra = restore(doc, tensors, model, opt if pos.get("epoch", 0) > 0 else None, gens)
+        # With dev users the best epoch's weights travel with the checkpoint, and are what is kept in the end.
+        extra = restore(doc, tensors, model, opt if pos.get("epoch", 0) > 0 else None, gens, ckpt_dir=ckpt_dir,
+                        model_copy="best." if dev is not None and pos["best_epoch"] else None)
         start, history = pos.get("epoch", 0), list(pos.get("ft_history", []))
         if pos.get("finished"):
             start = ft.epochs  # the run had already ended (early stop or last epoch)
@@ -324,7 +318,7 @@ def finetune(
     # A resumed run replays the fallback below on the epochs it restored, so a member that had
     # already finished records the same metric as an uninterrupted run.
     for rec in history:
-        if metric not in _selection_values(rec, dev):
+        if metric not in selection_values(rec, dev is not None):
             metric = "loss"
     if dev is None and ft.select_metric != "loss" and not fixed_epochs:
         log.warning("no dev users: fine-tuning runs all %d epochs without early stopping and keeps the last", ft.epochs)
@@ -342,6 +336,12 @@ def finetune(
             loss, parts = joint_loss(out, y_state[idx].to(device), y_xy[idx].to(device), cfg, model.coord_std,
                                      None if y_soft is None else y_soft[idx].to(device))
             if not torch.isfinite(loss):  # a NaN model would otherwise be saved and predict NaN for everyone
+                if resume is None and epoch == 0 and n == 0 and cfg.pretrain.epochs > 0:
+                    # Not one fine-tuning step yet: the pretrained weights it starts from are the cause
+                    # (pretraining's last step diverged after its last loss check, or a checkpoint was edited).
+                    raise GeoaeError(f"the pretrained weights fine-tuning starts from give a loss of {loss.item()} "
+                                     "before its first step: pretraining diverged (or its checkpoint was edited); "
+                                     f"lower pretrain.lr (now {cfg.pretrain.lr:g})")
                 raise GeoaeError(f"fine-tuning diverged at epoch {epoch + 1}: the loss is {loss.item()}; "
                                  f"lower finetune.lr (now {ft.lr:g})")
             opt.zero_grad(set_to_none=True)
@@ -354,7 +354,7 @@ def finetune(
         if dev is not None and len(dev):
             rec.update({f"dev_{k}": v for k, v in score(model, dev, device, ref_median_km, class_points, ft).items()})
         history.append(rec)
-        current = _selection_values(rec, dev)
+        current = selection_values(rec, dev is not None)
         if metric not in current:
             metric = "loss"
         if _better(metric, current, best):
@@ -394,7 +394,7 @@ def finetune(
         # No dev users (the refit, or a run without a dev split): ship what the epochs made. The
         # best-by-training-loss epoch was restored before, e.g. epoch 20 of a 30-epoch refit.
         best_epoch = len(history)
-        best = _selection_values(history[-1], dev)
+        best = selection_values(history[-1], dev is not None)
     elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

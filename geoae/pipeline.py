@@ -29,6 +29,7 @@ from geoae.errors import ConfigError, DataError, GeoaeError, RecordLog, breakdow
 from geoae.features import available_cpus
 from geoae.finetune import TrainingSet, finetune, score
 from geoae.geo import LocationRisk, haversine_km, median_point
+from geoae.labels import US_STATES
 from geoae.manifest import Timer, check_writable, file_record, write_json, write_run_files
 from geoae.pretrain import pretrain
 from geoae.sdae import GeoSDAE, GeoSDAEEnsemble
@@ -36,6 +37,8 @@ from geoae.sdae import GeoSDAE, GeoSDAEEnsemble
 log = logging.getLogger(__name__)
 
 DOCUMENTS = "documents.parquet"
+# What the documents' state column may hold: a state code, or "" (no state: no or foreign coordinates).
+STATE_VALUES = ("", *US_STATES)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -124,6 +127,15 @@ def load_documents(data_dir: str | Path) -> pd.DataFrame:
         docs = pd.read_parquet(p)
     except Exception as e:  # pyarrow raises many kinds
         raise DataError(f"{p}: cannot read parquet ({e}); rerun `geoae prepare`") from e
+    # Before any column is looked up: with a name twice, or columns of several levels, ``docs[name]`` is a
+    # table, not a column (an AttributeError deep in the checks below).
+    if isinstance(docs.columns, pd.MultiIndex):
+        raise DataError(f"{p}: the table's columns have {docs.columns.nlevels} levels of names (first: "
+                        f"{docs.columns[0]!r}); prepare writes one name per column: rerun `geoae prepare`")
+    if docs.columns.duplicated().any():
+        dup = sorted({str(c) for c in docs.columns[docs.columns.duplicated()]})
+        raise DataError(f"{p}: column names occur more than once ({', '.join(map(repr, dup))}); prepare writes "
+                        "each once: fix the file or rerun `geoae prepare`")
     missing = [c for c in ("user_id", "text", "lat", "lon", "split", "state") if c not in docs.columns]
     if missing:
         raise DataError(f"{p}: missing columns {missing} (have {list(docs.columns)}); rerun `geoae prepare`")
@@ -149,6 +161,14 @@ def _check_documents(docs: pd.DataFrame, p: Path) -> None:
                             f"{docs['user_id'][given.index[i]]!r} has {type(given.iloc[i]).__name__} {given.iloc[i]}); {again}")
         if c != "text" and len(given) < len(col):
             docs[c] = col.fillna("")
+    # Only the 50 states + DC (USPS codes) are labels, "" none: anything else would become a class of its
+    # own, trained for nothing (the model could not be saved), or a state no model predicts.
+    bad = ~docs["state"].isin(STATE_VALUES).to_numpy()
+    if bad.any():
+        i = bad.nonzero()[0][0]
+        raise DataError(f"{p}: column 'state' has {int(bad.sum())} values that are not a state code (the USPS code "
+                        f"of one of the 50 states or DC, e.g. 'CA', or '' for none; first: user "
+                        f"{docs['user_id'].iloc[i]!r} has {docs['state'].iloc[i]!r}); {again}")
     for c, lim, what in (("lat", 90.0, "latitude"), ("lon", 180.0, "longitude")):
         col = docs[c]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -459,7 +479,7 @@ def train(
     # Fine-tune ``finetune.ensemble`` members, each from the pretrained weights (or, without
     # pretraining, its own seeded initialisation), each with its own checkpoint directory.
     if state is not None:
-        restore(state[0], state[1], model, None, gens)
+        restore(state[0], state[1], model, None, gens, ckpt_dir=ckpt)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if state is not None else None
     # A member checkpoint is only valid for the pretrained weights it started from, and for the dev
     # users it was early-stopped on (data.dev_splits is outside the config key).
@@ -583,7 +603,8 @@ def check_prepared_with(cfg: Config, data_dir: str | Path, label: str) -> None:
         prepared = json.loads(saved.read_text(encoding="utf-8")).get("data") or {}
         if not isinstance(prepared, dict):  # hand-edited: as unreadable (it was an AttributeError below)
             raise ValueError("data is not a mapping")
-    except (OSError, ValueError, AttributeError):
+    # ValueError: bad JSON or UTF-8, integers too long to read; RecursionError: nesting too deep to read
+    except (OSError, ValueError, AttributeError, RecursionError):
         if docs.is_file() and docs.suffix == ".parquet":  # anything else: load_documents says what is wrong
             log.warning("%s: unreadable or absent, so the data settings of %s cannot be checked against this "
                         "config's", saved, data_dir)

@@ -11,8 +11,10 @@ Output columns (one row per user):
 
 - ``user_id``, ``n_tweets``
 - ``status``: ``ok``; ``no_known_words`` (text, but no word of the model's
-  vocabulary: the row carries the model's prior-like guess, flagged); or
-  ``empty_text`` (nothing to predict from: prediction fields are empty)
+  vocabulary: the row carries the model's prior-like guess, flagged);
+  ``empty_text`` (nothing to predict from: prediction fields are empty); or
+  ``non_finite_output`` (the model's output for this text is NaN or infinite,
+  a damaged model: prediction fields are empty, never a state from it)
 - ``state``, ``state_prob``, ``region``: the state head's arg-max, its probability, its Census region
 - ``lat``, ``lon``: the model's point prediction, of the kind chosen on the
   validation users at training time (``Predictor.point_``, one of the four below)
@@ -75,7 +77,9 @@ OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "
 class Predictor:
     """Scores user documents with a loaded artifact. ``classes_`` lists the state codes of the proba columns."""
 
-    def __init__(self, artifact: Artifact, *, top_k: int = 3, batch_size: int = 1024, half: bool = False):
+    def __init__(self, artifact: Artifact, *, top_k: int = 3, batch_size: int = 1024, half: bool = False,
+                 source: str | Path | None = None):
+        """``source``: the model directory the artifact was loaded from, named in errors."""
         from geoae.labels import region_of
 
         self.artifact = artifact
@@ -94,10 +98,12 @@ class Predictor:
         self._regions = np.asarray(region_of(np.asarray(self.classes_)), dtype=object)
         self._classes = np.asarray(self.classes_, dtype=object)
         self.point_ = artifact.meta.get("point", "regression")
+        where = f"{model_path(source) / INDEX}: " if source is not None else ""
         if not isinstance(self.point_, str) or self.point_ not in POINT_KINDS:
-            raise GeoaeError(f"artifact names an unknown point kind {self.point_!r}")
+            raise GeoaeError(f"{where}artifact names an unknown point kind {self.point_!r} in meta.point (known: "
+                             f"{', '.join(POINT_KINDS)}); re-train the model")
         if self.point_ == "location" and artifact.location is None:
-            raise GeoaeError("artifact's point is 'location' but it has no points file; re-train the model")
+            raise GeoaeError(f"{where}artifact's point is 'location' but it has no points file; re-train the model")
 
     # ----------------------------------------------------------------- scoring
     @torch.no_grad()
@@ -111,6 +117,7 @@ class Predictor:
         if not len(probs):
             return probs, coords.astype(np.float64), np.zeros(0, bool)
         c = coords.astype(np.float64)
+        c[~np.isfinite(c)] = np.nan  # an infinite latitude is no output, not the pole the clip below makes of it
         # The regressor is unconstrained; keep its points on the globe.
         c[:, 0] = np.clip(c[:, 0], -90.0, 90.0)
         c[:, 1] = (c[:, 1] + 180.0) % 360.0 - 180.0
@@ -135,14 +142,17 @@ class Predictor:
         uid = docs["user_id"].astype(str).to_numpy() if "user_id" in docs.columns else np.arange(n).astype(str)
         ntw = docs["n_tweets"].to_numpy() if "n_tweets" in docs.columns else np.ones(n, dtype=np.int64)
         empty = blank_texts(texts)
-        keep = np.flatnonzero(~empty)
+        # A damaged model (weights huge but finite) can overflow to NaN on some texts: such a row gets no
+        # state, point or probability from it, only its status (counted in the run's rows_by_status).
+        broken = ~empty & ~(np.isfinite(probs).all(axis=1) & np.isfinite(coords).all(axis=1))
+        keep = np.flatnonzero(~empty & ~broken)
         # Columns are filled as whole arrays and the frame is built once: per-column ``.loc``
         # writes into an object frame cost more than the model's forward pass on big chunks.
         cols: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c not in _NON_FLOAT_COLUMNS}
         state = np.full(n, None, dtype=object)
         region = np.full(n, None, dtype=object)
         tops = np.full(n, None, dtype=object)
-        status = np.where(empty, "empty_text", "ok").astype(object)
+        status = np.where(empty, "empty_text", np.where(broken, "non_finite_output", "ok")).astype(object)
         if len(keep):
             kp = probs[keep]
             top = np.argsort(-kp, axis=1)[:, :self.top_k]
@@ -175,7 +185,7 @@ class Predictor:
 
 def load_predictor(model_dir: str | Path, *, device: str = "cpu", top_k: int = 3, half: bool = False) -> Predictor:
     """Load a verified artifact (see ``artifact.load_artifact``) and wrap it for prediction."""
-    return Predictor(load_artifact(model_dir, device=device), top_k=top_k, half=half)
+    return Predictor(load_artifact(model_dir, device=device), top_k=top_k, half=half, source=model_dir)
 
 
 # --------------------------------------------------------------------------- streaming files
@@ -687,6 +697,9 @@ def predict_files(
     log.info("predict: %s in, %s out, %s, %.1f users/s", plural(users_in, "user"), plural(rows_out, "row"),
              rlog.summary(), summary["users_per_second"] or 0)
     warn_about_records(rlog)
+    if n := status.get("non_finite_output"):  # a warning, so -q still says it
+        log.warning("the model's output is NaN or infinite for %s (status non_finite_output: no state or point "
+                    "given); its weights are likely damaged: re-train the model", plural(n, "user"))
     return summary
 
 

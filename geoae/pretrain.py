@@ -98,7 +98,7 @@ def pretrain(
         opt = torch.optim.Adam(layer.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.pretrain.weight_decay)
         first = k == start_layer
         if resume is not None and first:
-            restore(resume[0], resume[1], model, opt if start_epoch > 0 else None, gens)
+            restore(resume[0], resume[1], model, opt if start_epoch > 0 else None, gens, ckpt_dir=ckpt_dir)
         e0 = start_epoch if first else 0
         bar = tqdm(range(e0, epochs), desc=f"pretrain layer {k + 1}/{n_layers}", unit="epoch", disable=bar_disabled(log), leave=False)
         for epoch in bar:

@@ -189,3 +189,30 @@ def test_without_dev_users_the_last_epoch_is_shipped_not_the_lowest_training_los
     assert len(losses) == 30 and int(np.argmin(losses)) != 29  # the lowest training loss is not the last epoch
     assert r["best_epoch"] == 30
     assert all(torch.equal(v, last[k]) for k, v in m.state_dict().items())
+
+
+def test_non_finite_pretrained_weights_are_blamed_on_pretraining_not_fine_tuning():
+    """A NaN in the pretrained stack (pretraining's last step diverged after its last loss check, or its
+    checkpoint was edited) was reported as "fine-tuning diverged at epoch 1 ...; lower finetune.lr"."""
+    import pytest
+
+    from geoae.errors import GeoaeError
+
+    cfg = tiny_config()
+    data = tiny_set(40)
+
+    def run(c, poison: bool):
+        torch.manual_seed(0)
+        m = GeoSDAE(data.X.shape[1], 5, c.model)
+        m.set_coord_scaler(torch.tensor(data.coords.mean(0)), torch.tensor(data.coords.std(0)))
+        if poison:
+            with torch.no_grad():
+                m.layers[2].encoder.weight[0, 0] = float("nan")
+        finetune(m, data, None, c, device=torch.device("cpu"), gens=make_generators(0, torch.device("cpu")))
+
+    with pytest.raises(GeoaeError, match=r"pretrained weights .* give a loss of nan before its first step: pretraining "
+                                         r"diverged .* lower pretrain\.lr \(now 0\.01\)$"):
+        run(cfg, poison=True)
+    # a divergence of fine-tuning itself still names fine-tuning's setting
+    with pytest.raises(GeoaeError, match=r"^fine-tuning diverged at epoch 1: .* lower finetune\.lr \(now 1e\+30\)$"):
+        run(tiny_config(finetune={"lr": 1e30}), poison=False)

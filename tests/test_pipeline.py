@@ -201,9 +201,14 @@ def test_unlabelled_splits_feed_only_the_unsupervised_steps(run, tmp_path):
     data.mkdir()
     docs = pd.read_parquet(run / "data" / "documents.parquet")
     test = docs["split"] == "test"
-    # A word only unlabelled users write; and labels that would break training if they were used.
+    # A word only unlabelled users write; and labels that would break training if they were used: a state
+    # no other user is in, without coordinates, so without a state point. (Not "XX": the documents may only
+    # hold state codes.)
+    from geoae.labels import US_STATES
+
+    unused = sorted(set(US_STATES) - set(docs.loc[~test, "state"]))[0]
     docs.loc[test, "text"] = docs.loc[test, "text"] + " zzunlabelledword zzunlabelledword"
-    docs.loc[test, "state"] = "XX"
+    docs.loc[test, "state"] = unused
     docs.loc[test, ["lat", "lon"]] = float("nan")
     docs.to_parquet(data / "documents.parquet")
     base = load_config(None, TINY)
@@ -212,7 +217,7 @@ def test_unlabelled_splits_feed_only_the_unsupervised_steps(run, tmp_path):
     art, art0 = load_artifact(model), load_artifact(plain)
     assert "zzunlabelledword" in art.featurizer.vocabulary_
     assert "zzunlabelledword" not in art0.featurizer.vocabulary_
-    assert "XX" not in art.classes and art.classes == art0.classes
+    assert unused not in art.classes and art.classes == art0.classes
     assert art.meta["unlabelled_users"] == int(test.sum()) and art.meta["unlabelled_splits"] == ["test"]
     assert art0.meta["unlabelled_users"] == 0
     with pytest.raises(Exception, match="unlabelled_splits"):
@@ -392,6 +397,12 @@ def _set(col, value, rows=slice(0, 3)):
 @pytest.mark.parametrize("edit, says", [
     (lambda d: d.assign(text=5), "column 'text' must hold strings"),
     (lambda d: d.assign(state=7.5), "column 'state' must hold strings"),
+    # Not a state code: a class of its own, refused only when the trained model was saved (or never predicted).
+    (_set("state", "XX"), "column 'state' has 3 values that are not a state code (the USPS code of one of the 50 "
+                          "states or DC, e.g. 'CA', or '' for none; first: user 'u0_"),
+    (_set("state", "ca", slice(5, 6)), "column 'state' has 1 values that are not a state code"),
+    (_set("state", " NY"), "has ' NY'); fix the file or rerun `geoae prepare`"),
+    (_set("state", "PR"), "has 'PR')"),  # a territory: prepare gives it no state
     (lambda d: d.assign(lat=d["lat"].astype(str)), "column 'lat' must be numeric"),
     (_set("lat", float("inf")), "column 'lat' has 3 values that are not a latitude in [-90, 90] nor NaN"),
     (_set("lon", 500.0), "column 'lon' has 3 values that are not a longitude in [-180, 180]"),
@@ -409,6 +420,45 @@ def test_a_hand_edited_documents_table_is_a_clear_error(run, tmp_path, capsys, e
     assert main(["-q", "train", *_sets(TINY), "-d", str(data), "-o", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def _column_twice(name: str):
+    """Writes the documents with column ``name`` twice: pandas refuses to write such a table, its
+    metadata can still say so."""
+    def write(docs: pd.DataFrame, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(docs.assign(copy=docs[name]), preserve_index=False)
+        meta = json.loads(table.schema.metadata[b"pandas"])
+        for c in meta["columns"]:
+            c["name"] = name if c["name"] == "copy" else c["name"]
+        pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
+        assert list(pd.read_parquet(path).columns).count(name) == 2
+    return write
+
+
+def _two_levels(docs: pd.DataFrame, path: Path) -> None:
+    docs.set_axis(pd.MultiIndex.from_tuples([(c, "") for c in docs.columns]), axis=1).to_parquet(path)
+    assert isinstance(pd.read_parquet(path).columns, pd.MultiIndex)
+
+
+@pytest.mark.parametrize("write, says", [
+    *[(_column_twice(c), f"documents.parquet: column names occur more than once ('{c}'); prepare writes each once")
+      for c in ("text", "state", "user_id", "lat")],
+    (_two_levels, "documents.parquet: the table's columns have 2 levels of names (first: ('user_id', '')); prepare "
+                  "writes one name per column"),
+], ids=["text-twice", "state-twice", "user_id-twice", "lat-twice", "two-levels"])
+def test_a_documents_table_whose_columns_are_not_one_name_each_is_a_clear_error(run, tmp_path, capsys, write, says):
+    """``docs[name]`` is then a table, not a column: an AttributeError traceback (or, for some columns,
+    checks passed on the wrong thing)."""
+    (tmp_path / "data").mkdir()
+    write(pd.read_parquet(run / "data" / "documents.parquet"), tmp_path / "data" / "documents.parquet")
+    capsys.readouterr()
+    assert main(["-q", "train", *_sets(TINY), "-d", str(tmp_path / "data"), "-o", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "t").exists()
 
 
@@ -502,9 +552,12 @@ def test_refit_without_dev_users_says_it_does_nothing(run, tmp_path, caplog):
     assert json.loads((tmp_path / "t" / "model" / "artifact.json").read_text())["meta"]["refit"] is None
 
 
-@pytest.mark.parametrize("content", ['{"data": ["split"]}', '{"data": "random"}'])
+@pytest.mark.parametrize("content", ['{"data": ["split"]}', '{"data": "random"}', "[" * 100_000,
+                                     '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+                         ids=["data-a-list", "data-a-string", "too-deep", "data-too-deep"])
 def test_a_prepared_config_whose_data_is_not_a_mapping_is_a_warning_not_a_traceback(tmp_path, caplog, content):
-    """A hand-edited config.json beside the documents: ``.get`` on a list or string was an AttributeError."""
+    """A hand-edited config.json beside the documents: ``.get`` on a list or string was an AttributeError,
+    lists nested 100,000 deep a RecursionError; it is unreadable like any other, so not checked, as said."""
     import logging
 
     from geoae.config import load_config

@@ -1041,3 +1041,93 @@ def test_streaming_runs_numpy_blas_on_one_thread_and_restores_it(model, users_fi
         after = blas_threads()
     assert seen and all(t == [1] * len(before) for t in seen)
     assert after == before
+
+
+def _forged_weights(model: Path, dest: Path, edit) -> Path:
+    """A copy of ``model`` whose weights ``edit(tensors)`` changed, every hash recomputed (so it loads)."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from geoae.artifact import _index_sha
+
+    d = Path(shutil.copytree(model, dest))
+    idx = json.loads((d / "artifact.json").read_text())
+    entry = idx["files"]["model"]
+    tensors = st_load((d / entry["name"]).read_bytes())
+    edit(tensors)
+    blob = st_save(tensors)
+    (d / entry["name"]).write_bytes(blob)
+    entry.update(sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
+    idx["index_sha256"] = _index_sha(idx)
+    (d / "artifact.json").write_text(json.dumps(idx))
+    return d
+
+
+def test_non_finite_model_output_is_a_row_status_never_a_state(model, tmp_path, caplog):
+    """Weights huge but finite (hashes recomputed: the model loads) overflow to NaN on the texts with one
+    word: those rows had NaN probabilities, status ok and a state all the same."""
+    from geoae.artifact import load_artifact
+
+    word = "knicks"
+    col = load_artifact(model).featurizer.vocabulary_[word]
+
+    def blow_up(tensors):
+        tensors["members.0.layers.0.encoder.weight"][:, col] = 3e38
+
+    forged = _forged_weights(model, tmp_path / "forged", blow_up)
+    pred = load_predictor(forged)
+    df = frame()
+    out, proba = pred.predict_with_proba(df)
+    out = out.set_index("user_id")
+    assert not np.isfinite(proba[df.index[df["user_id"] == "a"][0]]).all()  # "a" writes the word: overflow
+    row = out.loc["a"]
+    assert row["status"] == "non_finite_output"
+    assert row["state"] is None and row["region"] is None and row["top_states"] is None
+    for col_name in OUTPUT_COLUMNS:
+        if col_name not in ("user_id", "n_tweets", "status", "state", "region", "top_states"):
+            assert np.isnan(row[col_name]), col_name
+    # the others are scored as before: one bad row never spoils the batch
+    assert out.loc[["b", "c"], "status"].tolist() == ["ok", "ok"] and out.loc[["b", "c"], "state"].notna().all()
+    assert out.loc["empty", "status"] == "empty_text" and out.loc["unknown", "status"] == "no_known_words"
+    # predict_files counts the rows by status, and warns (a warning: -q keeps it)
+    src = tmp_path / "users.txt"
+    pd.DataFrame({"user_id": ["a", "b"], "lat": [0.0, 0.0], "lon": [0.0, 0.0],
+                  "text": ["knicks subway brooklyn", "lakers freeway hollywood"]}).to_csv(src, sep="\t", header=False,
+                                                                                       index=False)
+    from geoae.predict import predict_files
+
+    with caplog.at_level(logging.WARNING, logger="geoae.predict"):
+        s = predict_files(forged, [src], tmp_path / "p.csv", fmt="rahimi")
+    assert s["rows_by_status"] == {"non_finite_output": 1, "ok": 1}
+    assert "the model's output is NaN or infinite for 1 user" in caplog.text
+    got = _read(tmp_path / "p.csv").set_index("user_id")
+    assert got.loc["a", "status"] == "non_finite_output" and pd.isna(got.loc["a", "state"])
+
+
+def test_an_infinite_regression_output_is_no_point_at_the_pole(model, tmp_path):
+    """The clip that keeps the regression point on the globe made an infinite latitude the pole, status ok."""
+    def blow_up(tensors):
+        tensors["members.0.coord_head.weight"][:] = 3e38
+
+    out = load_predictor(_forged_weights(model, tmp_path / "forged", blow_up)).predict(frame()).set_index("user_id")
+    assert out.loc[["a", "b", "c", "unknown"], "status"].eq("non_finite_output").all()
+    assert out["reg_lat"].isna().all() and out["state"].isna().all()
+
+
+def test_an_unknown_point_kind_names_the_artifact(model, tmp_path, capsys, users_file):
+    from geoae.artifact import _index_sha
+
+    import shutil
+
+    d = Path(shutil.copytree(model, tmp_path / "m"))
+    idx = json.loads((d / "artifact.json").read_text())
+    idx["meta"]["point"] = "centroid"
+    idx["index_sha256"] = _index_sha(idx)
+    (d / "artifact.json").write_text(json.dumps(idx))
+    assert main(["-q", "predict", "-m", str(d), "-i", str(users_file), "-o", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"{d / 'artifact.json'}: artifact names an unknown point kind 'centroid' in meta.point (known: " in err
+    assert len(err.strip().splitlines()) == 1

@@ -365,3 +365,61 @@ def test_training_and_prediction_share_one_cuda_ordinal_check(monkeypatch):
     with pytest.raises(GeoaeError, match=r"--device cuda:2: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
         artifact_mod.torch_device("cuda:2")
     assert asked == ["cuda:2", "cuda:2"]
+
+
+def _rewrite_checkpoint(ckpt: Path, doc_edit=None, tensor_edit=None) -> None:
+    """Edit a checkpoint in place as a forger would: state.json by hand, the tensors rewritten with
+    their hash recomputed (so only the checks of what they hold can tell)."""
+    import hashlib
+
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    js = ckpt / checkpoint_mod.STATE_JSON
+    doc = json.loads(js.read_text())
+    if tensor_edit is not None:
+        p = ckpt / doc["tensors_file"]
+        tensors = st_load(p.read_bytes())
+        tensor_edit(tensors)
+        blob = st_save(tensors)
+        p.write_bytes(blob)
+        doc["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+    if doc_edit is not None:
+        doc_edit(doc)
+    js.write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module")
+def killed_in_finetuning(data, tmp_path_factory) -> Path:
+    """A run killed after fine-tuning epoch 2 of member 0: its checkpoint/member0 holds optimizer moments."""
+    run = tmp_path_factory.mktemp("killed_in_finetuning")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), data, run, on_epoch_end=kill_at("finetune", 0, 1))
+    return run
+
+
+@pytest.mark.parametrize("doc_edit, tensor_edit, message", [
+    (lambda d: d["optimizer"].update(param_groups=None), None,
+     r"member0/state\.json: checkpoint field optimizer\.param_groups is None, expected a list of 1 parameter group"),
+    (lambda d: d["optimizer"]["param_groups"][0].update(params=[0, [1], 2]), None,
+     r"member0/state\.json: checkpoint field optimizer\.param_groups\[0\]\.params is \[0, \[1\], 2\], expected"),
+    (None, lambda t: t.pop("model.layers.1.encoder.weight"),
+     r"member0/state-[0-9a-f]{12}\.safetensors: checkpoint model weights \(model\.\*\) do not fit this run's model: "
+     r"layers\.1\.encoder\.weight missing"),
+    (None, lambda t: t.update({"model.coord_head.weight": torch.zeros(3, 3)}),
+     r"member0/state-[0-9a-f]{12}\.safetensors: .* coord_head\.weight of shape \(3, 3\), the model's is \(2, 4\)"),
+    (None, lambda t: t.clear(), r"member0/state-[0-9a-f]{12}\.safetensors: .* and \d+ more missing"),
+    (lambda d: d["position"]["ft_history"][0].pop("train_loss"), None,
+     r"member0/state\.json: checkpoint field position\.ft_history\[0\]\.train_loss is missing, expected a number"),
+], ids=["param-groups-none", "params-entry-a-list", "tensor-missing", "tensor-shape", "no-tensors", "no-train-loss"])
+def test_train_resume_refuses_a_hand_edited_member_checkpoint(data, killed_in_finetuning, tmp_path, doc_edit,
+                                                              tensor_edit, message):
+    """Through ``geoae train`` (resume is its default): a TypeError inside torch's Optimizer.load_state_dict,
+    a RuntimeError from load_state_dict, a KeyError in fine-tuning's early stopping; now one clear error."""
+    import shutil
+
+    run = Path(shutil.copytree(killed_in_finetuning, tmp_path / "run"))
+    _rewrite_checkpoint(run / "checkpoint" / "member0", doc_edit, tensor_edit)
+    with refused(ArtifactError, message + r".*the file was edited or damaged: delete the checkpoint directory", tmp_path):
+        train(cfg(), data, run, resume=True)
+    assert not (run / "model").exists()
