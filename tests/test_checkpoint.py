@@ -60,15 +60,19 @@ def pretrain_ckpt(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def finetune_ckpt(tmp_path_factory) -> Path:
-    """A fine-tuning checkpoint after epoch 2 of 4 (no dev users: best_epoch 2, bad_epochs 0)."""
-    d = tmp_path_factory.mktemp("finetune_ckpt")
+def _finetune_ckpt(d: Path, dev) -> Path:
+    """Fine-tuning stopped after epoch 2 of 4, its checkpoint in ``d``."""
     with pytest.raises(_Stop):
-        finetune(_model(), TRAIN, None, CFG, device=CPU, gens=make_generators(0, CPU), ckpt_dir=d,
+        finetune(_model(), TRAIN, dev, CFG, device=CPU, gens=make_generators(0, CPU), ckpt_dir=d,
                  on_epoch_end=_stop_after("finetune", 0, 1))
     assert json.loads((d / STATE_JSON).read_text())["position"]["epoch"] == 2
     return d
+
+
+@pytest.fixture(scope="module")
+def finetune_ckpt(tmp_path_factory) -> Path:
+    """A fine-tuning checkpoint after epoch 2 of 4 (no dev users: best_epoch 2, bad_epochs 0)."""
+    return _finetune_ckpt(tmp_path_factory.mktemp("finetune_ckpt"), None)
 
 
 def _edited(src: Path, dst: Path, **fields) -> Path:
@@ -208,11 +212,7 @@ DEV = tiny_set(30, seed=1)
 @pytest.fixture(scope="module")
 def finetune_dev_ckpt(tmp_path_factory) -> Path:
     """A fine-tuning checkpoint after epoch 2 of 4 with dev users: it carries the best epoch's weights."""
-    d = tmp_path_factory.mktemp("finetune_dev_ckpt")
-    with pytest.raises(_Stop):
-        finetune(_model(), TRAIN, DEV, CFG, device=CPU, gens=make_generators(0, CPU), ckpt_dir=d,
-                 on_epoch_end=_stop_after("finetune", 0, 1))
-    return d
+    return _finetune_ckpt(tmp_path_factory.mktemp("finetune_dev_ckpt"), DEV)
 
 
 def _tampered(src: Path, dst: Path, doc_edit=None, tensor_edit=None) -> Path:
