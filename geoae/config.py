@@ -315,9 +315,17 @@ def validate(cfg: Config) -> Config:
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"{key}: must be in [0, 1); got {frac}")
     if d.dev_fraction + d.test_fraction >= 1.0:
-        raise ConfigError("data.dev_fraction + data.test_fraction must be < 1")
+        raise ConfigError(f"data.dev_fraction + data.test_fraction must be < 1; got {d.dev_fraction} + {d.test_fraction} "
+                          f"= {d.dev_fraction + d.test_fraction:g}")
     if d.min_tweets < 1:
         raise ConfigError(f"data.min_tweets: must be >= 1; got {d.min_tweets}")
+    # The carved users take this split: a blank or padded one is a split no *_splits list names (the
+    # users would silently leave training), one of carve_from a no-op (no validation users carved).
+    if not d.carve_label.strip() or d.carve_label != d.carve_label.strip():
+        raise ConfigError(f"data.carve_label: must be a split name without surrounding spaces; got {d.carve_label!r}")
+    if d.split != "random" and d.dev_fraction > 0 and d.carve_label in d.carve_from:  # random ignores both
+        raise ConfigError(f"data.carve_label: {d.carve_label!r} is in data.carve_from {d.carve_from}: the carved users "
+                          "would stay in their split; name a split of their own (e.g. dev or val)")
     from geoae.tweets import TABLE_COLUMNS  # here, not at the top: reading configs needs no pandas
 
     for name, target in d.columns.items():

@@ -59,6 +59,30 @@ SPLIT_RULES = ("column", "geotext_folds", "random")
 _DTYPES = {"user_id": "str", "text": object, "n_tweets": "int64", "lat": "float64", "lon": "float64", "split": "str"}
 
 
+USER_ORDER_ATTR = "user_order"
+"""``attrs`` key of ``build_documents``' output: every user read, numbered by first appearance."""
+
+
+class UserOrder(str):
+    """``order``: user_id -> 1-based order of first appearance among *all* users read, including
+    those ``build_documents`` left out (empty, too few tweets), as the lines of GeoText's
+    ``user_info`` number them: ``assign_splits(rule="geotext_folds")`` numbers users with it, else a
+    left-out user would shift every later user into another official fold (and it removes it).
+    A ``str`` (a short note) so that ``to_parquet``, which writes ``attrs`` as JSON, writes the note
+    and not every user; read-only, and a copy is the object itself (pandas copies ``attrs`` on every
+    operation)."""
+
+    order: pd.Series
+
+    def __new__(cls, order: pd.Series) -> "UserOrder":
+        self = super().__new__(cls, f"first-appearance order of {len(order)} users")
+        self.order = order
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "UserOrder":
+        return self
+
+
 def empty_documents() -> pd.DataFrame:
     """A zero-row document table with the right dtypes."""
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in _DTYPES.items()})
@@ -222,6 +246,8 @@ def build_documents(
     few = ~empty & (docs["n_tweets"].to_numpy() < min_tweets)
     bad("too_few_tweets", docs.loc[few, "user_id"], f"has fewer than min_tweets={min_tweets} tweets; left out")
     docs = docs.loc[~empty & ~few].reset_index(drop=True)
+    docs.attrs[USER_ORDER_ATTR] = UserOrder(pd.Series(np.arange(1, len(first_row) + 1, dtype="int64"),
+                                                      index=first_row["user_id"].to_numpy()))
     log_.info("built %d user documents from %d rows", len(docs), len(df))
     return docs
 
@@ -370,6 +396,17 @@ def _hash_rank(users: pd.Series, seed: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def _user_numbers(docs: pd.DataFrame, users: pd.Series) -> np.ndarray:
+    """The GeoText number of each user: ``build_documents``' first-appearance order when ``docs``
+    carries it for every user, else the users' order in ``docs`` (1-based)."""
+    order = docs.attrs.get(USER_ORDER_ATTR)
+    if isinstance(order, UserOrder):
+        nums = users.astype(str).map(order.order)
+        if nums.notna().all():
+            return nums.to_numpy(dtype="int64")
+    return np.arange(1, len(users) + 1)
+
+
 def _check_fraction(name: str, v: float) -> None:
     if not (0.0 <= v < 1.0):
         raise ConfigError(f"data.{name} must be in [0, 1), got {v}")
@@ -402,8 +439,10 @@ def assign_splits(
     * ``"geotext_folds"``: the official GeoText rule (id % 5; 1-3 train, 4
       dev, 5 test) with id = 1-based line in ``user_info`` if given (users not
       in it get "" and are counted ``unknown_user``), else the 1-based order of
-      the users in ``docs``. ``dev_fraction``/``test_fraction`` then carve as
-      for ``"column"``.
+      first appearance among all users ``build_documents`` read (the users it
+      left out keep their numbers), or of the users in ``docs`` for a table
+      not built by it. ``dev_fraction``/``test_fraction`` then carve as for
+      ``"column"``.
 
     Every draw ranks users by a hash of ``(seed, user_id)``: deterministic for
     a seed and independent of row order.
@@ -416,6 +455,7 @@ def assign_splits(
         raise ConfigError(f"data.dev_fraction + data.test_fraction must be < 1, got {dev_fraction + test_fraction}")
     log = RecordLog(policy="skip") if log is None else log
     out = docs.copy()
+    out.attrs.pop(USER_ORDER_ATTR, None)  # read from docs below if needed; not carried into the written table
     out["split"] = out["split"].fillna("").astype("str") if "split" in out.columns else ""
     n = len(out)
     if rule == "random":
@@ -441,7 +481,7 @@ def assign_splits(
             if known.any():
                 split[known] = geotext_fold_split(nums[known].astype("int64").to_numpy())
         else:
-            split = geotext_fold_split(np.arange(1, n + 1)) if n else np.array([], dtype=object)
+            split = geotext_fold_split(_user_numbers(docs, out["user_id"])) if n else np.array([], dtype=object)
         out["split"] = split
     if dev_fraction > 0 or test_fraction > 0:
         pool = np.flatnonzero(out["split"].isin(list(carve_from)).to_numpy())

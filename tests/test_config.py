@@ -65,6 +65,13 @@ def test_wrong_types_name_the_key(raw, key):
         ({"data": {"seed": -1}}, r"data.seed: must be in"),
         ({"finetune": {"lr": 10**400}}, "finetune.lr: expected a finite number"),
         ({"data": {True: 1, "foo": 2}}, "unknown config key data.True"),
+        # Carved users put in no split at all, a split named " ", or back into the split they came from.
+        ({"data": {"dev_fraction": 0.9, "test_fraction": 0.2}}, r"must be < 1; got 0\.9 \+ 0\.2 = 1\.1"),
+        ({"data": {"carve_label": ""}}, "data.carve_label: must be a split name"),
+        ({"data": {"carve_label": " "}}, "data.carve_label: must be a split name"),
+        ({"data": {"carve_label": "val "}}, "data.carve_label: must be a split name"),
+        ({"data": {"split": "column", "dev_fraction": 0.2, "carve_label": "train"}},
+         "data.carve_label: 'train' is in data.carve_from"),
     ],
 )
 def test_impossible_values_name_the_key(raw, key):

@@ -386,3 +386,31 @@ def test_streaming_documents_do_not_number_geotext_users_for_splits(tmp_path, mo
     docs = pd.concat(list(iter_documents(p, user_info=False, chunksize=5)), ignore_index=True)
     assert len(docs) == 12 and set(docs["split"]) == {""} and not seen
     assert set(read_tweets(p, user_info=False)["split"]) == {"train", "dev", "test"} and seen
+
+
+@pytest.mark.parametrize("min_tweets", [1, 2])
+def test_geotext_folds_number_users_left_out_of_the_documents_too(tmp_path, min_tweets):
+    """``data.split: geotext_folds`` numbered the users *kept* by build_documents: one empty user (or,
+    with min_tweets, one with too few tweets) shifted every later user into another official fold
+    (user 5, official test, became dev; user 6, train, became test). As in user_info, every user read
+    keeps its number; the numbering does not reach the written table."""
+    rows = []
+    for i in range(1, 11):
+        rows.append((f"U{i}", "" if i == 2 else f"tweet {i}", 40.7, -74.0, ""))
+        if min_tweets == 2 and i not in (2, 3):
+            rows.append((f"U{i}", f"more {i}", 40.7, -74.0, ""))
+    docs = build_documents(tweets(rows), min_tweets=min_tweets)
+    left_out = {"U2"} | ({"U3"} if min_tweets == 2 else set())
+    assert set(docs["user_id"]) == {f"U{i}" for i in range(1, 11)} - left_out
+    out = assign_splits(docs, "geotext_folds")
+    official = {1: "train", 2: "train", 3: "train", 4: "dev", 0: "test"}  # id % 5
+    assert out["split"].tolist() == [official[int(u[1:]) % 5] for u in out["user_id"]]
+    assert not out.attrs  # nothing of it is written by prepare's to_parquet
+    out.to_parquet(tmp_path / "d.parquet")
+    docs.to_parquet(tmp_path / "raw.parquet")  # build_documents' own output still writes (a short note)
+    assert len(pd.read_parquet(tmp_path / "raw.parquet").attrs["user_order"]) < 100
+    # A table not built by build_documents is numbered in its own order.
+    plain = docs.copy()
+    plain.attrs = {}
+    by_position = assign_splits(plain, "geotext_folds")["split"].tolist()
+    assert by_position == [official[i % 5] for i in range(1, len(docs) + 1)] != out["split"].tolist()
