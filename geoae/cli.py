@@ -73,10 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.add_cli(sub)
     parser.commands = tuple(sub.choices)  # for the message when none is given
+    parser.command_parsers = dict(sub.choices)  # for _empty_path_option
     for p in sub.choices.values():
         p.formatter_class = _HelpFormatter
         _add_logging_options(p, top_level=False)
     return parser
+
+
+# Options whose value is a path: an empty one ('') would silently mean the current directory
+# (a report or run written there) or be ignored as if not given (--summary, --full-text).
+_PATH_DESTS = ("out", "output", "summary", "data", "model", "config", "full_text", "input")
+
+
+def _empty_path_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The option (e.g. ``--out``) given an empty path, or None."""
+    sub = parser.command_parsers.get(args.command)
+    for action in (sub._actions if sub else ()):
+        value = getattr(args, action.dest, None) if action.dest in _PATH_DESTS else None
+        if value == "" or (isinstance(value, list) and "" in value):
+            return max(action.option_strings, key=len)
+    return None
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -129,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                      " (geoae COMMAND --help for its options)")  # exits 2, after the usage
     if args.quiet and args.verbose:
         parser.error("-q and -v contradict each other; give one")
+    empty = _empty_path_option(parser, args)
+    if empty:
+        print(f"geoae {args.command}: error: {empty} is an empty path (''); give a file or directory name "
+              "(./ for the current directory)", file=sys.stderr)
+        return 2
     _configure_logging(args.verbose, args.quiet)
     # -q also silences what the command prints on success (its progress bars follow the log
     # level); errors still reach stderr below.

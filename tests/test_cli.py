@@ -290,3 +290,25 @@ def test_with_q_a_broken_pipe_is_an_error_even_when_stdout_is_closed(monkeypatch
     monkeypatch.setattr(geoae.cli, "_stdout_closed", lambda: True)
     assert main(["-q", "predict", "-m", "m", "-i", "i", "-o", "o.csv"]) == 2
     assert "Broken pipe" in capsys.readouterr().err
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(tmp_path, monkeypatch, capsys):
+    """--out '' once wrote a whole report (or demo run, or prepared data) into the working directory,
+    and --summary '' / --full-text '' were ignored as if not given."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "t.jsonl"
+    src.write_text('{"id_str": "1", "text": "hi", "user": {"id_str": "u"}}\n')
+    cases = [
+        (["evaluate", "--model", "m", "--data", "d", "--out", ""], "--out"),
+        (["prepare", "-i", str(src), "-o", ""], "--out"),
+        (["demo", "--out", "", "--users", "20"], "--out"),
+        (["predict", "-m", "m", "-i", str(src), "-o", "p.csv", "--summary", ""], "--summary"),
+        (["predict", "-m", "m", "-i", str(src), "", "-o", "p.csv"], "--input"),
+        (["benchmark", "--full-text", "", "-o", "b"], "--full-text"),
+    ]
+    for argv, option in cases:
+        assert main(["-q", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"geoae {argv[0]}: error: {option} is an empty path")
+        assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]  # nothing written anywhere
