@@ -125,6 +125,22 @@ def test_train_without_prepare_is_a_clear_error(tmp_path, capsys):
     assert "geoae prepare" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_dev_and_test_shares_are_of_the_users_kept_not_of_those_outside_us_dropped(tmp_path, seed):
+    """Splits were drawn before data.outside_us dropped the foreign users: 8 US users among 92 in London
+    got a 25 % share of 100 users, of which any number (0 for some seeds) fell among the 8."""
+    from geoae.config import load_config
+    from geoae.pipeline import prepare
+
+    rows = [(f"us{i}", "bagels", 40.7, -74.0) for i in range(8)] + [(f"uk{i}", "tea", 51.5, -0.1) for i in range(92)]
+    p = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["user_id", "text", "lat", "lon"]).to_csv(p, index=False)
+    sets = ["data.split=random", "data.dev_fraction=0.25", "data.test_fraction=0.25", "data.outside_us=drop",
+            f"data.seed={seed}"]
+    docs = prepare(load_config(None, sets), tmp_path / "out", [str(p)])
+    assert docs["split"].value_counts().to_dict() == {"train": 4, "dev": 2, "test": 2}
+
+
 def test_prepare_maps_a_tables_own_column_names(tmp_path, capsys):
     from geoae.config import load_config
     from geoae.pipeline import prepare
