@@ -348,8 +348,8 @@ def check_position(position: dict, ckpt_dir: Path | None, *, stage: str | None =
         # Checked in fine-tuning's own call, after the epoch's range: an edited epoch is told as such,
         # not as a record count that no longer matches it.
         if len(records) != epoch:
-            refuse("ft_history", _Shown(f"a list of {len(records)} records"),
-                   f"{epoch} (one per epoch run: position.epoch)")
+            raise _edited(where, f"checkpoint field position.ft_history is a list of {len(records)} records, "
+                                 f"expected {epoch} (one per epoch run: position.epoch)")
         for i, rec in enumerate(records):
             if type(rec.get("epoch")) is not int or rec["epoch"] != i + 1:
                 refuse(f"ft_history[{i}].epoch", rec.get("epoch", _MISSING), str(i + 1))
@@ -376,14 +376,10 @@ def selection_values(rec: dict, dev_scores: bool = True) -> dict:
     return current
 
 
-class _Shown(str):
-    """A value described in words in a refusal (``a list of 3 records``), not shown as it is."""
-
-
 def _shown(value: Any) -> str:
     if value is _MISSING:
         return "missing"
-    return value if isinstance(value, _Shown) else reprlib.repr(value)  # a long list cut short
+    return reprlib.repr(value)  # a long list cut short
 
 
 def _is_number(value: Any) -> bool:
